@@ -1,0 +1,47 @@
+"""The `modelshield` command. One module per command group; each exposes `register(subparsers)`.
+
+Exit codes (the contract scripts rely on): 0 success / all allowed, 1 something blocked,
+2 usage or I/O error. Errors print one clear line to stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from modelshield import __version__
+from modelshield.cli import commands_crypto, commands_groups, commands_scan, commands_stack
+from modelshield.errors import ModelShieldError
+
+COMMAND_MODULES = (commands_scan, commands_crypto, commands_groups, commands_stack)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelshield",
+        description="Scan, gate and envelope-encrypt ML model artifacts without executing them.",
+    )
+    parser.add_argument("--version", action="version", version=f"modelshield {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ModelShieldError as exc:
+        print(f"modelshield: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("modelshield: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The domain's vocabulary: one Severity, stable rule ids, findings, scans and artifacts.
+
+Every other module speaks in these types. They are pydantic models so that the same object is
+validated on the way in (events, YAML, API bodies) and serialised on the way out (DynamoDB, JSON, SARIF).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Severity(IntEnum):
+    """How bad a finding is. The one severity scale in the project (SARIF levels derive from it)."""
+
+    INFO = 10
+    LOW = 20
+    MEDIUM = 30
+    HIGH = 40
+    CRITICAL = 50
+
+    @classmethod
+    def parse(cls, value: str | int | Severity) -> Severity:
+        if isinstance(value, Severity):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        return cls[value.strip().upper()]
+
+
+class RuleId(StrEnum):
+    """Stable rule ids. Users suppress or re-grade rules by these names, so they never change.
+
+    Scanner rules are raised by the format scanners while reading bytes; policy rules are evaluated
+    from the scan report plus the artifact's metadata. The catalogue with rationale lives in
+    `modelshield.policy.catalog`.
+    """
+
+    # -- scanner rules -------------------------------------------------------------------------
+    CODE_EXEC = "MS-CODE-EXEC"  # imports/calls something that runs code, spawns, opens files/sockets
+    CODE_UNKNOWN = "MS-CODE-UNKNOWN"  # imports a callable on neither the allowlist nor the denylist
+    MALFORMED = "MS-MALFORMED"  # structurally invalid, or built to be read differently by loaders
+    ARCHIVE_UNSAFE = "MS-ARCHIVE-UNSAFE"  # traversal, links, bombs, references escaping the model
+    BACKDOOR = "MS-BACKDOOR"  # architectural backdoor indicators in a computational graph
+    SCAN_INCOMPLETE = "MS-SCAN-INCOMPLETE"  # unknown format, limit hit, scanner error: fail closed
+    # -- policy rules --------------------------------------------------------------------------
+    LICENSE = "MS-LICENSE"  # a license is declared, and approved when the group lists approved ones
+    FORMAT_SAFE = "MS-FORMAT-SAFE"  # serialization format is one the group approves
+    AUTHOR_VERIFIED = "MS-AUTHOR-VERIFIED"  # signed by a trusted key, or from an approved publisher
+    SIZE_LIMIT = "MS-SIZE-LIMIT"  # artifact within the group's size limit
+    HASH_PIN = "MS-HASH-PIN"  # sha256 not on the denylist (and on the allowlist when pinned)
+
+
+class Format(StrEnum):
+    """Serialization formats, detected from magic bytes and structure (the extension is a hint only)."""
+
+    PICKLE = "pickle"
+    PYTORCH_ZIP = "pytorch-zip"
+    PYTORCH_LEGACY = "pytorch-legacy"
+    TORCHSCRIPT = "torchscript"
+    JOBLIB = "joblib"
+    NUMPY = "numpy"
+    NUMPY_NPZ = "numpy-npz"
+    KERAS = "keras"
+    KERAS_H5 = "keras-h5"
+    TF_SAVEDMODEL = "tf-savedmodel"
+    ONNX = "onnx"
+    GGUF = "gguf"
+    SAFETENSORS = "safetensors"
+    ZIP = "zip"
+    TAR = "tar"
+    COMPRESSED = "compressed"  # gzip/bz2/xz/lzma/zlib stream around another format
+    TEXT = "text"  # JSON, YAML, Markdown, plain text: inert data
+    EMPTY = "empty"
+    UNKNOWN = "unknown"
+
+
+# Formats whose loading executes a pickle (the ones a "safe formats only" group refuses).
+PICKLE_BASED_FORMATS = frozenset(
+    {Format.PICKLE, Format.PYTORCH_ZIP, Format.PYTORCH_LEGACY, Format.TORCHSCRIPT, Format.JOBLIB}
+)
+
+
+class Finding(BaseModel):
+    """One thing a scanner or a rule found, carrying its rule id from the moment it is created."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: RuleId
+    severity: Severity
+    message: str
+    location: str = ""  # "model.zip!archive/data.pkl@1234" — path, then byte offset after '@'
+    detail: dict[str, Any] = Field(default_factory=dict)  # e.g. {"global": "os.system", "opcode": "REDUCE"}
+
+
+class ScanReport(BaseModel):
+    """What the scanners found in one file (and everything nested inside it). Pure data, no verdict."""
+
+    path: str
+    format: Format
+    size: int
+    sha256: str | None = None
+    findings: list[Finding] = Field(default_factory=list)
+    # Facts read from the bytes that rules may use: e.g. {"license": "mit"} from GGUF metadata,
+    # {"formats": ["pytorch-zip", "pickle"]} for everything seen, {"globals": [...]} imported.
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    scanner_version: str = ""
+    duration_ms: float = 0.0
+
+
+class Verdict(StrEnum):
+    ALLOWED = "ALLOWED"  # nothing failed
+    ALLOWED_WITH_WARNINGS = "ALLOWED_WITH_WARNINGS"  # only non-blocking rules failed
+    BLOCKED = "BLOCKED"  # a blocking rule failed
+    ERROR = "ERROR"  # could not be evaluated: treated as blocked (fail closed)
+
+    @property
+    def releases(self) -> bool:
+        """Whether consumers may receive the artifact."""
+        return self in (Verdict.ALLOWED, Verdict.ALLOWED_WITH_WARNINGS)
+
+
+class RuleStatus(StrEnum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    ERROR = "ERROR"
+    SKIPPED = "SKIPPED"  # disabled in the group
+
+
+class RuleResult(BaseModel):
+    rule: RuleId
+    status: RuleStatus
+    blocking: bool
+    severity: Severity
+    message: str = ""
+    findings: list[Finding] = Field(default_factory=list)
+
+
+class EncryptionState(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    ENCRYPTED = "ENCRYPTED"
+    QUARANTINED = "QUARANTINED"
+    FAILED = "FAILED"  # encryption or verification failed; the ingest copy is kept
+
+
+class ArtifactRef(BaseModel):
+    """An S3 object version: what every scan, artifact record and idempotency key is about."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+
+    @property
+    def artifact_id(self) -> str:
+        return f"{self.bucket}/{self.key}"
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
