@@ -166,3 +166,58 @@ class ArtifactRef(BaseModel):
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
+
+
+class ScanRecord(BaseModel):
+    """One evaluation of one artifact version against one group: an append-only audit-trail entry.
+
+    Stored in the scans table under PK `artifact_id`, SK `scan_ref` (`<scanned_at ISO>#<version>#<scan_id>`)
+    so that the newest scan of an artifact is the first item of a descending query.
+    """
+
+    artifact_id: str  # "<bucket>/<key>"
+    scan_ref: str
+    scan_id: str
+    bucket: str
+    key: str
+    version_id: str
+    sha256: str | None
+    size: int
+    format: Format
+    verdict: Verdict
+    group: str
+    group_version: int
+    rules: list[RuleResult]
+    findings: list[Finding]
+    scanner_version: str
+    scanned_at: datetime
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    encryption_state: EncryptionState = EncryptionState.PLAINTEXT
+    vault_uri: str | None = None
+    trigger: str = "upload"  # upload | rescan | job
+    message: str = ""  # a one-line human summary (e.g. why the verdict is ERROR)
+
+
+class ArtifactState(BaseModel):
+    """The current state of one artifact version (artifacts table: PK `artifact_id`, SK `version_id`)."""
+
+    artifact_id: str
+    version_id: str
+    bucket: str
+    key: str
+    sha256: str | None
+    size: int
+    format: Format
+    group: str
+    verdict: Verdict
+    encryption_state: EncryptionState
+    vault_bucket: str | None = None
+    vault_key: str | None = None
+    vault_version_id: str | None = None
+    ciphertext_size: int | None = None
+    wrapping_key_arn: str | None = None  # KMS key that wraps the data key
+    data_key_created_at: datetime | None = None
+    last_modified: datetime | None = None  # the source object's, for ordering versions
+    latest_scan_ref: str
+    updated_at: datetime
+    revision: int = 1  # bumped on every update; conditional writes compare it
