@@ -221,3 +221,25 @@ class ArtifactState(BaseModel):
     latest_scan_ref: str
     updated_at: datetime
     revision: int = 1  # bumped on every update; conditional writes compare it
+
+
+# Encryption-context keys. They are authenticated in every envelope header and sent to KMS, where the key
+# policy, the IAM policies in template.yaml and decryption grants constrain on them: renaming one is a
+# breaking change for every stored artifact.
+CTX_ARTIFACT = "modelshield:artifact"  # "<bucket>/<key>" of the ingest object
+CTX_VERSION = "modelshield:version"  # the ingest object's version id
+CTX_GROUP = "modelshield:group"  # the security group that evaluated it
+CTX_SHA256 = "modelshield:sha256"  # sha256 of the plaintext
+CTX_PURPOSE = "modelshield:purpose"  # always PURPOSE_ARTIFACT for vault objects
+PURPOSE_ARTIFACT = "model-artifact"
+
+
+def encryption_context(ref: ArtifactRef, *, sha256: str, group: str) -> dict[str, str]:
+    """The encryption context that binds a vault object to the exact artifact version it came from."""
+    return {
+        CTX_ARTIFACT: ref.artifact_id,
+        CTX_VERSION: ref.version_id or "null",
+        CTX_GROUP: group,
+        CTX_SHA256: sha256,
+        CTX_PURPOSE: PURPOSE_ARTIFACT,
+    }
