@@ -1,9 +1,288 @@
-"""Placeholder command group: filled in by its owner."""
+"""Commands that talk to a stack (local or deployed): local up|down|env|status, upload, verdict, demo."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
+
+import boto3
+
+from modelshield.cli.output import add_format_flag, print_json, print_table
+from modelshield.errors import ArtifactNotFound, StackNotRunning, UsageError
+from modelshield.local import stack as local
+from modelshield.models import ScanRecord
 
 
 def register(sub: Any) -> None:
-    return None
+    local_parser = sub.add_parser("local", help="run the stack locally on moto server")
+    local_sub = local_parser.add_subparsers(dest="local_command", metavar="ACTION")
+    local_sub.required = True
+    up = local_sub.add_parser("up", help="start the local stack in the background and print its env")
+    up.add_argument("--port", type=int, default=None, help="port for moto server (default: a free one)")
+    up.set_defaults(handler=cmd_local_up)
+    local_sub.add_parser("down", help="stop the local stack").set_defaults(handler=cmd_local_down)
+    local_sub.add_parser("env", help="print `export` lines for the running stack").set_defaults(handler=cmd_local_env)
+    status = local_sub.add_parser("status", help="is the local stack running, and where")
+    add_format_flag(status)
+    status.set_defaults(handler=cmd_local_status)
+
+    upload = sub.add_parser("upload", help="upload a model file or directory to the ingest bucket")
+    upload.add_argument("path", type=Path)
+    upload.add_argument("--key", required=True, help="object key (a prefix when PATH is a directory)")
+    upload.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="object user metadata")
+    upload.add_argument("--wait", action="store_true", help="wait for the verdict and print it")
+    upload.add_argument("--timeout", type=float, default=120.0, help="seconds to wait with --wait")
+    add_format_flag(upload)
+    upload.set_defaults(handler=cmd_upload)
+
+    verdict = sub.add_parser("verdict", help="the latest scan of an uploaded artifact")
+    verdict.add_argument("key", help="object key in the ingest bucket, or s3://bucket/key")
+    verdict.add_argument("--version", default=None, help="a specific object version")
+    add_format_flag(verdict)
+    verdict.set_defaults(handler=cmd_verdict)
+
+    demo = sub.add_parser("demo", help="start a local stack, upload a benign and a malicious model, show it all")
+    demo.set_defaults(handler=cmd_demo)
+
+
+# -- local stack ----------------------------------------------------------------------------------------
+
+
+def cmd_local_up(args: Any) -> int:
+    state = local.read_state()
+    if state is None:
+        local.state_dir().mkdir(parents=True, exist_ok=True)
+        log = (local.state_dir() / "local.log").open("ab")
+        command = [sys.executable, "-m", "modelshield.local.daemon"]
+        if args.port:
+            command += ["--port", str(args.port)]
+        process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)  # noqa: S603
+        deadline = time.monotonic() + 60
+        while (state := local.read_state()) is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise StackNotRunning(
+                    f"the local stack did not start (exit {process.poll()}); see {local.state_dir() / 'local.log'}"
+                )
+            time.sleep(0.2)
+        print(f"# local stack started at {state['endpoint']} (pid {state['pid']}); eval these lines to use it:")
+    else:
+        print(f"# local stack already running at {state['endpoint']} (pid {state['pid']})")
+    print("\n".join(local.export_lines(state["env"])))
+    return 0
+
+
+def cmd_local_down(args: Any) -> int:
+    state = local.read_state()
+    if state is None:
+        print("local stack is not running")
+        return 0
+    os.kill(int(state["pid"]), 15)
+    deadline = time.monotonic() + 20
+    while local.read_state() is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(f"local stack at {state['endpoint']} stopped")
+    return 0
+
+
+def cmd_local_env(args: Any) -> int:
+    print("\n".join(local.export_lines(local.require_state()["env"])))
+    return 0
+
+
+def cmd_local_status(args: Any) -> int:
+    state = local.read_state()
+    if args.format == "json":
+        print_json({"running": state is not None, **(state or {})})
+    elif state is None:
+        print("local stack: not running (start it with `modelshield local up`)")
+    else:
+        print(f"local stack: running at {state['endpoint']} (pid {state['pid']})")
+        for name, value in state["outputs"].items():
+            print(f"  {name}: {value}")
+    return 0
+
+
+# -- talking to a stack ---------------------------------------------------------------------------------
+
+
+def _target() -> dict[str, str]:
+    """Bucket and table names of the stack to talk to: env vars (deployed or `eval $(modelshield local
+    env)`), else the running local stack."""
+    local.use_local_stack_if_running()
+    names = {k: os.environ.get(k, "") for k in ("INGEST_BUCKET", "VAULT_BUCKET", "SCANS_TABLE", "ARTIFACTS_TABLE")}
+    if not names["INGEST_BUCKET"] or not names["SCANS_TABLE"]:
+        raise StackNotRunning(
+            "no stack to talk to: start one with `modelshield local up`, or set INGEST_BUCKET and SCANS_TABLE "
+            "(and AWS credentials) for a deployed stack"
+        )
+    return names
+
+
+def _parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        result[key.strip()] = value
+    return result
+
+
+def _files_to_upload(path: Path, key: str) -> list[tuple[Path, str]]:
+    if path.is_file():
+        return [(path, key)]
+    if path.is_dir():
+        prefix = key.rstrip("/")
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        if not files:
+            raise UsageError(f"{path} contains no files to upload")
+        return [(p, f"{prefix}/{p.relative_to(path).as_posix()}") for p in files]
+    raise UsageError(f"{path}: no such file or directory")
+
+
+def cmd_upload(args: Any) -> int:
+    target = _target()
+    metadata = _parse_pairs(args.metadata, "--metadata")
+    from modelshield.pipeline import s3_client
+    from modelshield.store.scans import ScanStore
+
+    s3 = s3_client()
+    uploaded: list[tuple[str, str | None]] = []
+    for file, key in _files_to_upload(args.path, args.key):
+        with file.open("rb") as body:
+            response = s3.put_object(Bucket=target["INGEST_BUCKET"], Key=key, Body=body, Metadata=metadata)
+        uploaded.append((key, response.get("VersionId")))
+        if not args.wait:
+            print(f"uploaded s3://{target['INGEST_BUCKET']}/{key} (version {response.get('VersionId')})")
+    if not args.wait:
+        return 0
+    store = ScanStore(target["SCANS_TABLE"])
+    records = [wait_for_scan(store, f"{target['INGEST_BUCKET']}/{key}", version, args.timeout) for key, version in uploaded]
+    if args.format == "json":
+        print_json({"results": [r.model_dump(mode="json") for r in records]})
+    else:
+        for record in records:
+            print_scan_record(record)
+    return 0 if all(r.verdict.releases for r in records) else 1
+
+
+def wait_for_scan(store: Any, artifact_id: str, version_id: str | None, timeout: float) -> ScanRecord:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = store.latest(artifact_id, version_id)
+        if record is not None:
+            return record
+        time.sleep(0.25)
+    raise ArtifactNotFound(
+        f"no verdict for {artifact_id} (version {version_id}) after {timeout:.0f}s: is the scanner running? "
+        "check the scan queue's dead-letter queue and the function logs"
+    )
+
+
+def cmd_verdict(args: Any) -> int:
+    target = _target()
+    from modelshield.store.scans import ScanStore
+
+    if args.key.startswith("s3://"):
+        artifact_id = args.key[len("s3://") :]
+    else:
+        artifact_id = f"{target['INGEST_BUCKET']}/{args.key.lstrip('/')}"
+    record = ScanStore(target["SCANS_TABLE"]).latest(artifact_id, args.version)
+    if record is None:
+        raise ArtifactNotFound(
+            f"no scan recorded for s3://{artifact_id}"
+            + (f" version {args.version}" if args.version else "")
+            + ": check the key (`aws s3 ls`), or wait a few seconds after uploading"
+        )
+    if args.format == "json":
+        print_json(record.model_dump(mode="json"))
+    else:
+        print_scan_record(record)
+    return 0 if record.verdict.releases else 1
+
+
+def print_scan_record(record: ScanRecord) -> None:
+    print(f"Scan of {record.key}:{record.version_id} using {record.group or '(no)'} group")
+    print(f"  verdict: {record.verdict.value}   encryption: {record.encryption_state.value}   format: {record.format.value}")
+    print(f"  sha256:  {record.sha256 or '-'}   size: {record.size} bytes   scanned: {record.scanned_at:%Y-%m-%d %H:%M:%S}Z")
+    if record.message:
+        print(f"  summary: {record.message}")
+    for rule in record.rules:
+        mode = "blocking" if rule.blocking else "warn"
+        print(f"  {rule.status.value:<7} {rule.rule.value:<20} {mode:<8} {rule.message}")
+    for finding in record.findings:
+        print(f"    - [{finding.severity.name}] {finding.rule.value} {finding.location}: {finding.message}")
+
+
+# -- demo -----------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: Any) -> int:
+    from modelshield.crypto.keyring import KmsKeyring
+    from modelshield.crypto.s3 import decrypt_s3_to
+    from modelshield.local.samples import benign_checkpoint, malicious_pickle
+    from modelshield.models import ArtifactRef, encryption_context
+    from modelshield.store.artifacts import ArtifactStore
+    from modelshield.store.scans import ScanStore
+
+    samples = {
+        "models/demo/classifier.pt": benign_checkpoint("classifier"),
+        "models/demo/innocent-looking.pkl": malicious_pickle(),
+    }
+    print("ModelShield demo: starting a local stack on moto server ...")
+    with local.LocalStack() as stack:
+        s3 = stack.client("s3")
+        ingest, vault = stack.outputs["ingest_bucket"], stack.outputs["vault_bucket"]
+        versions: dict[str, str] = {}
+        for key, body in samples.items():
+            versions[key] = s3.put_object(Bucket=ingest, Key=key, Body=body)["VersionId"]
+            print(f"  uploaded s3://{ingest}/{key} ({len(body)} bytes, sha256 {hashlib.sha256(body).hexdigest()[:16]}...)")
+        scans = ScanStore(stack.env["SCANS_TABLE"])
+        records = {key: wait_for_scan(scans, f"{ingest}/{key}", versions[key], 120) for key in samples}
+        print()
+        rows = []
+        for key, record in records.items():
+            rules = ", ".join(f"{r.rule.value}:{r.status.value}" for r in record.rules if r.status.value != "PASS")
+            rows.append([key, record.format.value, record.verdict.value, record.encryption_state.value,
+                         (record.sha256 or "")[:16] + "...", rules or "all rules passed"])
+        print_table(["key", "format", "verdict", "encryption", "sha256", "rule findings"], rows)
+        print()
+        for record in records.values():
+            for finding in record.findings:
+                print(f"  {record.key}: [{finding.severity.name}] {finding.rule.value} at {finding.location}: {finding.message}")
+        allowed_key = "models/demo/classifier.pt"
+        record = records[allowed_key]
+        state = ArtifactStore(stack.env["ARTIFACTS_TABLE"]).get(f"{ingest}/{allowed_key}", record.version_id)
+        if state is None or not record.verdict.releases:
+            print(f"\nunexpected: {allowed_key} was not released ({record.verdict.value})")
+            return 1
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "classifier.pt"
+            context = encryption_context(
+                ArtifactRef(bucket=ingest, key=allowed_key, version_id=record.version_id),
+                sha256=record.sha256 or "",
+                group=record.group,
+            )
+            digest = decrypt_s3_to(
+                vault, state.vault_key or allowed_key, state.vault_version_id, out,
+                s3=s3, keyring=KmsKeyring(stack.client("kms")), expected_context=context,
+            )
+        uploaded = hashlib.sha256(samples[allowed_key]).hexdigest()
+        print(f"\ndecrypted s3://{vault}/{state.vault_key} (version {state.vault_version_id})")
+        print(f"  uploaded  sha256 {uploaded}")
+        print(f"  decrypted sha256 {digest}")
+        match = digest == uploaded
+        print("  MATCH: the vault copy decrypts to exactly the uploaded bytes" if match else "  MISMATCH")
+        blocked = records["models/demo/innocent-looking.pkl"]
+        listing = s3.list_objects_v2(Bucket=vault).get("Contents", [])
+        print(f"\nvault objects: {', '.join(o['Key'] for o in listing)}")
+        print(f"the malicious pickle is {blocked.verdict.value} and stored only under quarantine/")
+        ok = match and blocked.verdict.value == "BLOCKED" and record.encryption_state.value == "ENCRYPTED"
+    print("\nlocal stack stopped.")
+    return 0 if ok else 1

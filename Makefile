@@ -1,0 +1,63 @@
+# ModelShield — every command a newcomer needs. Each target installs what it uses (Python 3.11+).
+#   make demo    run the whole flow on a local moto-server stack
+#   make test    every test (unit, integration under moto, end-to-end on the local stack)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAM_VENV := .tools/sam
+export KERAS_BACKEND := torch
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test test-fast lint build requirements bench fuzz clean install-runtime install-dev browser
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Runtime + local stack only: what `make demo` needs.
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[local]"
+	touch $@
+
+# Everything for tests: dev tools and the real ML libraries that build benign fixtures.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[local,dev,fixtures]"
+	touch $@ $(VENV)/.runtime
+
+install-runtime: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+demo: $(VENV)/.runtime
+	$(BIN)/modelshield demo
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q
+
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -x tests/unit
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/cfn-lint template.yaml
+	$(BIN)/python scripts/gen_requirements.py --check || (echo "requirements.txt is stale: run make requirements"; exit 1)
+
+requirements:
+	$(PYTHON) scripts/gen_requirements.py
+
+$(SAM_VENV)/bin/sam:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q aws-sam-cli==1.170.0
+
+# sam build without Docker. The runtime is python3.13: pyenv machines carry it; SAM needs it on PATH.
+build: $(SAM_VENV)/bin/sam
+	PATH="$(shell scripts/find_python.sh 3.13):$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
+
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/run_all.py
+
+fuzz: $(VENV)/.dev
+	$(BIN)/python -m pytest -q tests -k fuzz --hypothesis-profile=fuzz
+
+clean:
+	rm -rf .aws-sam build dist *.egg-info .pytest_cache benchmarks/.data

@@ -1,0 +1,617 @@
+"""Decryption authorization: consumers request access, a Security Engineer approves, KMS grants enforce it.
+
+Why grants: a KMS grant gives one principal `Decrypt` on one key, only for ciphertexts whose encryption
+context equals the approved artifact's (EncryptionContextEquals), without editing the key policy. Grants
+have no native expiry, so the expiry lives on the request: the rotation run retires expired grants, and
+the decrypt path here refuses an expired, denied or mismatched grant before it ever calls KMS. The same
+checks run whether or not KMS enforces them (moto does not), so they are defence in depth, not a stand-in.
+
+Principals: an assumed-role session (`arn:aws:sts::A:assumed-role/R/session`) is the role `R`; sessions
+names are chosen by the caller, so two sessions of one role are one principal. That makes the
+self-approval rule strict: nobody approves a request made under their own role or user, whatever
+session name they use. Grants name that IAM role (or user), i.e. the requester's principal only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, Field
+
+from modelshield.audit import AuditAction, AuditLog, Decision
+from modelshield.errors import (
+    AccessDenied,
+    ArtifactNotFound,
+    ConfigError,
+    KeyAccessError,
+    ModelShieldError,
+    UsageError,
+)
+from modelshield.models import ArtifactState, EncryptionState, utcnow
+
+MAX_ACCESS_HOURS = 24 * 30  # longest grant a single approval may create
+MAX_REASON_CHARS = 1000
+GRANT_OPERATIONS = ["Decrypt"]
+
+
+class RequestNotFound(ModelShieldError):
+    """No access request with that id."""
+
+
+class RequestConflict(ModelShieldError):
+    """The request is not in a state that allows this (already decided, raced by another decision)."""
+
+
+class RequestStatus(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"  # a grant exists until expires_at
+    DENIED = "DENIED"
+    EXPIRED = "EXPIRED"  # approved, then its grant was retired at expiry
+
+
+class AccessRequest(BaseModel):
+    """One request for decryption access to one artifact version (access table, PK `request_id`)."""
+
+    request_id: str
+    artifact_id: str
+    version_id: str
+    requester: str  # the caller's ARN as presented (session ARN for assumed roles)
+    grantee: str  # the IAM principal a grant names: see normalize_principal
+    reason: str
+    hours: int
+    status: RequestStatus = RequestStatus.PENDING
+    created_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str = ""
+    key_arn: str | None = None  # KMS key the grant is on (the artifact's wrapping key)
+    grant_id: str | None = None
+    grant_token: str | None = None
+    encryption_context: dict[str, str] = Field(default_factory=dict)  # the grant's constraint
+    expires_at: datetime | None = None
+    retired_at: datetime | None = None
+    revision: int = 1
+
+    def public(self) -> dict[str, Any]:
+        """What list/show commands and the API return: the grant token stays with the grantee's calls."""
+        return self.model_dump(mode="json", exclude={"grant_token"})
+
+
+# -- principals -------------------------------------------------------------------------------------
+
+_ARN = re.compile(r"^arn:(?P<partition>[^:]+):(?P<service>iam|sts)::(?P<account>\d{12}):(?P<resource>.+)$")
+
+
+def normalize_principal(arn: str) -> str:
+    """The IAM identity behind a caller ARN: assumed-role sessions become their role, sts users IAM users."""
+    match = _ARN.match(arn.strip())
+    if not match:
+        return arn.strip()
+    part, account, resource = match["partition"], match["account"], match["resource"]
+    if match["service"] == "sts":
+        if resource.startswith("assumed-role/"):
+            role = resource.split("/")[1]
+            return f"arn:{part}:iam::{account}:role/{role}"
+        if resource.startswith("user/"):  # moto's get_caller_identity answers this form
+            return f"arn:{part}:iam::{account}:{resource}"
+    return f"arn:{part}:{match['service']}::{account}:{resource}"
+
+
+def same_principal(a: str, b: str) -> bool:
+    return normalize_principal(a) == normalize_principal(b)
+
+
+def matches_any(arn: str, patterns: str) -> bool:
+    """Whether `arn` (as presented, or normalized) matches one of comma-separated fnmatch patterns."""
+    candidates = {arn.strip(), normalize_principal(arn)}
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in wanted)
+
+
+# -- collaborators ----------------------------------------------------------------------------------
+
+
+class AccessStore(Protocol):
+    def get(self, request_id: str) -> AccessRequest | None: ...
+    def create(self, request: AccessRequest) -> AccessRequest: ...
+    def save(self, request: AccessRequest, *, expected_revision: int) -> AccessRequest: ...
+    def by_status(self, status: RequestStatus) -> Iterator[AccessRequest]: ...
+    def by_artifact(self, artifact_id: str) -> Iterator[AccessRequest]: ...
+    def all(self) -> Iterator[AccessRequest]: ...
+
+
+class ArtifactLookup(Protocol):
+    def get(self, artifact_id: str, version_id: str) -> ArtifactState | None: ...
+    def versions(self, artifact_id: str) -> list[ArtifactState]: ...
+
+
+# Reads the authenticated encryption context of an artifact's vault object (its envelope header).
+ContextReader = Callable[[ArtifactState], dict[str, str]]
+
+
+class AccessService:
+    """Request, approve, deny, retire and migrate decryption grants; every step audited."""
+
+    def __init__(
+        self,
+        *,
+        store: AccessStore,
+        artifacts: ArtifactLookup,
+        kms: Any,
+        audit: AuditLog,
+        security_engineer_role: str | None,
+        context_reader: ContextReader,
+        retiring_principal: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        max_hours: int = MAX_ACCESS_HOURS,
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.kms = kms
+        self.audit = audit
+        self.security_engineer_role = security_engineer_role
+        self.read_context = context_reader
+        self.retiring_principal = retiring_principal
+        self.clock = clock
+        self.max_hours = max_hours
+
+    # -- request -----------------------------------------------------------------------------------
+    def request(
+        self, artifact_id: str, *, requester: str, reason: str, hours: int, version_id: str | None = None
+    ) -> AccessRequest:
+        reason = (reason or "").strip()
+        if not reason:
+            raise UsageError("a reason is required for an access request")
+        if len(reason) > MAX_REASON_CHARS:
+            raise UsageError(f"reason is longer than {MAX_REASON_CHARS} characters")
+        if not 1 <= hours <= self.max_hours:
+            raise UsageError(f"hours must be between 1 and {self.max_hours}, got {hours}")
+        if not requester:
+            raise UsageError("the requester's principal is unknown")
+        artifact = self._artifact(artifact_id, version_id)
+        refusal = _unreleasable(artifact)
+        if refusal:
+            self.audit.append(
+                AuditAction.ACCESS_REQUEST,
+                principal=requester,
+                decision=Decision.DENIED,
+                artifact_id=artifact.artifact_id,
+                version_id=artifact.version_id,
+                reason=refusal,
+            )
+            raise AccessDenied(f"access to {artifact.artifact_id} ({artifact.version_id}) refused: {refusal}")
+        request = AccessRequest(
+            request_id=f"req-{uuid.uuid4().hex[:20]}",
+            artifact_id=artifact.artifact_id,
+            version_id=artifact.version_id,
+            requester=requester,
+            grantee=normalize_principal(requester),
+            reason=reason,
+            hours=hours,
+            created_at=self.clock(),
+        )
+        self.audit.append(
+            AuditAction.ACCESS_REQUEST,
+            principal=requester,
+            decision=Decision.ALLOWED,
+            artifact_id=request.artifact_id,
+            version_id=request.version_id,
+            request_id=request.request_id,
+            reason=reason,
+            detail={"hours": hours, "grantee": request.grantee},
+        )
+        return self.store.create(request)
+
+    # -- decide ------------------------------------------------------------------------------------
+    def approve(self, request_id: str, *, approver: str, reason: str = "") -> AccessRequest:
+        request = self._pending(request_id, approver, AuditAction.ACCESS_APPROVE)
+        if same_principal(approver, request.requester):
+            self._refuse(request, approver, AuditAction.ACCESS_APPROVE, "self-approval is not allowed")
+            raise AccessDenied(
+                f"{approver} cannot approve request {request_id}: it was made by the same principal "
+                f"({request.grantee}); another Security Engineer must approve it"
+            )
+        artifact = self._artifact(request.artifact_id, request.version_id)
+        refusal = _unreleasable(artifact)
+        if refusal:
+            self._refuse(request, approver, AuditAction.ACCESS_APPROVE, refusal)
+            raise AccessDenied(f"cannot approve request {request_id}: {refusal}")
+        context = self.read_context(artifact)
+        now = self.clock()
+        self.audit.append(
+            AuditAction.ACCESS_APPROVE,
+            principal=approver,
+            decision=Decision.ALLOWED,
+            artifact_id=request.artifact_id,
+            version_id=request.version_id,
+            request_id=request_id,
+            reason=reason,
+            detail={"requester": request.requester, "hours": request.hours},
+            idempotency_key=f"approve:{request_id}",
+        )
+        key_arn = str(artifact.wrapping_key_arn)
+        grant_id, token = self._create_grant(request, key_arn, context)
+        approved = request.model_copy(
+            update={
+                "status": RequestStatus.APPROVED,
+                "decided_by": approver,
+                "decided_at": now,
+                "decision_reason": reason,
+                "key_arn": key_arn,
+                "grant_id": grant_id,
+                "grant_token": token,
+                "encryption_context": context,
+                "expires_at": now + timedelta(hours=request.hours),
+            }
+        )
+        try:
+            return self.store.save(approved, expected_revision=request.revision)
+        except RequestConflict:
+            # Someone decided first: the grant we made must not outlive this failed approval.
+            self._revoke(key_arn, grant_id, request, approver, "approval lost a race with another decision")
+            raise
+
+    def deny(self, request_id: str, *, approver: str, reason: str = "") -> AccessRequest:
+        request = self._pending(request_id, approver, AuditAction.ACCESS_DENY)
+        self.audit.append(
+            AuditAction.ACCESS_DENY,
+            principal=approver,
+            decision=Decision.DENIED,
+            artifact_id=request.artifact_id,
+            version_id=request.version_id,
+            request_id=request_id,
+            reason=reason,
+            detail={"requester": request.requester},
+            idempotency_key=f"deny:{request_id}",
+        )
+        denied = request.model_copy(
+            update={
+                "status": RequestStatus.DENIED,
+                "decided_by": approver,
+                "decided_at": self.clock(),
+                "decision_reason": reason,
+            }
+        )
+        return self.store.save(denied, expected_revision=request.revision)
+
+    def get(self, request_id: str) -> AccessRequest:
+        request = self.store.get(request_id)
+        if request is None:
+            raise RequestNotFound(f"no access request {request_id}")
+        return request
+
+    def list(
+        self,
+        *,
+        status: RequestStatus | None = None,
+        artifact_id: str | None = None,
+        requester: str | None = None,
+    ) -> list[AccessRequest]:
+        if status is not None:
+            source: Iterator[AccessRequest] = self.store.by_status(status)
+        elif artifact_id:
+            source = self.store.by_artifact(artifact_id)
+        else:
+            source = self.store.all()
+        out = [
+            r
+            for r in source
+            if (artifact_id is None or r.artifact_id == artifact_id)
+            and (requester is None or same_principal(r.requester, requester))
+        ]
+        return sorted(out, key=lambda r: r.created_at, reverse=True)
+
+    # -- expiry and key changes (called by the rotation run) ---------------------------------------
+    def retire_expired(self, *, principal: str, dry_run: bool = False) -> list[AccessRequest]:
+        """Revoke the grant of every approved request past its expiry and mark it EXPIRED."""
+        now = self.clock()
+        retired: list[AccessRequest] = []
+        for request in self.store.by_status(RequestStatus.APPROVED):
+            if request.expires_at is None or request.expires_at > now:
+                continue
+            if dry_run:
+                retired.append(request)
+                continue
+            if request.key_arn and request.grant_id:
+                self._revoke(request.key_arn, request.grant_id, request, principal, "expired")
+            expired = request.model_copy(update={"status": RequestStatus.EXPIRED, "retired_at": now})
+            try:
+                retired.append(self.store.save(expired, expected_revision=request.revision))
+            except RequestConflict:
+                continue  # another run retired it first; its grant is revoked either way
+        return retired
+
+    def migrate_grants(
+        self, artifact: ArtifactState, *, new_key_arn: str, principal: str
+    ) -> list[AccessRequest]:
+        """After a re-wrap, move live grants for this artifact version to the new wrapping key.
+
+        The old grant is revoked only after the new one exists, so an approved consumer is never cut off
+        by rotation; the constraint (the encryption context) is unchanged because the header's context is.
+        """
+        moved: list[AccessRequest] = []
+        now = self.clock()
+        for request in self.store.by_artifact(artifact.artifact_id):
+            if (
+                request.version_id != artifact.version_id
+                or request.status != RequestStatus.APPROVED
+                or request.key_arn == new_key_arn
+                or (request.expires_at is not None and request.expires_at <= now)
+            ):
+                continue
+            grant_id, token = self._create_grant(request, new_key_arn, request.encryption_context)
+            if request.key_arn and request.grant_id:
+                self._revoke(request.key_arn, request.grant_id, request, principal, "artifact re-wrapped")
+            updated = request.model_copy(update={"key_arn": new_key_arn, "grant_id": grant_id, "grant_token": token})
+            moved.append(self.store.save(updated, expected_revision=request.revision))
+        return moved
+
+    # -- decrypt-time checks -----------------------------------------------------------------------
+    def authorize_decrypt(self, request_id: str, *, principal: str) -> tuple[AccessRequest, ArtifactState]:
+        """Everything that must hold before a grant token is used; refusals are audited and explained."""
+        request = self.get(request_id)
+        artifact = self.artifacts.get(request.artifact_id, request.version_id)
+
+        def refuse(why: str) -> AccessDenied:
+            self.audit.append(
+                AuditAction.ARTIFACT_DECRYPT,
+                principal=principal,
+                decision=Decision.DENIED,
+                artifact_id=request.artifact_id,
+                version_id=request.version_id,
+                request_id=request_id,
+                reason=why,
+            )
+            return AccessDenied(f"cannot decrypt {request.artifact_id} with request {request_id}: {why}")
+
+        if request.status == RequestStatus.PENDING:
+            raise refuse("the request has not been approved yet")
+        if request.status == RequestStatus.DENIED:
+            raise refuse(f"the request was denied by {request.decided_by}: {request.decision_reason or '-'}")
+        if request.status == RequestStatus.EXPIRED:
+            raise refuse(f"the grant expired at {request.expires_at} and was retired; request access again")
+        if request.expires_at is None or request.expires_at <= self.clock():
+            raise refuse(f"the grant expired at {request.expires_at}; request access again")
+        if not same_principal(principal, request.grantee):
+            raise refuse(f"the grant is for {request.grantee}, not {normalize_principal(principal)}")
+        if artifact is None:
+            raise refuse("the artifact record no longer exists")
+        refusal = _unreleasable(artifact)
+        if refusal:
+            raise refuse(refusal)
+        if artifact.wrapping_key_arn != request.key_arn:
+            raise refuse("the artifact is now wrapped by another key and the grant was not moved to it")
+        context = self.read_context(artifact)
+        if context != request.encryption_context:
+            raise refuse("the vault object's encryption context differs from the one the grant allows")
+        return request, artifact
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _artifact(self, artifact_id: str, version_id: str | None) -> ArtifactState:
+        if version_id:
+            artifact = self.artifacts.get(artifact_id, version_id)
+        else:
+            versions = self.artifacts.versions(artifact_id)
+            artifact = versions[0] if versions else None
+        if artifact is None:
+            raise ArtifactNotFound(f"no artifact {artifact_id}" + (f" version {version_id}" if version_id else ""))
+        return artifact
+
+    def _pending(self, request_id: str, approver: str, action: AuditAction) -> AccessRequest:
+        request = self.get(request_id)
+        if not self.security_engineer_role:
+            raise ConfigError("SECURITY_ENGINEER_ROLE is not set: nobody can approve or deny access requests")
+        if not matches_any(approver, self.security_engineer_role):
+            self._refuse(request, approver, action, "not a Security Engineer")
+            raise AccessDenied(f"{approver} is not a Security Engineer ({self.security_engineer_role})")
+        if request.status != RequestStatus.PENDING:
+            raise RequestConflict(f"request {request_id} is already {request.status.value}")
+        return request
+
+    def _refuse(self, request: AccessRequest, principal: str, action: AuditAction, why: str) -> None:
+        self.audit.append(
+            action,
+            principal=principal,
+            decision=Decision.DENIED,
+            artifact_id=request.artifact_id,
+            version_id=request.version_id,
+            request_id=request.request_id,
+            reason=why,
+        )
+
+    def _create_grant(self, request: AccessRequest, key_arn: str, context: Mapping[str, str]) -> tuple[str, str]:
+        kwargs: dict[str, Any] = {
+            "KeyId": key_arn,
+            "GranteePrincipal": request.grantee,
+            "Operations": GRANT_OPERATIONS,
+            "Constraints": {"EncryptionContextEquals": dict(context)},
+            # KMS treats a repeated CreateGrant with the same name and parameters as the same grant.
+            "Name": f"modelshield-{request.request_id}",
+        }
+        if self.retiring_principal:
+            kwargs["RetiringPrincipal"] = self.retiring_principal
+        try:
+            response = self.kms.create_grant(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            self.audit.append(
+                AuditAction.GRANT_CREATE,
+                principal=request.decided_by or "",
+                decision=Decision.ERROR,
+                artifact_id=request.artifact_id,
+                version_id=request.version_id,
+                request_id=request.request_id,
+                reason=code,
+            )
+            raise KeyAccessError(f"KMS refused to create the grant on {key_arn}: {code}") from None
+        grant_id, token = str(response["GrantId"]), str(response["GrantToken"])
+        self.audit.append(
+            AuditAction.GRANT_CREATE,
+            principal=request.grantee,
+            decision=Decision.ALLOWED,
+            artifact_id=request.artifact_id,
+            version_id=request.version_id,
+            request_id=request.request_id,
+            detail={
+                "grant_id": grant_id,
+                "key_arn": key_arn,
+                "operations": GRANT_OPERATIONS,
+                "encryption_context_equals": dict(context),
+            },
+            idempotency_key=f"grant:{request.request_id}:{grant_id}",
+        )
+        return grant_id, token
+
+    def _revoke(self, key_arn: str, grant_id: str, request: AccessRequest, principal: str, why: str) -> None:
+        try:
+            self.kms.revoke_grant(KeyId=key_arn, GrantId=grant_id)
+            decision, note = Decision.ALLOWED, why
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code != "NotFoundException":
+                self.audit.append(
+                    AuditAction.GRANT_RETIRE,
+                    principal=principal,
+                    decision=Decision.ERROR,
+                    artifact_id=request.artifact_id,
+                    version_id=request.version_id,
+                    request_id=request.request_id,
+                    reason=f"{why}: {code}",
+                    detail={"grant_id": grant_id, "key_arn": key_arn},
+                )
+                raise KeyAccessError(f"KMS refused to revoke grant {grant_id} on {key_arn}: {code}") from None
+            decision, note = Decision.ALLOWED, f"{why} (grant already gone)"
+        self.audit.append(
+            AuditAction.GRANT_RETIRE,
+            principal=principal,
+            decision=decision,
+            artifact_id=request.artifact_id,
+            version_id=request.version_id,
+            request_id=request.request_id,
+            reason=note,
+            detail={"grant_id": grant_id, "key_arn": key_arn},
+            idempotency_key=f"retire:{request.request_id}:{grant_id}",
+        )
+
+
+def _unreleasable(artifact: ArtifactState) -> str | None:
+    """Why this artifact version may not be decrypted by consumers, or None."""
+    if not artifact.verdict.releases:
+        return f"its verdict is {artifact.verdict.value}"
+    if artifact.encryption_state != EncryptionState.ENCRYPTED:
+        return f"it is {artifact.encryption_state.value}, not ENCRYPTED in the vault"
+    if not (artifact.vault_bucket and artifact.vault_key and artifact.wrapping_key_arn):
+        return "its vault location or wrapping key is not recorded"
+    return None
+
+
+# -- wiring -----------------------------------------------------------------------------------------
+
+
+def security_engineer_role_from_env() -> str | None:
+    return os.environ.get("SECURITY_ENGINEER_ROLE") or None
+
+
+def decrypt_with_grant(
+    service: AccessService,
+    request_id: str,
+    dest: Path,
+    *,
+    principal: str,
+    s3: Any,
+) -> str:
+    """Decrypt an approved artifact to `dest` using the request's grant; returns the plaintext sha256.
+
+    Refuses (AccessDenied, audited) when the request is pending, denied, expired, for another principal,
+    or when the vault object no longer carries the context the grant was constrained to. Every KMS call
+    carries the grant token, so it works before the grant has propagated.
+    """
+    from modelshield.crypto.keyring import KmsKeyring
+    from modelshield.crypto.s3 import decrypt_s3_to
+
+    request, artifact = service.authorize_decrypt(request_id, principal=principal)
+    keyring = KmsKeyring(service.kms, grant_tokens=[str(request.grant_token)])
+    try:
+        sha256 = decrypt_s3_to(
+            str(artifact.vault_bucket),
+            str(artifact.vault_key),
+            artifact.vault_version_id,
+            dest,
+            s3=s3,
+            keyring=keyring,
+            expected_context=request.encryption_context,
+        )
+    except ModelShieldError as exc:
+        service.audit.append(
+            AuditAction.ARTIFACT_DECRYPT,
+            principal=principal,
+            decision=Decision.ERROR,
+            artifact_id=request.artifact_id,
+            version_id=request.version_id,
+            request_id=request_id,
+            reason=str(exc)[:500],
+        )
+        raise
+    service.audit.append(
+        AuditAction.ARTIFACT_DECRYPT,
+        principal=principal,
+        decision=Decision.ALLOWED,
+        artifact_id=request.artifact_id,
+        version_id=request.version_id,
+        request_id=request_id,
+        detail={"sha256": sha256, "grant_id": request.grant_id},
+    )
+    return sha256
+
+
+def vault_context_reader(s3: Any) -> ContextReader:
+    """Read an artifact's encryption context from its vault object's envelope header (a ranged GET).
+
+    The header is authenticated by the data key, but here it is only read to learn the context the
+    grant must be constrained to; KMS checks that context again on every Decrypt.
+    """
+    from modelshield.crypto.s3 import read_s3_header
+
+    def read(artifact: ArtifactState) -> dict[str, str]:
+        header = read_s3_header(
+            s3, str(artifact.vault_bucket), str(artifact.vault_key), artifact.vault_version_id
+        )
+        return dict(header.encryption_context)
+
+    return read
+
+
+def access_service_from_env(*, kms: Any | None = None, s3: Any | None = None) -> AccessService:
+    """The service wired to the tables and clients named in the environment (CLI, API, rotation)."""
+    import boto3
+
+    from modelshield.store.access import DynamoAccessStore
+    from modelshield.store.artifacts import ArtifactStore
+    from modelshield.store.audit import audit_log_from_env
+
+    artifacts_table = os.environ.get("ARTIFACTS_TABLE")
+    if not artifacts_table:
+        raise ConfigError("missing environment variable ARTIFACTS_TABLE (the artifacts table name)")
+    if s3 is None:
+        from modelshield.pipeline import s3_client
+
+        s3 = s3_client()
+    return AccessService(
+        store=DynamoAccessStore.from_env(),
+        artifacts=ArtifactStore(artifacts_table),
+        kms=kms or boto3.client("kms"),
+        audit=audit_log_from_env(),
+        security_engineer_role=security_engineer_role_from_env(),
+        context_reader=vault_context_reader(s3),
+        retiring_principal=os.environ.get("GRANT_RETIRING_PRINCIPAL") or None,
+    )
+

@@ -1,0 +1,88 @@
+"""Access-request routes: request, list, show, approve, deny. The caller is always the IAM identity."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelshield.access import MAX_ACCESS_HOURS, MAX_REASON_CHARS, AccessService, RequestStatus
+from modelshield.api import caller_arn
+
+router = Router()
+
+# Built on first use and cached per container; tests replace it with `use_service`.
+_service_factory: Callable[[], AccessService] | None = None
+_service: AccessService | None = None
+
+
+def use_service(factory: Callable[[], AccessService] | None) -> None:
+    global _service_factory, _service
+    _service_factory, _service = factory, None
+
+
+def service() -> AccessService:
+    global _service
+    if _service is None:
+        from modelshield.access import access_service_from_env
+
+        _service = (_service_factory or access_service_from_env)()
+    return _service
+
+
+class AccessRequestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    artifact_id: str = Field(min_length=1, max_length=2048)
+    version_id: str | None = Field(default=None, max_length=1024)
+    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS)
+    hours: int = Field(ge=1, le=MAX_ACCESS_HOURS)
+
+
+class DecisionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=MAX_REASON_CHARS)
+
+
+@router.post("/access/requests")
+def create_request(body: AccessRequestBody) -> Response[dict[str, Any]]:
+    request = service().request(
+        body.artifact_id,
+        version_id=body.version_id,
+        requester=caller_arn(router.current_event),
+        reason=body.reason,
+        hours=body.hours,
+    )
+    return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=request.public())
+
+
+@router.get("/access/requests")
+def list_requests(
+    status: Annotated[RequestStatus | None, Query()] = None,
+    artifact_id: Annotated[str | None, Query()] = None,
+    requester: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    requests = service().list(status=status, artifact_id=artifact_id, requester=requester)
+    return {"requests": [r.public() for r in requests]}
+
+
+@router.get("/access/requests/<request_id>")
+def show_request(request_id: str) -> dict[str, Any]:
+    return service().get(request_id).public()
+
+
+@router.post("/access/requests/<request_id>/approve")
+def approve_request(request_id: str, body: DecisionBody) -> dict[str, Any]:
+    approved = service().approve(request_id, approver=caller_arn(router.current_event), reason=body.reason)
+    return approved.public()
+
+
+@router.post("/access/requests/<request_id>/deny")
+def deny_request(request_id: str, body: DecisionBody) -> dict[str, Any]:
+    denied = service().deny(request_id, approver=caller_arn(router.current_event), reason=body.reason)
+    return denied.public()

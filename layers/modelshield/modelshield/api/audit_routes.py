@@ -1,0 +1,62 @@
+"""Audit routes: list records with filters, and verify the hash chain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Query
+
+from modelshield.audit import AuditLog, AuditQuery, ChainHead, Decision
+
+router = Router()
+
+_log_factory: Callable[[], AuditLog] | None = None
+_log: AuditLog | None = None
+
+
+def use_audit_log(factory: Callable[[], AuditLog] | None) -> None:
+    global _log_factory, _log
+    _log_factory, _log = factory, None
+
+
+def audit_log() -> AuditLog:
+    global _log
+    if _log is None:
+        from modelshield.store.audit import audit_log_from_env
+
+        _log = (_log_factory or audit_log_from_env)()
+    return _log
+
+
+@router.get("/audit")
+def list_audit(
+    artifact_id: Annotated[str | None, Query()] = None,
+    principal: Annotated[str | None, Query()] = None,
+    action: Annotated[str | None, Query()] = None,
+    decision: Annotated[Decision | None, Query()] = None,
+    since: Annotated[datetime | None, Query()] = None,
+    until: Annotated[datetime | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    query = AuditQuery(
+        artifact_id=artifact_id,
+        principal=principal,
+        action=action,
+        decision=decision,
+        since=since,
+        until=until,
+        limit=limit,
+    )
+    return {"records": [r.model_dump(mode="json") for r in audit_log().list(query)]}
+
+
+@router.get("/audit/verify")
+def verify_audit(
+    anchor_seq: Annotated[int | None, Query(ge=1)] = None,
+    anchor_hash: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
+) -> dict[str, Any]:
+    anchor = ChainHead(anchor_seq, anchor_hash) if anchor_seq and anchor_hash else None
+    return audit_log().verify(anchor=anchor).to_json()

@@ -1,0 +1,121 @@
+"""`modelshield access request|approve|deny|list|show|decrypt`: decryption authorization from the shell.
+
+The caller's principal comes from `sts get-caller-identity`, i.e. from the credentials in use; it cannot
+be typed on the command line, so nobody approves as somebody else.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from modelshield.access import AccessRequest, AccessService, RequestStatus
+from modelshield.cli.output import add_format_flag, print_json, print_table
+
+
+def register(sub: Any) -> None:
+    access = sub.add_parser("access", help="request, approve and use decryption access to artifacts")
+    access_sub = access.add_subparsers(dest="access_command", metavar="ACTION")
+    access_sub.required = True
+
+    req = access_sub.add_parser("request", help="ask for decryption access to an artifact")
+    req.add_argument("artifact", help="artifact id: <bucket>/<key>")
+    req.add_argument("--version", help="artifact version id (default: the latest recorded)")
+    req.add_argument("--reason", required=True, help="why you need it (kept in the audit log)")
+    req.add_argument("--hours", type=int, required=True, help="how long the grant should last")
+    add_format_flag(req)
+    req.set_defaults(handler=cmd_request)
+
+    for name, help_text in (("approve", "approve a pending request (Security Engineers)"), ("deny", "deny it")):
+        decide = access_sub.add_parser(name, help=help_text)
+        decide.add_argument("request_id")
+        decide.add_argument("--reason", default="")
+        add_format_flag(decide)
+        decide.set_defaults(handler=cmd_decide, decision=name)
+
+    lst = access_sub.add_parser("list", help="access requests, newest first")
+    lst.add_argument("--status", choices=[s.value for s in RequestStatus], type=str.upper)
+    lst.add_argument("--artifact")
+    lst.add_argument("--mine", action="store_true", help="only requests made by the current principal")
+    add_format_flag(lst)
+    lst.set_defaults(handler=cmd_list)
+
+    show = access_sub.add_parser("show", help="one request")
+    show.add_argument("request_id")
+    add_format_flag(show)
+    show.set_defaults(handler=cmd_show)
+
+    dec = access_sub.add_parser("decrypt", help="decrypt an approved artifact with your grant")
+    dec.add_argument("request_id")
+    dec.add_argument("-o", "--output", required=True, type=Path)
+    add_format_flag(dec)
+    dec.set_defaults(handler=cmd_decrypt)
+
+
+def _service() -> AccessService:
+    from modelshield.access import access_service_from_env
+
+    return access_service_from_env()
+
+
+def caller_principal() -> str:
+    import boto3
+
+    return str(boto3.client("sts").get_caller_identity()["Arn"])
+
+
+def _print(requests: list[AccessRequest], fmt: str) -> None:
+    if fmt == "json":
+        print_json({"requests": [r.public() for r in requests]})
+        return
+    print_table(
+        ["REQUEST", "STATUS", "ARTIFACT", "VERSION", "REQUESTER", "HOURS", "EXPIRES", "DECIDED BY"],
+        [
+            (r.request_id, r.status.value, r.artifact_id, r.version_id, r.requester, r.hours, r.expires_at, r.decided_by)
+            for r in requests
+        ],
+    )
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    request = _service().request(
+        args.artifact, version_id=args.version, requester=caller_principal(), reason=args.reason, hours=args.hours
+    )
+    _print([request], args.format)
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    service = _service()
+    decide = service.approve if args.decision == "approve" else service.deny
+    _print([decide(args.request_id, approver=caller_principal(), reason=args.reason)], args.format)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    requests = _service().list(
+        status=RequestStatus(args.status) if args.status else None,
+        artifact_id=args.artifact,
+        requester=caller_principal() if args.mine else None,
+    )
+    _print(requests, args.format)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _print([_service().get(args.request_id)], args.format)
+    return 0
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    from modelshield.access import decrypt_with_grant
+    from modelshield.pipeline import s3_client
+
+    service = _service()
+    sha256 = decrypt_with_grant(service, args.request_id, args.output, principal=caller_principal(), s3=s3_client())
+    if args.format == "json":
+        print_json({"request_id": args.request_id, "output": str(args.output), "sha256": sha256})
+    else:
+        print(f"decrypted to {args.output} (sha256 {sha256})")
+    return 0

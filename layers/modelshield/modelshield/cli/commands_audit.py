@@ -1,0 +1,98 @@
+"""`modelshield audit list|verify`: read and check the hash-chained audit log (AUDIT_TABLE)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import Any
+
+from modelshield.audit import AuditLog, AuditQuery, ChainHead, Decision
+from modelshield.cli.output import add_format_flag, print_json, print_table
+from modelshield.errors import UsageError
+
+
+def register(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="list and verify the tamper-evident audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
+    audit_sub.required = True
+
+    list_cmd = audit_sub.add_parser("list", help="audit records, newest first, with filters")
+    list_cmd.add_argument("--artifact", help="artifact id (<bucket>/<key>)")
+    list_cmd.add_argument("--principal", help="exact principal ARN")
+    list_cmd.add_argument("--action", help="e.g. access.approve, grant.retire, kms.Decrypt")
+    list_cmd.add_argument("--decision", choices=[d.value for d in Decision], type=str.upper)
+    list_cmd.add_argument("--since", type=_time, help="ISO time, e.g. 2026-11-20T00:00:00Z")
+    list_cmd.add_argument("--until", type=_time, help="ISO time")
+    list_cmd.add_argument("--limit", type=int, default=100)
+    list_cmd.add_argument("--oldest-first", action="store_true")
+    add_format_flag(list_cmd)
+    list_cmd.set_defaults(handler=cmd_list)
+
+    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 if a record was deleted or edited")
+    verify.add_argument("--anchor", type=_anchor, help="SEQ:HASH of a head saved earlier, to detect rewrites")
+    add_format_flag(verify)
+    verify.set_defaults(handler=cmd_verify)
+
+
+def _time(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {value!r}") from None
+
+
+def _anchor(value: str) -> ChainHead:
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise argparse.ArgumentTypeError("expected SEQ:HASH (a sequence number and a 64-hex-digit hash)")
+    return ChainHead(int(seq), digest.lower())
+
+
+def _log() -> AuditLog:
+    from modelshield.store.audit import audit_log_from_env
+
+    return audit_log_from_env()
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    query = AuditQuery(
+        artifact_id=args.artifact,
+        principal=args.principal,
+        action=args.action,
+        decision=Decision(args.decision) if args.decision else None,
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+        newest_first=not args.oldest_first,
+    )
+    records = _log().list(query)
+    if args.format == "json":
+        print_json({"records": [r.model_dump(mode="json") for r in records]})
+        return 0
+    print_table(
+        ["SEQ", "TIME", "ACTION", "DECISION", "PRINCIPAL", "ARTIFACT", "REASON"],
+        [
+            (r.seq, r.at.strftime("%Y-%m-%d %H:%M:%S"), r.action, r.decision.value, r.principal, r.artifact_id, r.reason)
+            for r in records
+        ],
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = _log().verify(anchor=args.anchor)
+    if args.format == "json":
+        print_json(report.to_json())
+    else:
+        head = f"head {report.head.seq} {report.head.hash}" if report.head else "no head"
+        if report.ok:
+            print(f"OK: {report.checked} records, chain intact ({head})")
+        else:
+            print(f"TAMPERED: {len(report.problems)} problem(s) in {report.checked} records ({head})")
+            for p in report.problems:
+                print(f"  seq {p.seq}: {p.kind}: {p.message}")
+            if report.truncated_report:
+                print("  ... more problems not shown")
+    return 0 if report.ok else 1

@@ -1,0 +1,36 @@
+"""`python -m modelshield.local.daemon`: run the local stack in the background until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+
+from modelshield.local.stack import LocalStack, state_dir, state_file
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    state_dir().mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(port=args.port).start()
+    try:
+        state = {"pid": os.getpid(), "endpoint": stack.endpoint, "env": stack.env, "outputs": stack.outputs}
+        tmp = state_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(state_file())
+        print(f"local stack ready at {stack.endpoint}", flush=True)
+        stop.wait()
+    finally:
+        stack.stop()
+        state_file().unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

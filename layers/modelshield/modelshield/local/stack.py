@@ -1,0 +1,309 @@
+"""The local stack: moto in server mode on 127.0.0.1 standing in for AWS, provisioned from template.yaml,
+with pollers that play the Lambda SQS event-source mappings and invoke the real handlers in-process.
+
+`LocalStack` is used two ways: in-process by `modelshield demo` and the end-to-end tests (a context
+manager), and as a background daemon by `modelshield local up` (`python -m modelshield.local.daemon`),
+which writes a state file that `local env`, `local down` and every other command read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from modelshield.errors import StackNotRunning
+from modelshield.local.template import ACCOUNT_ID, REGION, FunctionSpec, LocalProvisioner, load_template
+
+STACK_NAME = "modelshield-local"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "modelshield-local", "AWS_SECRET_ACCESS_KEY": "modelshield-local"}
+
+
+def repo_root() -> Path:
+    """The checkout this package runs from (layers/modelshield/modelshield/local/stack.py → 4 up)."""
+    return Path(__file__).resolve().parents[4]
+
+
+def template_path() -> Path:
+    explicit = os.environ.get("MODELSHIELD_TEMPLATE")
+    candidates = [Path(explicit)] if explicit else [repo_root() / "template.yaml", Path.cwd() / "template.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise StackNotRunning(
+        "template.yaml not found: run from a ModelShield checkout or set MODELSHIELD_TEMPLATE to its path"
+    )
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("MODELSHIELD_STATE_DIR", Path.home() / ".modelshield"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalContext:
+    """The Lambda context object handed to handlers (the interface Powertools reads)."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    timeout_seconds: int
+
+    def __post_init__(self) -> None:
+        self.aws_request_id = uuid.uuid4().hex
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.function_name}"
+        self.function_version = "$LATEST"
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + self.timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def load_handler(spec: FunctionSpec) -> Any:
+    """Import functions/<name>/app.py by path (each function has its own module, like separate Lambdas)."""
+    module_file, _, attr = spec.handler.rpartition(".")
+    path = repo_root() / spec.code_uri / f"{module_file}.py"
+    name = f"modelshield_function_{spec.logical_id}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise StackNotRunning(f"cannot load handler {path}")
+    module: ModuleType = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return getattr(module, attr)
+
+
+class LocalStack:
+    """moto server + resources from template.yaml + SQS pollers invoking the real handlers."""
+
+    def __init__(self, *, port: int | None = None, poll_wait_seconds: int = 1) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.poll_wait_seconds = poll_wait_seconds
+        self._server: Any = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.env: dict[str, str] = {}
+        self.outputs: dict[str, str] = {}
+        self.invocations = 0
+        self.errors: list[str] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self, *, pollers: bool = True) -> LocalStack:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        base_env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            **FAKE_CREDENTIALS,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": "ModelShield",
+        }
+        os.environ.update(base_env)
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            os.environ.pop(var, None)
+        clients = {name: self.client(name) for name in ("s3", "sqs", "dynamodb", "kms")}
+        provisioned = LocalProvisioner(load_template(template_path()), stack_name=STACK_NAME, clients=clients).provision()
+        self.provisioned = provisioned
+        env: dict[str, str] = dict(base_env)
+        for spec in provisioned.functions.values():
+            env.update(spec.environment)
+        env["WORKDIR"] = str(state_dir() / "work")
+        self.env = env
+        os.environ.update(env)
+        self.outputs = {
+            "ingest_bucket": provisioned.names.get("IngestBucket", ""),
+            "vault_bucket": provisioned.names.get("VaultBucket", ""),
+            "scan_queue_url": provisioned.names.get("ScanQueue", ""),
+            "dead_letter_queue_url": provisioned.names.get("ScanDeadLetterQueue", ""),
+        }
+        self._seed_groups()
+        self._drain_test_events()
+        if pollers:
+            for spec in provisioned.functions.values():
+                for queue_logical, batch in spec.sqs_sources:
+                    self._start_poller(spec, provisioned.names[queue_logical], batch)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            config=Config(request_checksum_calculation="when_required", response_checksum_validation="when_required"),
+        )
+
+    # -- setup helpers -------------------------------------------------------------------------------
+    def _seed_groups(self) -> None:
+        """Seed the default security groups, as a deploy does (an empty table means the defaults anyway)."""
+        from modelshield.policy.groups import default_groups
+        from modelshield.store.groups import GroupStore
+
+        table = self.env.get("GROUPS_TABLE")
+        if table:
+            GroupStore(table, boto3.resource("dynamodb", endpoint_url=self.endpoint, region_name=REGION)).seed_defaults(
+                default_groups(ingest_bucket=self.outputs["ingest_bucket"])
+            )
+
+    def _drain_test_events(self) -> None:
+        """S3 sends `s3:TestEvent` when notifications are configured; the handler ignores it, but draining it
+        here keeps the first poll quiet."""
+        sqs = self.client("sqs")
+        url = self.outputs["scan_queue_url"]
+        if url:
+            for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+                if json.loads(message["Body"]).get("Event") == "s3:TestEvent":
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                else:
+                    sqs.change_message_visibility(
+                        QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                    )
+
+    # -- the event-source mapping ----------------------------------------------------------------------
+    def _start_poller(self, spec: FunctionSpec, queue_url: str, batch_size: int) -> None:
+        handler = load_handler(spec)
+        thread = threading.Thread(
+            target=self._poll, args=(spec, handler, queue_url, batch_size), name=f"poller-{spec.logical_id}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def _poll(self, spec: FunctionSpec, handler: Any, queue_url: str, batch_size: int) -> None:
+        sqs = self.client("sqs")
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        while not self._stop.is_set():
+            try:
+                messages = sqs.receive_message(
+                    QueueUrl=queue_url,
+                    MaxNumberOfMessages=min(batch_size, 10),
+                    WaitTimeSeconds=self.poll_wait_seconds,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
+            except Exception as exc:  # server stopping
+                if self._stop.is_set():
+                    return
+                self.errors.append(f"receive: {exc}")
+                time.sleep(0.5)
+                continue
+            if messages:
+                self._invoke(spec, handler, sqs, queue_url, queue_arn, messages)
+
+    def _invoke(
+        self, spec: FunctionSpec, handler: Any, sqs: Any, queue_url: str, queue_arn: str, messages: list[dict[str, Any]]
+    ) -> None:
+        event = {"Records": [sqs_record(m, queue_arn) for m in messages]}
+        context = LocalContext(spec.logical_id, spec.memory, spec.timeout)
+        try:
+            response = handler(event, context) or {}
+            failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        except Exception as exc:  # the whole batch failed, as Lambda would report it
+            self.errors.append(f"{spec.logical_id}: {type(exc).__name__}: {exc}")
+            failed = {m["MessageId"] for m in messages}
+        self.invocations += 1
+        for message in messages:
+            if message["MessageId"] in failed:
+                # Back to the queue soon (locally; in AWS the visibility timeout applies); the queue's
+                # redrive policy moves it to the dead-letter queue after maxReceiveCount receives.
+                sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=2)
+            else:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
+    """The record shape Lambda's SQS event source delivers."""
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": message.get("MessageAttributes", {}),
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
+
+
+# -- state file shared by `local up/down/env` and every command that talks to the stack ----------------
+
+
+def state_file() -> Path:
+    return state_dir() / "local.json"
+
+
+def read_state() -> dict[str, Any] | None:
+    path = state_file()
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    pid = int(state.get("pid", 0))
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None  # stale: the daemon is gone
+    return state
+
+
+def require_state() -> dict[str, Any]:
+    state = read_state()
+    if state is None:
+        raise StackNotRunning(
+            "the local stack is not running: start it with `modelshield local up` "
+            "(or point AWS_ENDPOINT_URL and the table/bucket variables at a deployed stack)"
+        )
+    return state
+
+
+def export_lines(env: dict[str, str]) -> list[str]:
+    return [f"export {k}={v}" for k, v in sorted(env.items())]
+
+
+def use_local_stack_if_running() -> bool:
+    """Point this process at the running local stack unless the caller already chose a target."""
+    if os.environ.get("INGEST_BUCKET") or os.environ.get("MODELSHIELD_TARGET") == "aws":
+        return False
+    state = read_state()
+    if state is None:
+        return False
+    os.environ.update(state["env"])
+    return True

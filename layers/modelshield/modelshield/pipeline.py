@@ -1,0 +1,410 @@
+"""scan → decide → encrypt → record: the one pipeline every entry point shares (Lambda, local stack, jobs).
+
+For one object version it:
+1. streams the object to ephemeral storage while hashing it (memory stays flat; the scanners need seeks);
+2. resolves the security group that owns the object's source and gathers the metadata its rules need;
+3. scans the bytes (never executing them) and evaluates the group's rules into a verdict;
+4. envelope-encrypts the artifact into the vault: released verdicts under the artifact's key, everything
+   else under `quarantine/` — the ingest object is never modified except for its verdict tag;
+5. records the scan (append-only), the artifact version's state (optimistic locking) and tags the object.
+
+Fail closed: a scanner problem is an ERROR verdict, and ERROR is quarantined like BLOCKED. Nothing lost:
+the ingest object stays untouched; the vault copy is verified by the crypto layer before it is recorded.
+Idempotent per object version: an already-recorded version is a no-op, whatever the event delivery does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from modelshield import scanning
+from modelshield.config import ScanSettings
+from modelshield.crypto.keyring import KmsKeyring
+from modelshield.crypto.s3 import encrypt_to_s3
+from modelshield.events import ObjectEvent
+from modelshield.models import (
+    ArtifactRef,
+    ArtifactState,
+    EncryptionState,
+    Finding,
+    Format,
+    RuleId,
+    RuleResult,
+    RuleStatus,
+    ScanRecord,
+    Severity,
+    Verdict,
+    encryption_context,
+    utcnow,
+)
+from modelshield.observability import logger
+from modelshield.policy.engine import evaluate
+from modelshield.policy.gather import gather_metadata
+from modelshield.policy.groups import SecurityGroup, default_groups
+from modelshield.policy.sources import resolve_group
+from modelshield.scanning.registry import Limits
+from modelshield.store.artifacts import ArtifactStore
+from modelshield.store.groups import GroupStore
+from modelshield.store.scans import ScanStore
+
+VERDICT_TAG = "modelshield-verdict"
+SCAN_TAG = "modelshield-scan-id"
+DOWNLOAD_CHUNK = 8 * 1024 * 1024
+_MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+
+
+def s3_client() -> Any:
+    """An S3 client without per-request payload checksums on uploads (see TOOLING.md: moto is quadratic
+    with them), while S3 still stores and reports the checksums we ask for explicitly."""
+    return boto3.client(
+        "s3",
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"mode": "standard", "max_attempts": 5},
+        ),
+    )
+
+
+@dataclass
+class Runtime:
+    """Everything the pipeline talks to. Built once per Lambda container (or per local stack)."""
+
+    settings: ScanSettings
+    s3: Any
+    kms: Any
+    scans: ScanStore
+    artifacts: ArtifactStore
+    groups: GroupStore
+
+    @classmethod
+    def from_settings(cls, settings: ScanSettings) -> Runtime:
+        dynamodb = boto3.resource("dynamodb")
+        return cls(
+            settings=settings,
+            s3=s3_client(),
+            kms=boto3.client("kms"),
+            scans=ScanStore(settings.tables.scans, dynamodb),
+            artifacts=ArtifactStore(settings.tables.artifacts, dynamodb),
+            groups=GroupStore(settings.tables.groups, dynamodb),
+        )
+
+    def security_groups(self) -> list[SecurityGroup]:
+        stored = self.groups.list()
+        return stored or default_groups(ingest_bucket=self.settings.buckets.ingest)
+
+
+def _is_missing(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {})
+    return str(error.get("Code")) in _MISSING_CODES or exc.response.get("ResponseMetadata", {}).get(
+        "HTTPStatusCode"
+    ) == 404
+
+
+def resolve_version(s3: Any, event: ObjectEvent) -> ObjectEvent:
+    """Pin the event to an object version. Real S3 events on versioned buckets carry versionId; when one
+    does not (moto, or an unversioned bucket), match the event's eTag among the key's versions — taking
+    "the current version" instead would scan the wrong bytes when events arrive out of order."""
+    if event.version_id:
+        return event
+    etag = (event.etag or "").strip('"')
+    candidates: list[dict[str, Any]] = []
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=event.bucket, Prefix=event.key):
+        candidates.extend(v for v in page.get("Versions", []) if v["Key"] == event.key)
+    matching = [v for v in candidates if v["ETag"].strip('"') == etag] or ([] if etag else candidates)
+    if not matching:
+        return event  # deleted (or overwritten and deleted) before we got here: recorded as an error later
+    newest = max(matching, key=lambda v: v["LastModified"])
+    return event.model_copy(update={"version_id": newest["VersionId"]})
+
+
+@dataclass
+class _Download:
+    path: Path
+    sha256: str
+    size: int
+    last_modified: Any
+    version_id: str
+
+
+def _download(s3: Any, ref: ArtifactRef, workdir: Path) -> _Download:
+    """Stream one object version to a private temp file, hashing on the way. Memory stays flat."""
+    kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
+    if ref.version_id and ref.version_id != "null":
+        kwargs["VersionId"] = ref.version_id
+    response = s3.get_object(**kwargs)
+    digest = hashlib.sha256()
+    size = 0
+    fd, name = tempfile.mkstemp(prefix="artifact-", dir=workdir)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            body = response["Body"]
+            while chunk := body.read(DOWNLOAD_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return _Download(
+        path=Path(name),
+        sha256=digest.hexdigest(),
+        size=size,
+        last_modified=response.get("LastModified"),
+        version_id=response.get("VersionId") or ref.version_id or "null",
+    )
+
+
+def _scan_ref(version_id: str, scan_id: str) -> str:
+    return f"{utcnow().strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{version_id}#{scan_id}"
+
+
+def _error_record(ref: ArtifactRef, message: str, *, trigger: str) -> ScanRecord:
+    """A scan that could not happen (object gone, unreadable): ERROR, with the reason for the user."""
+    scan_id = uuid.uuid4().hex
+    finding = Finding(rule=RuleId.SCAN_INCOMPLETE, severity=Severity.HIGH, message=message, location=ref.uri)
+    version = ref.version_id or "null"
+    return ScanRecord(
+        artifact_id=ref.artifact_id,
+        scan_ref=_scan_ref(version, scan_id),
+        scan_id=scan_id,
+        bucket=ref.bucket,
+        key=ref.key,
+        version_id=version,
+        sha256=None,
+        size=0,
+        format=Format.UNKNOWN,
+        verdict=Verdict.ERROR,
+        group="",
+        group_version=0,
+        rules=[
+            RuleResult(
+                rule=RuleId.SCAN_INCOMPLETE,
+                status=RuleStatus.ERROR,
+                blocking=True,
+                severity=Severity.HIGH,
+                message=message,
+                findings=[finding],
+            )
+        ],
+        findings=[finding],
+        scanner_version=scanning.registry.SCANNER_VERSION,
+        scanned_at=utcnow(),
+        trigger=trigger,
+        message=message,
+    )
+
+
+def _vault_key(rt: Runtime, ref: ArtifactRef, verdict: Verdict, last_modified: Any) -> str:
+    """Where the encrypted copy goes. Consumers read `<key>`: it always holds the newest released version;
+    a released version that arrives after a newer one was released lands under `versions/` instead, so an
+    out-of-order event never rolls consumers back. Everything not released goes to quarantine/."""
+    if not verdict.releases:
+        return f"{rt.settings.quarantine_prefix}{ref.key}"
+    for other in rt.artifacts.versions(ref.artifact_id):
+        if (
+            other.version_id != ref.version_id
+            and other.verdict.releases
+            and other.last_modified
+            and last_modified
+            and other.last_modified > last_modified
+        ):
+            return f"versions/{ref.version_id}/{ref.key}"
+    return ref.key
+
+
+def _tag_verdict(s3: Any, ref: ArtifactRef, verdict: Verdict, scan_id: str) -> None:
+    """Tag the ingest object version with its verdict (bucket policy denies reads of untagged/blocked)."""
+    kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
+    if ref.version_id and ref.version_id != "null":
+        kwargs["VersionId"] = ref.version_id
+    existing = s3.get_object_tagging(**kwargs).get("TagSet", [])
+    tags = {t["Key"]: t["Value"] for t in existing if t["Key"] not in (VERDICT_TAG, SCAN_TAG)}
+    tags[VERDICT_TAG] = verdict.value
+    tags[SCAN_TAG] = scan_id
+    s3.put_object_tagging(
+        **kwargs, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in list(tags.items())[-10:]]}
+    )
+
+
+def process_object(
+    event: ObjectEvent,
+    rt: Runtime,
+    *,
+    trigger: str = "upload",
+    time_budget_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ScanRecord:
+    """Scan, decide, encrypt and record one object version. Returns the scan record it wrote (or found)."""
+    settings = rt.settings
+    if event.bucket == settings.buckets.vault:
+        raise ValueError("refusing to process an object from the vault bucket (would recurse)")
+    event = resolve_version(rt.s3, event)
+    ref = ArtifactRef(bucket=event.bucket, key=event.key, version_id=event.version_id)
+    logger.append_keys(artifact=ref.artifact_id, version=ref.version_id)
+
+    if ref.version_id and trigger == "upload":
+        known = rt.artifacts.get(ref.artifact_id, ref.version_id)
+        if known is not None and known.encryption_state in (EncryptionState.ENCRYPTED, EncryptionState.QUARANTINED):
+            previous = rt.scans.latest(ref.artifact_id, ref.version_id)
+            if previous is not None:
+                logger.info("already processed; nothing to do", extra={"verdict": known.verdict.value})
+                return previous
+
+    timings: dict[str, float] = {}
+    started = clock()
+    workdir = Path(settings.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        download = _download(rt.s3, ref, workdir)
+    except ClientError as exc:
+        if not _is_missing(exc):
+            raise  # throttling, access denied...: let SQS retry, then the DLQ
+        message = (
+            f"object {ref.uri} (version {ref.version_id or 'unknown'}) no longer exists: it was deleted "
+            "before it could be scanned. Nothing was released; upload it again to scan it."
+        )
+        record = _error_record(ref, message, trigger=trigger)
+        rt.scans.append(record)
+        logger.warning(message)
+        return record
+    ref = ArtifactRef(bucket=ref.bucket, key=ref.key, version_id=download.version_id)
+    timings["download"] = (clock() - started) * 1000
+    try:
+        return _scan_and_store(event, rt, ref, download, timings, trigger=trigger, time_budget_s=time_budget_s)
+    finally:
+        download.path.unlink(missing_ok=True)
+
+
+def _scan_and_store(
+    event: ObjectEvent,
+    rt: Runtime,
+    ref: ArtifactRef,
+    download: _Download,
+    timings: dict[str, float],
+    *,
+    trigger: str,
+    time_budget_s: float | None,
+) -> ScanRecord:
+    settings = rt.settings
+    t0 = time.monotonic()
+    group, source = resolve_group(rt.security_groups(), ref.bucket, ref.key)
+    metadata = gather_metadata(
+        rt.s3,
+        ref.bucket,
+        ref.key,
+        ref.version_id,
+        source,
+        event_principal=event.principal_id,
+        workdir=download.path.parent,
+        artifact_path=download.path,
+    )
+    timeout = settings.scan_timeout_seconds
+    if time_budget_s is not None:
+        timeout = max(1.0, min(timeout, time_budget_s))
+    report = scanning.scan_path(
+        download.path, limits=Limits(timeout_seconds=timeout), display_name=ref.key, sha256=download.sha256
+    )
+    evaluation = evaluate(report, group, metadata, artifact_key=ref.key)
+    timings["scan"] = (time.monotonic() - t0) * 1000
+
+    scan_id = uuid.uuid4().hex
+    verdict = evaluation.verdict
+    t1 = time.monotonic()
+    vault_key = _vault_key(rt, ref, verdict, download.last_modified)
+    context = encryption_context(ref, sha256=download.sha256, group=group.name)
+    key_id = group.kms_key_id or settings.kms_key_id
+    stored = encrypt_to_s3(
+        download.path,
+        s3=rt.s3,
+        keyring=KmsKeyring(rt.kms),
+        key_id=key_id,
+        bucket=settings.buckets.vault,
+        key=vault_key,
+        context=context,
+        frame_length=settings.frame_length,
+        metadata={"modelshield-verdict": verdict.value, "modelshield-scan-id": scan_id},
+    )
+    timings["encrypt"] = (time.monotonic() - t1) * 1000
+    state = EncryptionState.ENCRYPTED if verdict.releases else EncryptionState.QUARANTINED
+
+    record = ScanRecord(
+        artifact_id=ref.artifact_id,
+        scan_ref=_scan_ref(ref.version_id or "null", scan_id),
+        scan_id=scan_id,
+        bucket=ref.bucket,
+        key=ref.key,
+        version_id=ref.version_id or "null",
+        sha256=download.sha256,
+        size=download.size,
+        format=report.format,
+        verdict=verdict,
+        group=evaluation.group,
+        group_version=evaluation.group_version,
+        rules=evaluation.rules,
+        findings=report.findings,
+        scanner_version=report.scanner_version,
+        scanned_at=utcnow(),
+        timings_ms={k: round(v, 3) for k, v in timings.items()},
+        encryption_state=state,
+        vault_uri=f"s3://{stored.bucket}/{stored.key}?versionId={stored.version_id}",
+        trigger=trigger,
+        message=_summary(evaluation.rules, verdict),
+    )
+    rt.scans.append(record)
+    _save_state(rt, ref, record, download, stored, state)
+    _tag_verdict(rt.s3, ref, verdict, scan_id)
+    logger.info(
+        "artifact scanned",
+        extra={"verdict": verdict.value, "format": report.format.value, "group": group.name, "vault_key": vault_key},
+    )
+    return record
+
+
+def _summary(rules: list[RuleResult], verdict: Verdict) -> str:
+    failed = [r for r in rules if r.status in (RuleStatus.FAIL, RuleStatus.ERROR)]
+    if not failed:
+        return "all enabled rules passed"
+    parts = [f"{r.rule.value} {r.status.value}{' (blocking)' if r.blocking else ''}" for r in failed]
+    return f"{verdict.value}: " + ", ".join(parts)
+
+
+def _save_state(
+    rt: Runtime, ref: ArtifactRef, record: ScanRecord, download: _Download, stored: Any, state: EncryptionState
+) -> None:
+    existing = rt.artifacts.get(ref.artifact_id, record.version_id)
+    new = ArtifactState(
+        artifact_id=ref.artifact_id,
+        version_id=record.version_id,
+        bucket=ref.bucket,
+        key=ref.key,
+        sha256=record.sha256,
+        size=record.size,
+        format=record.format,
+        group=record.group,
+        verdict=record.verdict,
+        encryption_state=state,
+        vault_bucket=stored.bucket,
+        vault_key=stored.key,
+        vault_version_id=stored.version_id,
+        ciphertext_size=stored.size,
+        wrapping_key_arn=stored.key_arn,
+        data_key_created_at=record.scanned_at,
+        last_modified=download.last_modified,
+        latest_scan_ref=record.scan_ref,
+        updated_at=utcnow(),
+    )
+    rt.artifacts.save(new, expected_revision=existing.revision if existing else None)
