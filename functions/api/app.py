@@ -11,7 +11,6 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from modelshield.api import access_routes, audit_routes, register_error_handlers
 from modelshield.observability import logger, metrics, tracer
 

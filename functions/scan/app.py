@@ -31,7 +31,7 @@ settings = scan_settings()
 runtime = Runtime.from_settings(settings)
 processor = BatchProcessor(event_type=EventType.SQS)
 idempotency = IdempotencyConfig(
-    event_key_jmespath="[bucket, key, version_id]",
+    event_key_jmespath="[bucket, key, version_id, request_id]",
     raise_on_no_idempotency_key=True,
     expires_after_seconds=7 * 24 * 3600,
 )
@@ -47,7 +47,8 @@ def _remaining_seconds() -> float | None:
 def scan_object(event: dict[str, Any]) -> dict[str, Any]:
     remaining = _remaining_seconds()
     budget = None if remaining is None else max(1.0, (remaining - MIN_SECONDS_PER_RECORD) / 2)
-    record = process_object(ObjectEvent.model_validate(event), runtime, time_budget_s=budget)
+    parsed = ObjectEvent.model_validate(event)
+    record = process_object(parsed, runtime, trigger=parsed.trigger, time_budget_s=budget)
     metrics.add_metric(name=f"Verdict{record.verdict.value.title().replace('_', '')}", unit=MetricUnit.Count, value=1)
     return {"scan_id": record.scan_id, "verdict": record.verdict.value, "version_id": record.version_id}
 

@@ -1,4 +1,4 @@
-"""AuditFunction × events/cloudtrail_*.json under moto: every KMS call lands in the chain once."""
+"""AuditFunction with events/cloudtrail_*.json under moto: every KMS call lands in the chain once."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from modelshield.audit import AuditLog, AuditQuery, Decision
 from modelshield.store.audit import DynamoAuditStore, create_audit_table
+from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -59,7 +58,11 @@ def test_decrypt_success_denied_and_create_grant_are_recorded_with_their_decisio
     # When the AuditFunction handles each
     results = [
         app.lambda_handler(_event(name), _context())
-        for name in ("cloudtrail_create_grant.json", "cloudtrail_decrypt_success.json", "cloudtrail_decrypt_denied.json")
+        for name in (
+            "cloudtrail_create_grant.json",
+            "cloudtrail_decrypt_success.json",
+            "cloudtrail_decrypt_denied.json",
+        )
     ]
     # Then each became one audit record with the right action and decision
     assert [(r["seq"], r["action"], r["decision"]) for r in results] == [

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from modelshield.audit import (
     GENESIS_HASH,
     AuditAction,
@@ -19,6 +18,7 @@ from modelshield.audit import (
 )
 from modelshield.errors import UsageError
 from modelshield.store.audit import DynamoAuditStore, create_audit_table
+from moto import mock_aws
 
 TABLE = "audit-test"
 
@@ -67,7 +67,7 @@ def test_appended_records_form_a_contiguous_linked_chain(log: AuditLog) -> None:
     # Then they are numbered 1..5, each links to the previous hash, and verify finds nothing wrong
     assert [r.seq for r in records] == [1, 2, 3, 4, 5]
     assert records[0].prev_hash == GENESIS_HASH
-    for prev, rec in zip(records, records[1:], strict=False):
+    for prev, rec in itertools.pairwise(records):
         assert rec.prev_hash == prev.hash
     report = log.verify()
     assert report.ok and report.checked == 5 and report.problems == []

@@ -351,7 +351,9 @@ class AccessService:
             grant_id, token = self._create_grant(request, new_key_arn, request.encryption_context)
             if request.key_arn and request.grant_id:
                 self._revoke(request.key_arn, request.grant_id, request, principal, "artifact re-wrapped")
-            updated = request.model_copy(update={"key_arn": new_key_arn, "grant_id": grant_id, "grant_token": token})
+            updated = request.model_copy(
+                update={"key_arn": new_key_arn, "grant_id": grant_id, "grant_token": token}
+            )
             moved.append(self.store.save(updated, expected_revision=request.revision))
         return moved
 
@@ -403,7 +405,9 @@ class AccessService:
             versions = self.artifacts.versions(artifact_id)
             artifact = versions[0] if versions else None
         if artifact is None:
-            raise ArtifactNotFound(f"no artifact {artifact_id}" + (f" version {version_id}" if version_id else ""))
+            raise ArtifactNotFound(
+                f"no artifact {artifact_id}" + (f" version {version_id}" if version_id else "")
+            )
         return artifact
 
     def _pending(self, request_id: str, approver: str, action: AuditAction) -> AccessRequest:
@@ -428,7 +432,9 @@ class AccessService:
             reason=why,
         )
 
-    def _create_grant(self, request: AccessRequest, key_arn: str, context: Mapping[str, str]) -> tuple[str, str]:
+    def _create_grant(
+        self, request: AccessRequest, key_arn: str, context: Mapping[str, str]
+    ) -> tuple[str, str]:
         kwargs: dict[str, Any] = {
             "KeyId": key_arn,
             "GranteePrincipal": request.grantee,
@@ -614,4 +620,3 @@ def access_service_from_env(*, kms: Any | None = None, s3: Any | None = None) ->
         context_reader=vault_context_reader(s3),
         retiring_principal=os.environ.get("GRANT_RETIRING_PRINCIPAL") or None,
     )
-

@@ -265,7 +265,9 @@ class AuditLog:
             except ChainConflict:
                 # Full jitter keeps contending writers from retrying in lock step.
                 self._sleep(random.uniform(0, min(0.5, 0.01 * (2**attempt))))
-        raise AuditWriteError(f"could not append {action} to the audit chain after {self._max_attempts} tries")
+        raise AuditWriteError(
+            f"could not append {action} to the audit chain after {self._max_attempts} tries"
+        )
 
     def list(self, query: AuditQuery | None = None) -> list[AuditRecord]:
         query = query or AuditQuery()
@@ -332,7 +334,9 @@ class AuditLog:
         elif head.seq > last:
             problem(last + 1, "truncated", f"records {last + 1}-{head.seq} deleted from the end of the chain")
         elif head.seq < last or head.hash != prev_hash:
-            problem(head.seq, "head-mismatch", f"the chain head (seq {head.seq}) does not match record {last}")
+            problem(
+                head.seq, "head-mismatch", f"the chain head (seq {head.seq}) does not match record {last}"
+            )
         if not anchor_seen:
             problem(anchor.seq if anchor else 0, "anchor-mismatch", "the anchored record is missing")
         return report

@@ -59,6 +59,18 @@ class ObjectEvent(BaseModel):
     event_time: datetime | None = None
     principal_id: str | None = None
     sequencer: str | None = None
+    trigger: str = "upload"  # upload | rescan
+    request_id: str | None = None  # set for rescans, so each one is its own idempotent unit of work
+
+
+RESCAN_MARKER = "modelshield:rescan"
+
+
+def rescan_message(bucket: str, key: str, version_id: str, request_id: str) -> str:
+    """The SQS body that asks the ScanFunction to re-evaluate one artifact version."""
+    return json.dumps(
+        {"Event": RESCAN_MARKER, "bucket": bucket, "key": key, "version_id": version_id, "request_id": request_id}
+    )
 
 
 def is_test_event(body: dict) -> bool:
@@ -76,6 +88,11 @@ def object_events(body: str | dict) -> list[ObjectEvent]:
         raise UsageError("SQS message body is not a JSON object with 'Records'")
     if is_test_event(payload):
         return []
+    if payload.get("Event") == RESCAN_MARKER:
+        try:
+            return [ObjectEvent.model_validate({**payload, "trigger": "rescan", "event_name": "Rescan"})]
+        except ValidationError as exc:
+            raise UsageError(f"malformed rescan request: {exc.errors()[0]['msg']}") from None
     try:
         notification = S3Notification.model_validate(payload)
     except ValidationError as exc:

@@ -324,21 +324,24 @@ def _scan_and_store(
     scan_id = uuid.uuid4().hex
     verdict = evaluation.verdict
     t1 = time.monotonic()
-    vault_key = _vault_key(rt, ref, verdict, download.last_modified)
-    context = encryption_context(ref, sha256=download.sha256, group=group.name)
-    key_id = group.kms_key_id or settings.kms_key_id
-    stored = encrypt_to_s3(
-        download.path,
-        s3=rt.s3,
-        keyring=KmsKeyring(rt.kms),
-        key_id=key_id,
-        bucket=settings.buckets.vault,
-        key=vault_key,
-        context=context,
-        frame_length=settings.frame_length,
-        metadata={"modelshield-verdict": verdict.value, "modelshield-scan-id": scan_id},
-    )
-    timings["encrypt"] = (time.monotonic() - t1) * 1000
+    existing = rt.artifacts.get(ref.artifact_id, ref.version_id or "null")
+    if existing is not None and existing.vault_key and existing.verdict.releases == verdict.releases:
+        stored = None  # a rescan that does not change where the artifact belongs: the vault copy stands
+    else:
+        vault_key = _vault_key(rt, ref, verdict, download.last_modified)
+        context = encryption_context(ref, sha256=download.sha256, group=group.name)
+        stored = encrypt_to_s3(
+            download.path,
+            s3=rt.s3,
+            keyring=KmsKeyring(rt.kms),
+            key_id=group.kms_key_id or settings.kms_key_id,
+            bucket=settings.buckets.vault,
+            key=vault_key,
+            context=context,
+            frame_length=settings.frame_length,
+            metadata={"modelshield-verdict": verdict.value, "modelshield-scan-id": scan_id},
+        )
+        timings["encrypt"] = (time.monotonic() - t1) * 1000
     state = EncryptionState.ENCRYPTED if verdict.releases else EncryptionState.QUARANTINED
 
     record = ScanRecord(
@@ -360,18 +363,38 @@ def _scan_and_store(
         scanned_at=utcnow(),
         timings_ms={k: round(v, 3) for k, v in timings.items()},
         encryption_state=state,
-        vault_uri=f"s3://{stored.bucket}/{stored.key}?versionId={stored.version_id}",
+        vault_uri=_vault_uri(stored, existing),
         trigger=trigger,
         message=_summary(evaluation.rules, verdict),
     )
     rt.scans.append(record)
-    _save_state(rt, ref, record, download, stored, state)
+    _save_state(rt, ref, record, download, stored, state, existing)
+    if stored is not None and existing is not None and existing.verdict.releases and not verdict.releases:
+        _withdraw_release(rt, existing)
     _tag_verdict(rt.s3, ref, verdict, scan_id)
     logger.info(
         "artifact scanned",
-        extra={"verdict": verdict.value, "format": report.format.value, "group": group.name, "vault_key": vault_key},
+        extra={"verdict": verdict.value, "format": report.format.value, "group": group.name, "trigger": trigger},
     )
     return record
+
+
+def _vault_uri(stored: Any, existing: ArtifactState | None) -> str | None:
+    if stored is not None:
+        return f"s3://{stored.bucket}/{stored.key}?versionId={stored.version_id}"
+    if existing is not None and existing.vault_key:
+        return f"s3://{existing.vault_bucket}/{existing.vault_key}?versionId={existing.vault_version_id}"
+    return None
+
+
+def _withdraw_release(rt: Runtime, previous: ArtifactState) -> None:
+    """A released artifact became blocked: its quarantine copy is written, verified and recorded (the caller
+    did that first), so the consumer-facing vault version can now go. The ingest original stays."""
+    if previous.vault_key and previous.vault_version_id and not previous.vault_key.startswith(
+        rt.settings.quarantine_prefix
+    ):
+        rt.s3.delete_object(Bucket=previous.vault_bucket, Key=previous.vault_key, VersionId=previous.vault_version_id)
+        logger.warning("release withdrawn", extra={"vault_key": previous.vault_key})
 
 
 def _summary(rules: list[RuleResult], verdict: Verdict) -> str:
@@ -383,9 +406,21 @@ def _summary(rules: list[RuleResult], verdict: Verdict) -> str:
 
 
 def _save_state(
-    rt: Runtime, ref: ArtifactRef, record: ScanRecord, download: _Download, stored: Any, state: EncryptionState
+    rt: Runtime,
+    ref: ArtifactRef,
+    record: ScanRecord,
+    download: _Download,
+    stored: Any,
+    state: EncryptionState,
+    existing: ArtifactState | None,
 ) -> None:
-    existing = rt.artifacts.get(ref.artifact_id, record.version_id)
+    if stored is None and existing is not None:  # verdict class unchanged: only the verdict and scan move on
+        rt.artifacts.save(
+            existing.model_copy(update={"verdict": record.verdict, "latest_scan_ref": record.scan_ref,
+                                        "group": record.group}),
+            expected_revision=existing.revision,
+        )
+        return
     new = ArtifactState(
         artifact_id=ref.artifact_id,
         version_id=record.version_id,

@@ -27,7 +27,10 @@ def register(sub: Any) -> None:
     add_format_flag(req)
     req.set_defaults(handler=cmd_request)
 
-    for name, help_text in (("approve", "approve a pending request (Security Engineers)"), ("deny", "deny it")):
+    for name, help_text in (
+        ("approve", "approve a pending request (Security Engineers)"),
+        ("deny", "deny it"),
+    ):
         decide = access_sub.add_parser(name, help=help_text)
         decide.add_argument("request_id")
         decide.add_argument("--reason", default="")
@@ -72,7 +75,16 @@ def _print(requests: list[AccessRequest], fmt: str) -> None:
     print_table(
         ["REQUEST", "STATUS", "ARTIFACT", "VERSION", "REQUESTER", "HOURS", "EXPIRES", "DECIDED BY"],
         [
-            (r.request_id, r.status.value, r.artifact_id, r.version_id, r.requester, r.hours, r.expires_at, r.decided_by)
+            (
+                r.request_id,
+                r.status.value,
+                r.artifact_id,
+                r.version_id,
+                r.requester,
+                r.hours,
+                r.expires_at,
+                r.decided_by,
+            )
             for r in requests
         ],
     )
@@ -80,7 +92,11 @@ def _print(requests: list[AccessRequest], fmt: str) -> None:
 
 def cmd_request(args: argparse.Namespace) -> int:
     request = _service().request(
-        args.artifact, version_id=args.version, requester=caller_principal(), reason=args.reason, hours=args.hours
+        args.artifact,
+        version_id=args.version,
+        requester=caller_principal(),
+        reason=args.reason,
+        hours=args.hours,
     )
     _print([request], args.format)
     return 0
@@ -113,7 +129,9 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     from modelshield.pipeline import s3_client
 
     service = _service()
-    sha256 = decrypt_with_grant(service, args.request_id, args.output, principal=caller_principal(), s3=s3_client())
+    sha256 = decrypt_with_grant(
+        service, args.request_id, args.output, principal=caller_principal(), s3=s3_client()
+    )
     if args.format == "json":
         print_json({"request_id": args.request_id, "output": str(args.output), "sha256": sha256})
     else:

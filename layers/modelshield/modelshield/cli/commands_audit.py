@@ -28,7 +28,9 @@ def register(sub: Any) -> None:
     add_format_flag(list_cmd)
     list_cmd.set_defaults(handler=cmd_list)
 
-    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 if a record was deleted or edited")
+    verify = audit_sub.add_parser(
+        "verify", help="check the hash chain; exit 1 if a record was deleted or edited"
+    )
     verify.add_argument("--anchor", type=_anchor, help="SEQ:HASH of a head saved earlier, to detect rewrites")
     add_format_flag(verify)
     verify.set_defaults(handler=cmd_verify)
@@ -74,7 +76,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     print_table(
         ["SEQ", "TIME", "ACTION", "DECISION", "PRINCIPAL", "ARTIFACT", "REASON"],
         [
-            (r.seq, r.at.strftime("%Y-%m-%d %H:%M:%S"), r.action, r.decision.value, r.principal, r.artifact_id, r.reason)
+            (
+                r.seq,
+                r.at.strftime("%Y-%m-%d %H:%M:%S"),
+                r.action,
+                r.decision.value,
+                r.principal,
+                r.artifact_id,
+                r.reason,
+            )
             for r in records
         ],
     )

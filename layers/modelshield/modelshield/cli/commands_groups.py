@@ -1,9 +1,155 @@
-"""Placeholder command group: filled in by its owner."""
+"""`modelshield groups list|show|apply|validate`: security groups in the groups table.
+
+list/show/apply talk to DynamoDB (table from GROUPS_TABLE; AWS_ENDPOINT_URL points boto3 at the local
+stack); validate is offline. `show` prints YAML that `apply` accepts back, version included: a group
+that states its version is applied only if the stored one still has that version, so an edit made
+from a stale copy fails instead of overwriting someone else's change.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+from modelshield.cli.output import print_json, print_table
+from modelshield.errors import ConfigError
+from modelshield.policy.groups import SecurityGroup, load_groups
+from modelshield.store.groups import GroupStore, GroupVersionConflict
 
 
 def register(sub: Any) -> None:
-    return None
+    groups = sub.add_parser("groups", help="list, show, apply and validate security groups")
+    actions = groups.add_subparsers(dest="groups_command", metavar="ACTION")
+    actions.required = True
+
+    listing = actions.add_parser("list", help="list the stored security groups")
+    listing.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    listing.set_defaults(handler=run_list)
+
+    show = actions.add_parser("show", help="print one stored group (YAML that `apply` accepts)")
+    show.add_argument("name", metavar="NAME")
+    show.add_argument("--format", choices=["yaml", "json"], default="yaml", help="output format")
+    show.set_defaults(handler=run_show)
+
+    apply = actions.add_parser("apply", help="create or update groups from a YAML file (bumps versions)")
+    apply.add_argument("file", metavar="FILE")
+    apply.add_argument(
+        "--ingest-bucket",
+        default=os.environ.get("INGEST_BUCKET"),
+        help="bucket that ${IngestBucket} stands for (default: $INGEST_BUCKET; unset: any bucket)",
+    )
+    apply.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    apply.set_defaults(handler=run_apply)
+
+    validate = actions.add_parser("validate", help="check a groups YAML file offline")
+    validate.add_argument("file", metavar="FILE")
+    validate.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    validate.set_defaults(handler=run_validate)
+
+
+def _store() -> GroupStore:
+    table = os.environ.get("GROUPS_TABLE")
+    if not table:
+        raise ConfigError(
+            "GROUPS_TABLE is not set: export it (e.g. `eval $(modelshield local env)` for the local stack)"
+        )
+    return GroupStore(table)
+
+
+def group_document(group: SecurityGroup) -> dict[str, Any]:
+    """A group as YAML/JSON for people: configured rules only, without the ids repeated in each body."""
+    data = group.model_dump(mode="json", exclude_none=True)
+    data["rules"] = {
+        rule: {k: v for k, v in body.items() if k != "id"} for rule, body in data["rules"].items()
+    }
+    return data
+
+
+def _summary(group: SecurityGroup) -> list[Any]:
+    sources = ", ".join(f"{s.type}:{s.bucket}/{s.prefix}" for s in group.sources) or "-"
+    blocking = sum(1 for r in group.effective_rules() if r.enabled and r.blocking)
+    warning = sum(1 for r in group.effective_rules() if r.enabled and not r.blocking)
+    return [
+        group.name,
+        group.version,
+        sources,
+        f"{blocking} blocking, {warning} warning",
+        group.kms_key_id or "default",
+    ]
+
+
+_HEADERS = ["NAME", "VERSION", "SOURCES", "RULES", "KMS KEY"]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    groups = _store().list()
+    if args.format == "json":
+        print_json({"groups": [group_document(g) for g in groups]})
+    else:
+        print_table(_HEADERS, [_summary(g) for g in groups])
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    group = _store().get(args.name)
+    if args.format == "json":
+        print_json(group_document(group))
+    else:
+        print(yaml.safe_dump({"groups": [group_document(group)]}, sort_keys=False, width=110), end="")
+    return 0
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    groups = load_groups(Path(args.file), ingest_bucket=args.ingest_bucket)
+    store = _store()
+    # Check every stated version before writing any, so a stale file changes nothing.
+    current = {g.name: store.find(g.name) for g in groups}
+    for group in groups:
+        if "version" in group.model_fields_set:
+            stored = current[group.name]
+            base = stored.version if stored else 0
+            if base != group.version:
+                raise GroupVersionConflict(
+                    f"{args.file}: group {group.name!r} says version {group.version} but the stored one is "
+                    f"version {base}: run `modelshield groups show {group.name}`, re-apply your edit, retry"
+                )
+    changes = []
+    for group in groups:
+        before = current[group.name]
+        expected = group.version if "version" in group.model_fields_set else (before.version if before else 0)
+        after = store.put(group, expected_version=expected)
+        if before is None:
+            change = "created"
+        elif after.version == before.version:
+            change = "unchanged"
+        else:
+            change = "updated"
+        changes.append(
+            {
+                "name": group.name,
+                "change": change,
+                "from": before.version if before else None,
+                "to": after.version,
+            }
+        )
+    if args.format == "json":
+        print_json({"applied": changes})
+    else:
+        for c in changes:
+            versions = f"v{c['to']}" if c["from"] in (None, c["to"]) else f"v{c['from']} -> v{c['to']}"
+            print(f"{c['name']}: {c['change']} ({versions})")
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    groups = load_groups(Path(args.file))
+    if args.format == "json":
+        print_json({"valid": True, "groups": [group_document(g) for g in groups]})
+    else:
+        print(f"{args.file}: valid, {len(groups)} group(s)")
+        print_table(_HEADERS, [_summary(g) for g in groups])
+    return 0

@@ -47,6 +47,15 @@ def register(sub: Any) -> None:
     add_format_flag(verdict)
     verdict.set_defaults(handler=cmd_verdict)
 
+    rescan = sub.add_parser("rescan", help="re-evaluate a group's artifacts after its rules changed")
+    scope = rescan.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--group", help="security group whose artifacts to rescan")
+    scope.add_argument("--all", action="store_true", help="rescan every artifact")
+    rescan.add_argument("--wait", action="store_true", help="wait for the new verdicts and print them")
+    rescan.add_argument("--timeout", type=float, default=300.0)
+    add_format_flag(rescan)
+    rescan.set_defaults(handler=cmd_rescan)
+
     demo = sub.add_parser("demo", help="start a local stack, upload a benign and a malicious model, show it all")
     demo.set_defaults(handler=cmd_demo)
 
@@ -218,6 +227,51 @@ def print_scan_record(record: ScanRecord) -> None:
         print(f"  {rule.status.value:<7} {rule.rule.value:<20} {mode:<8} {rule.message}")
     for finding in record.findings:
         print(f"    - [{finding.severity.name}] {finding.rule.value} {finding.location}: {finding.message}")
+
+
+def cmd_rescan(args: Any) -> int:
+    target = _target()
+    from modelshield.policy.groups import default_groups
+    from modelshield.rescan import artifacts_of_group, enqueue_rescans
+    from modelshield.store.artifacts import ArtifactStore
+    from modelshield.store.groups import GroupStore
+
+    queue_url, groups_table = os.environ.get("SCAN_QUEUE_URL"), os.environ.get("GROUPS_TABLE")
+    if not queue_url or not groups_table or not target["ARTIFACTS_TABLE"]:
+        raise StackNotRunning("rescan needs SCAN_QUEUE_URL, GROUPS_TABLE and ARTIFACTS_TABLE (see `modelshield local env`)")
+    groups = GroupStore(groups_table).list() or default_groups(ingest_bucket=target["INGEST_BUCKET"])
+    if args.group and args.group not in {g.name for g in groups}:
+        raise UsageError(f"no security group named {args.group!r} (known: {', '.join(sorted(g.name for g in groups))})")
+    store = ArtifactStore(target["ARTIFACTS_TABLE"])
+    states = artifacts_of_group(store.all(), groups, None if args.all else args.group)
+    if not states:
+        print(f"no artifacts belong to {args.group or 'any group'}: nothing to rescan")
+        return 0
+    started = time.time()
+    request_id = enqueue_rescans(boto3.client("sqs"), queue_url, states)
+    print(f"queued {len(states)} rescans (request {request_id})", file=sys.stderr if args.format == "json" else sys.stdout)
+    if not args.wait:
+        return 0
+    from modelshield.store.scans import ScanStore
+
+    scans = ScanStore(target["SCANS_TABLE"])
+    records = []
+    for state in states:
+        deadline = time.monotonic() + args.timeout
+        while True:
+            record = scans.latest(state.artifact_id, state.version_id)
+            if record is not None and record.trigger == "rescan" and record.scanned_at.timestamp() >= started - 1:
+                records.append(record)
+                break
+            if time.monotonic() > deadline:
+                raise ArtifactNotFound(f"rescan of {state.artifact_id} did not finish in {args.timeout:.0f}s")
+            time.sleep(0.25)
+    if args.format == "json":
+        print_json({"request_id": request_id, "results": [r.model_dump(mode="json") for r in records]})
+    else:
+        print_table(["artifact", "version", "verdict", "encryption"],
+                    [[r.key, r.version_id, r.verdict.value, r.encryption_state.value] for r in records])
+    return 0 if all(r.verdict.releases for r in records) else 1
 
 
 # -- demo -----------------------------------------------------------------------------------------------

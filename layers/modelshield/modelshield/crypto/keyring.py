@@ -104,11 +104,10 @@ class KmsKeyring:
         except (ClientError, BotoCoreError) as exc:
             raise _client_error(exc, operation, key) from None
 
-    def _data_key(self, response: Mapping[str, Any], plaintext: bytes, operation: str) -> DataKey:
+    def _data_key(self, response: Mapping[str, Any], plaintext: bytes, operation: str, blob: bytes) -> DataKey:
         key_arn = str(response.get("KeyId", ""))
         if not _is_kms_key_arn(key_arn):
             raise KeyAccessError(f"KMS {operation} returned {key_arn!r}, not a key ARN")
-        blob = response.get("CiphertextBlob", b"")
         if len(plaintext) != DATA_KEY_LENGTH or not blob:
             raise KeyAccessError(f"KMS {operation} returned a malformed data key")
         return DataKey(plaintext=plaintext, encrypted=bytes(blob), key_arn=key_arn)
@@ -118,12 +117,13 @@ class KmsKeyring:
         response = self._call(
             "generate_data_key", key_id, KeyId=key_id, NumberOfBytes=DATA_KEY_LENGTH, EncryptionContext=dict(context)
         )
-        return self._data_key(response, bytes(response.get("Plaintext", b"")), "GenerateDataKey")
+        plaintext = bytes(response.get("Plaintext", b""))
+        return self._data_key(response, plaintext, "GenerateDataKey", response.get("CiphertextBlob", b""))
 
     def wrap(self, plaintext: bytes, key_id: str, context: Mapping[str, str]) -> DataKey:
         """Wrap an existing data key under `key_id` (re-wrap, or header-after-body encryption)."""
         response = self._call("encrypt", key_id, KeyId=key_id, Plaintext=plaintext, EncryptionContext=dict(context))
-        return self._data_key(response, plaintext, "Encrypt")
+        return self._data_key(response, plaintext, "Encrypt", response.get("CiphertextBlob", b""))
 
     def unwrap(self, encrypted_keys: Sequence[EncryptedDataKey], context: Mapping[str, str]) -> DataKey:
         """Try each `aws-kms` key (allowed ones only, in strict mode) until KMS decrypts one."""
@@ -149,7 +149,8 @@ class KmsKeyring:
             if response.get("KeyId") != arn:
                 failures.append(f"KMS answered for {response.get('KeyId')!r} instead of {arn}")
                 continue
-            return self._data_key(response, bytes(response.get("Plaintext", b"")), "Decrypt")
+            plaintext = bytes(response.get("Plaintext", b""))
+            return self._data_key(response, plaintext, "Decrypt", edk.ciphertext)
         detail = "; ".join(failures) if failures else "the message has no aws-kms encrypted data key"
         raise KeyAccessError(f"no data key could be decrypted: {detail}")
 

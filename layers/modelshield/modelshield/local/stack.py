@@ -138,6 +138,8 @@ class LocalStack:
             "scan_queue_url": provisioned.names.get("ScanQueue", ""),
             "dead_letter_queue_url": provisioned.names.get("ScanDeadLetterQueue", ""),
         }
+        self.env["SCAN_QUEUE_URL"] = self.outputs["scan_queue_url"]
+        os.environ["SCAN_QUEUE_URL"] = self.outputs["scan_queue_url"]
         self._seed_groups()
         self._drain_test_events()
         if pollers:

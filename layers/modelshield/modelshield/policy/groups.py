@@ -39,6 +39,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -118,6 +119,10 @@ class _RuleBase(BaseModel):
     @classmethod
     def _severity(cls, value: Any) -> Severity | None:
         return None if value is None else parse_severity(value)
+
+    @field_serializer("severity")
+    def _severity_name(self, value: Severity | None) -> str | None:
+        return None if value is None else value.name.lower()
 
     @field_validator("enabled", "blocking")
     @classmethod

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from modelshield.models import Format, Severity
 
@@ -26,6 +28,7 @@ _UNITS = {
     "TIB": 1 << 40,
 }
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SIGNING_CURVES = ("secp256r1", "secp384r1", "secp521r1")
 
 
 def parse_size(value: Any) -> int:
@@ -62,6 +65,10 @@ class FindingSettings(_Settings):
     @classmethod
     def _severity(cls, value: Any) -> Severity:
         return parse_severity(value)
+
+    @field_serializer("min_severity")
+    def _severity_name(self, value: Severity) -> str:
+        return value.name.lower()
 
 
 class LicenseSettings(_Settings):
@@ -109,9 +116,14 @@ class AuthorSettings(_Settings):
 
     @field_validator("trusted_public_keys")
     @classmethod
-    def _non_empty(cls, value: list[str]) -> list[str]:
-        if any(not v.strip() for v in value):
-            raise ValueError("a trusted public key must be PEM text or a file path, not empty")
+    def _keys(cls, value: list[str]) -> list[str]:
+        """Inline PEM is checked now, so a pasted-wrong key is a load error rather than a failed scan.
+        A path is checked when the rule runs (the file exists where scans run, not where YAML is edited)."""
+        for index, key in enumerate(value):
+            if not key.strip():
+                raise ValueError("a trusted public key must be PEM text or a file path, not empty")
+            if "-----BEGIN" in key:
+                _check_ec_public_key(key, index)
         return value
 
 
@@ -146,6 +158,18 @@ class HashPinSettings(_Settings):
     @classmethod
     def _pins(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         return {pattern: [_check_sha256(v) for v in digests] for pattern, digests in value.items()}
+
+
+def _check_ec_public_key(pem: str, index: int) -> None:
+    try:
+        key = serialization.load_pem_public_key(pem.strip().encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"trusted_public_keys[{index}] is not a PEM public key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _SIGNING_CURVES:
+        raise ValueError(
+            f"trusted_public_keys[{index}] must be an EC key on {', '.join(_SIGNING_CURVES)} "
+            "(what OpenSSF model signing uses)"
+        )
 
 
 def _check_sha256(value: str) -> str:

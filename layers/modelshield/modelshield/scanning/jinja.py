@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from modelshield.models import RuleId, Severity
@@ -37,7 +38,6 @@ DANGEROUS_ATTRS = frozenset(
         "os",
         "sys",
         "popen",
-        "system",
         "subprocess",
         "builtins",
         "eval",
@@ -91,15 +91,12 @@ DANGEROUS_GLOBALS = frozenset(
         "lipsum",
         "cycler",
         "joiner",
-        "config",
-        "request",
-        "url_for",
-        "get_flashed_messages",
     }
 )
 # Names harmless when called but dangerous when dereferenced: only flagged when followed by '.' or '['.
-_DEREF_ONLY_GLOBALS = frozenset({"self", "lipsum", "cycler", "joiner", "config", "request", "url_for"})
+_DEREF_ONLY_GLOBALS = frozenset({"self", "lipsum", "cycler", "joiner"})
 _DUNDER = re.compile(r"__[A-Za-z][A-Za-z0-9_]*__")
+_Report = Callable[[str, int], None]
 _LOADING_TAGS = frozenset({"include", "import", "extends", "from"})
 
 _NAME = re.compile(r"[^\W\d]\w*")
@@ -158,16 +155,25 @@ class TemplateSyntaxError(Exception):
 
 
 # -- lexing --------------------------------------------------------------------------------------------
-def split_blocks(source: str) -> list[tuple[str, int, int]]:
-    """(kind, start, end) of every `{{ }}` ("var") and `{% %}` ("stmt") block body; comments are dropped."""
+def split_blocks(source: str) -> tuple[list[tuple[str, int, int]], TemplateSyntaxError | None]:
+    """(kind, start, end) of every `{{ }}` ("var") and `{% %}` ("stmt") block body (comments dropped),
+    plus the error that stopped the split, if any (the blocks before it are still returned)."""
     blocks: list[tuple[str, int, int]] = []
+    try:
+        _split(source, blocks)
+    except TemplateSyntaxError as exc:
+        return blocks, exc
+    return blocks, None
+
+
+def _split(source: str, blocks: list[tuple[str, int, int]]) -> None:
     pos, n = 0, len(source)
     while True:
         start = source.find("{", pos)
         while start != -1 and start + 1 < n and source[start + 1] not in "{%#":
             start = source.find("{", start + 1)
         if start == -1 or start + 1 >= n:
-            return blocks
+            return
         opener = source[start + 1]
         body = start + 2
         if body < n and source[body] in "-+":
@@ -277,12 +283,11 @@ def analyse_template(source: str) -> list[TemplateIssue]:
             )
         )
         source = source[:MAX_TEMPLATE_CHARS]
-    try:
-        blocks = split_blocks(source)
-    except TemplateSyntaxError as exc:
-        issues.append(_issue(RuleId.MALFORMED, Severity.MEDIUM, f"template does not lex: {exc}", source, exc.offset))
-        # Analyse what we can: everything after the damage as one block, tokens best effort.
-        blocks = []
+    blocks, error = split_blocks(source)
+    lex_failed = error is not None
+    if error is not None:
+        issues.append(_issue(RuleId.MALFORMED, Severity.MEDIUM, f"template does not lex: {error}", source, error.offset))
+    all_literals: list[str] = []
     for kind, start, end in blocks:
         try:
             tokens = tokenize(source, start, end)
@@ -290,9 +295,46 @@ def analyse_template(source: str) -> list[TemplateIssue]:
             issues.append(
                 _issue(RuleId.MALFORMED, Severity.MEDIUM, f"template block does not lex: {exc}", source, exc.offset)
             )
+            lex_failed = True
             continue
         issues.extend(_analyse_block(kind, tokens, source))
+        all_literals.extend(t.value for t in tokens if t.kind == "string")
+    joined = "".join(all_literals)
+    m = _DUNDER.search(joined) or _DUNDER.search(joined[::-1])
+    if m and not any(i.rule is RuleId.CODE_EXEC for i in issues):
+        issues.append(
+            _issue(
+                RuleId.CODE_UNKNOWN,
+                Severity.HIGH,
+                f"string literals across the template assemble the dunder name {m.group()!r}",
+                source,
+                0,
+            )
+        )
+    if lex_failed:
+        issues.extend(_grep_backstop(source))
     return _dedupe(issues)
+
+
+_BACKSTOP = re.compile(
+    r"__[A-Za-z][A-Za-z0-9_]*__|\.\s*(?:popen|subprocess|import_module|f_globals|func_globals)\b"
+)
+
+
+def _grep_backstop(source: str) -> list[TemplateIssue]:
+    """When our lexer fails (and Jinja's might not), fall back to searching the raw text."""
+    m = _BACKSTOP.search(source)
+    if not m:
+        return []
+    return [
+        _issue(
+            RuleId.CODE_EXEC,
+            Severity.CRITICAL,
+            f"unlexable template mentions {m.group()!r} (Python internals)",
+            source,
+            m.start(),
+        )
+    ]
 
 
 def _issue(rule: RuleId, severity: Severity, message: str, source: str, offset: int) -> TemplateIssue:
@@ -372,12 +414,6 @@ def _check_attr_filter(tokens: list[Token], i: int, exec_: _Report, unknown: _Re
             exec_(f"template reads attribute {name!r} through the attr filter", tokens[i].offset)
         return
     unknown("template calls the attr filter with a computed attribute name", tokens[i].offset)
-
-
-class _Report:
-    """Type of the local reporting callbacks (message, offset)."""
-
-    def __call__(self, message: str, offset: int) -> None: ...  # pragma: no cover
 
 
 def _repeat_count(tokens: list[Token], i: int) -> int:

@@ -84,7 +84,9 @@ class DynamoAccessStore:
         return self._query(IndexName=STATUS_INDEX, KeyConditionExpression=Key("status").eq(status.value))
 
     def by_artifact(self, artifact_id: str) -> Iterator[AccessRequest]:
-        return self._query(IndexName=ARTIFACT_INDEX, KeyConditionExpression=Key("artifact_id").eq(artifact_id))
+        return self._query(
+            IndexName=ARTIFACT_INDEX, KeyConditionExpression=Key("artifact_id").eq(artifact_id)
+        )
 
     def all(self) -> Iterator[AccessRequest]:
         kwargs: dict[str, Any] = {}

@@ -147,7 +147,11 @@ class DynamoAuditStore:
             "TableName": self.table_name,
             "Key": {"pk": HEAD_PK, "seq": 0},
             "UpdateExpression": "SET head_seq = :new, head_hash = :hash, updated_at = :at",
-            "ExpressionAttributeValues": {":new": record.seq, ":hash": record.hash, ":at": format_time(record.at)},
+            "ExpressionAttributeValues": {
+                ":new": record.seq,
+                ":hash": record.hash,
+                ":at": format_time(record.at),
+            },
         }
         if expected.seq == 0:
             head_update["ConditionExpression"] = "attribute_not_exists(pk)"

@@ -1,0 +1,566 @@
+"""Envelope encryption into and out of S3, with the stored object verified before it is trusted.
+
+Upload: frames are grouped into parts of a whole number of frames (>= 5 MiB, S3's minimum for every
+part but the last), each sent with its SHA-256 so S3 rejects a part damaged in transit; a message
+smaller than one part is a single PUT. Afterwards HeadObject(ChecksumMode=ENABLED) must report the size
+and the checksum we computed while uploading (for multipart: the composite, SHA-256 over the parts'
+digests), or the new version is deleted and IntegrityError raised. Any failure before completion
+aborts the multipart upload, so no orphaned parts linger.
+
+Whole frames per part keep byte ranges meaningful: part 1 is header + frames, the others are frames
+only, so a re-wrap can copy parts 2..n server-side and a large artifact can be encrypted by range.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from modelshield.crypto.envelope import DEFAULT_FRAME_LENGTH, DEFAULT_LIMITS, ReadLimits, sealed_frame_size
+from modelshield.crypto.keyring import Keyring
+from modelshield.crypto.streams import (
+    DecryptResult,
+    EncryptResult,
+    decrypt_file,
+    decrypt_to,
+    encrypt_body_first,
+    encrypt_stream,
+    verify_digest,
+)
+from modelshield.errors import AccessDenied, ArtifactNotFound, IntegrityError, ModelShieldError, UsageError
+
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3: minimum size of every part except the last
+MAX_PARTS = 10_000  # S3: parts per multipart upload
+DEFAULT_PART_SIZE = 8 * 1024 * 1024  # target part size; rounded up to whole frames
+ENVELOPE_MAGIC = b"\x02\x04\x78"  # format v2 + suite 0x0478: the first bytes of every message we write
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+    version_id: str | None = None
+
+    @property
+    def uri(self) -> str:
+        suffix = f"?versionId={self.version_id}" if self.version_id else ""
+        return f"s3://{self.bucket}/{self.key}{suffix}"
+
+
+def parse_s3_uri(uri: str) -> S3Location:
+    """`s3://bucket/key[?versionId=...]`. Only a trailing `?versionId=` query is special."""
+    if not uri.startswith("s3://"):
+        raise UsageError(f"not an s3:// URI: {uri}")
+    rest = uri[len("s3://") :]
+    bucket, _, key = rest.partition("/")
+    version_id = None
+    head, sep, query = key.rpartition("?versionId=")
+    if sep and query and "/" not in query and "&" not in query:
+        key, version_id = head, urllib.parse.unquote(query)
+    if not bucket or not key:
+        raise UsageError(f"an S3 URI needs a bucket and a key: {uri}")
+    return S3Location(bucket, key, version_id)
+
+
+@dataclass(frozen=True)
+class StoredCiphertext:
+    """An encrypted object as verified in S3."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    size: int
+    checksum: str  # SHA-256 as S3 reports it: base64, with "-<parts>" for a multipart (composite) object
+    key_arn: str
+    message_id: str
+    plaintext_sha256: str | None = None
+    plaintext_size: int = 0
+    header_length: int = 0
+    frame_length: int = DEFAULT_FRAME_LENGTH
+    part_sizes: tuple[int, ...] = ()
+    part_checksums: tuple[str, ...] = ()
+    etag: str | None = None
+
+    @property
+    def location(self) -> S3Location:
+        return S3Location(self.bucket, self.key, self.version_id)
+
+
+def _s3_error(exc: Exception, action: str) -> ModelShieldError:
+    response = getattr(exc, "response", None) or {}
+    error = response.get("Error", {}) if isinstance(response, dict) else {}
+    code = str(error.get("Code", type(exc).__name__))
+    message = f"S3 {action} failed: {code}: {error.get('Message') or exc}"
+    if code in {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "NotFound"}:
+        return ArtifactNotFound(message)
+    if code in {"AccessDenied", "403", "Forbidden"}:
+        return AccessDenied(message)
+    return ModelShieldError(message)
+
+
+@contextlib.contextmanager
+def _s3_call(action: str) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise _s3_error(exc, action) from None
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def frames_per_part(frame_length: int, part_size: int = DEFAULT_PART_SIZE, total_plaintext: int | None = None) -> int:
+    """Frames per part: at least 5 MiB of ciphertext, and few enough parts for S3's 10,000 limit."""
+    sealed = sealed_frame_size(frame_length, False)
+    frames = max(-(-max(part_size, MIN_PART_SIZE) // sealed), 1)
+    if total_plaintext is not None:
+        total_frames = total_plaintext // frame_length + 1
+        frames = max(frames, -(-total_frames // (MAX_PARTS - 1)))
+    return frames
+
+
+class _PartSink:
+    """Receives whole-frame writes and ships them as S3 parts (or one PUT), checksumming each."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        key: str,
+        *,
+        min_part: int,
+        extra: Mapping[str, Any],
+        max_concurrency: int,
+        hold_first: bool,
+    ) -> None:
+        self._s3, self._bucket, self._key = s3, bucket, key
+        self._min_part = min_part
+        self._extra = dict(extra)
+        self._hold_first = hold_first
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._held: bytes | None = None
+        self._upload_id: str | None = None
+        self._parts: dict[int, tuple[int, str, Future[str]]] = {}
+        self._next_part = 1
+        self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="modelshield-upload")
+        self._slots = threading.BoundedSemaphore(max_concurrency + 1)  # bounds memory held by uploads
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._buffer.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered >= self._min_part:
+            self._flush()
+        return len(chunk)
+
+    def _take(self) -> bytes:
+        part = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        return part
+
+    def _flush(self) -> None:
+        part = self._take()
+        number = self._next_part
+        self._next_part += 1
+        if number == 1 and self._hold_first:
+            self._held = part  # sent last, once the header that goes in front of it exists
+            return
+        self._upload(number, part)
+
+    def _upload(self, number: int, part: bytes) -> None:
+        if number > MAX_PARTS:
+            raise UsageError(f"object needs more than {MAX_PARTS} parts: use a larger part size")
+        if self._upload_id is None:
+            with _s3_call("CreateMultipartUpload"):
+                created = self._s3.create_multipart_upload(
+                    Bucket=self._bucket, Key=self._key, ChecksumAlgorithm="SHA256", **self._extra
+                )
+            self._upload_id = str(created["UploadId"])
+        for _, _, sent in self._parts.values():  # fail fast: stop encrypting once a part has failed
+            if sent.done() and sent.exception() is not None:
+                sent.result()
+        checksum = _b64(hashlib.sha256(part).digest())
+        self._slots.acquire()
+        future = self._pool.submit(self._send_part, number, part, checksum)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._parts[number] = (len(part), checksum, future)
+
+    def _send_part(self, number: int, part: bytes, checksum: str) -> str:
+        with _s3_call(f"UploadPart {number}"):
+            response = self._s3.upload_part(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=part,
+                ChecksumSHA256=checksum,
+            )
+        return str(response["ETag"])
+
+    def finish(self, header: bytes | None) -> tuple[dict[str, Any], str, tuple[int, ...], tuple[str, ...]]:
+        """Send what is left; return (S3 response, expected checksum, part sizes, part checksums)."""
+        tail = self._take()
+        if self._upload_id is None and (self._held is None or not tail):
+            body = (header or b"") + (self._held or b"") + tail  # everything fits in one part: single PUT
+            checksum = _b64(hashlib.sha256(body).digest())
+            with _s3_call("PutObject"):
+                response = self._s3.put_object(
+                    Bucket=self._bucket, Key=self._key, Body=body, ChecksumSHA256=checksum,
+                    ChecksumAlgorithm="SHA256", **self._extra,
+                )  # fmt: skip
+            return dict(response), checksum, (len(body),), (checksum,)
+        if self._held is not None:
+            self._upload(1, (header or b"") + self._held)
+        if tail:
+            self._upload(self._next_part, tail)
+        parts = []
+        for number in sorted(self._parts):
+            _, checksum, future = self._parts[number]
+            parts.append({"PartNumber": number, "ETag": future.result(), "ChecksumSHA256": checksum})
+        with _s3_call("CompleteMultipartUpload"):
+            response = self._s3.complete_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
+            )
+        self._upload_id = None
+        sizes = tuple(self._parts[n][0] for n in sorted(self._parts))
+        checksums = tuple(self._parts[n][1] for n in sorted(self._parts))
+        composite = hashlib.sha256(b"".join(base64.b64decode(c) for c in checksums)).digest()
+        return dict(response), f"{_b64(composite)}-{len(parts)}", sizes, checksums
+
+    def abort(self) -> None:
+        for _, _, future in self._parts.values():
+            future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._upload_id is not None:
+            with contextlib.suppress(Exception):  # best effort: the original error is what matters
+                self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+            self._upload_id = None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _checksums_match(reported: str | None, expected: str) -> bool:
+    """S3 reports a composite checksum as "base64-N" (moto omits "-N"); compare digest and part count."""
+    if not reported:
+        return False
+    digest, _, parts = reported.partition("-")
+    want_digest, _, want_parts = expected.partition("-")
+    return digest == want_digest and (not parts or parts == want_parts)
+
+
+def _verify_stored(s3: Any, bucket: str, key: str, version_id: str | None, size: int, checksum: str) -> str:
+    """HeadObject must report our size and checksum; return the checksum as S3 reports it."""
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
+    if version_id:
+        params["VersionId"] = version_id
+    with _s3_call("HeadObject (verify)"):
+        head = s3.head_object(**params)
+    reported = head.get("ChecksumSHA256")
+    if head.get("ContentLength") != size:
+        raise IntegrityError(f"s3://{bucket}/{key}: S3 stores {head.get('ContentLength')} bytes, we wrote {size}")
+    if not _checksums_match(reported, checksum):
+        raise IntegrityError(f"s3://{bucket}/{key}: S3 reports SHA-256 {reported!r}, we computed {checksum!r}")
+    return str(reported)
+
+
+def _delete_quietly(s3: Any, bucket: str, key: str, version_id: str | None) -> None:
+    params = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+    with contextlib.suppress(Exception):
+        s3.delete_object(**params)
+
+
+def _object_extra(tags: Mapping[str, str] | None, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    extra: dict[str, Any] = {"ContentType": "application/octet-stream"}
+    if tags:
+        extra["Tagging"] = urllib.parse.urlencode(dict(tags))
+    if metadata:
+        extra["Metadata"] = dict(metadata)
+    return extra
+
+
+def encrypt_to_s3(
+    source: BinaryIO | Path,
+    *,
+    s3: Any,
+    keyring: Keyring,
+    key_id: str,
+    bucket: str,
+    key: str,
+    context: Mapping[str, str],
+    frame_length: int = DEFAULT_FRAME_LENGTH,
+    tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    plaintext_sha256: str | None = None,
+    context_digest_key: str | None = None,
+    part_size: int = DEFAULT_PART_SIZE,
+    max_concurrency: int = 4,
+) -> StoredCiphertext:
+    """Encrypt `source` into s3://bucket/key, verify what S3 stored, and return its version.
+
+    `plaintext_sha256`: the digest the pipeline computed earlier; a different input is IntegrityError
+    and nothing is stored. `context_digest_key`: header after body -- the digest computed while
+    encrypting is put into the context under this key, and part 1 (header + first frames) is sent last.
+    """
+    if isinstance(source, Path | str):
+        path = Path(source)
+        if not path.is_file():
+            raise ArtifactNotFound(f"input file {path} does not exist")
+        with open(path, "rb") as handle:
+            total = path.stat().st_size
+            return encrypt_to_s3(
+                handle, s3=s3, keyring=keyring, key_id=key_id, bucket=bucket, key=key, context=context,
+                frame_length=frame_length, tags=tags, metadata=metadata, plaintext_sha256=plaintext_sha256,
+                context_digest_key=context_digest_key,
+                part_size=max(part_size, -(-total // (MAX_PARTS - 1))), max_concurrency=max_concurrency,
+            )  # fmt: skip
+    per_part = frames_per_part(frame_length, part_size)
+    sink = _PartSink(
+        s3,
+        bucket,
+        key,
+        min_part=per_part * sealed_frame_size(frame_length, False),
+        extra=_object_extra(tags, metadata),
+        max_concurrency=max(1, max_concurrency),
+        hold_first=context_digest_key is not None,
+    )
+    try:
+        if context_digest_key is None:
+            data_key = keyring.generate(key_id, context)
+            result: EncryptResult = encrypt_stream(
+                source, sink, data_key=data_key, context=context, frame_length=frame_length,
+                plaintext_sha256=plaintext_sha256, frames_per_write=per_part,
+            )  # fmt: skip
+            header: bytes | None = None
+        else:
+            pending = encrypt_body_first(source, sink, frame_length=frame_length, frames_per_write=per_part)
+            verify_digest(plaintext_sha256, pending.body.plaintext_sha256)
+            header, result = pending.finish(
+                keyring=keyring, key_id=key_id, context=context, digest_key=context_digest_key
+            )
+        response, checksum, sizes, part_checksums = sink.finish(header)
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        sink.close()
+    version_id = response.get("VersionId")
+    try:
+        reported = _verify_stored(s3, bucket, key, version_id, result.ciphertext_size, checksum)
+    except BaseException:
+        _delete_quietly(s3, bucket, key, version_id)  # never leave an unverified object behind
+        raise
+    return StoredCiphertext(
+        bucket=bucket,
+        key=key,
+        version_id=version_id,
+        size=result.ciphertext_size,
+        checksum=reported,
+        key_arn=result.key_arn,
+        message_id=result.message_id,
+        plaintext_sha256=result.plaintext_sha256,
+        plaintext_size=result.plaintext_size,
+        header_length=result.header_length,
+        frame_length=result.frame_length,
+        part_sizes=sizes,
+        part_checksums=part_checksums,
+        etag=response.get("ETag"),
+    )
+
+
+def _get_body(s3: Any, location: S3Location, **extra: Any) -> Any:
+    params: dict[str, Any] = {"Bucket": location.bucket, "Key": location.key, **extra}
+    if location.version_id:
+        params["VersionId"] = location.version_id
+    with _s3_call(f"GetObject {location.uri}"):
+        return s3.get_object(**params)["Body"]
+
+
+def decrypt_s3_to(
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    dest: Path,
+    *,
+    s3: Any,
+    keyring: Keyring,
+    expected_context: Mapping[str, str] | None,
+    allow_extra_context: bool = True,
+    limits: ReadLimits = DEFAULT_LIMITS,
+) -> str:
+    """Decrypt an S3 object to `dest` (published only once verified); return the plaintext sha256."""
+    result = _decrypt_location(
+        S3Location(bucket, key, version_id), Path(dest), s3=s3, keyring=keyring,
+        expected_context=expected_context, allow_extra_context=allow_extra_context, limits=limits,
+    )  # fmt: skip
+    return str(result.plaintext_sha256)
+
+
+def _decrypt_location(location: S3Location, dest: Path, *, s3: Any, **options: Any) -> DecryptResult:
+    body = _get_body(s3, location)
+    try:
+        with _s3_call(f"GetObject {location.uri} (reading)"):
+            return decrypt_to(body, dest, **options)
+    finally:
+        with contextlib.suppress(Exception):
+            body.close()
+
+
+def open_model(
+    source: str | Path,
+    dest: Path,
+    *,
+    keyring: Keyring,
+    expected_context: Mapping[str, str] | None,
+    s3: Any = None,
+    allow_extra_context: bool = True,
+    limits: ReadLimits = DEFAULT_LIMITS,
+) -> DecryptResult:
+    """Decrypt a model from a local file or `s3://bucket/key[?versionId=...]` to `dest`."""
+    options: dict[str, Any] = {
+        "keyring": keyring,
+        "expected_context": expected_context,
+        "allow_extra_context": allow_extra_context,
+        "limits": limits,
+    }
+    if isinstance(source, str) and source.startswith("s3://"):
+        if s3 is None:
+            import boto3
+
+            s3 = boto3.client("s3")
+        return _decrypt_location(parse_s3_uri(source), Path(dest), s3=s3, **options)
+    return decrypt_file(Path(source), Path(dest), **options)
+
+
+# -- in-place encryption ----------------------------------------------------------------------------
+def _is_envelope(s3: Any, location: S3Location) -> bool:
+    body = _get_body(s3, location, Range=f"bytes=0-{len(ENVELOPE_MAGIC) - 1}")
+    try:
+        return bool(body.read(len(ENVELOPE_MAGIC)) == ENVELOPE_MAGIC)
+    finally:
+        body.close()
+
+
+def _copy_verified(s3: Any, staged: StoredCiphertext, key: str, extra: Mapping[str, Any]) -> StoredCiphertext:
+    """Server-side copy of `staged` onto `key` with the same part layout, so the checksum must match."""
+    source = {"Bucket": staged.bucket, "Key": staged.key, **({"VersionId": staged.version_id} if staged.version_id else {})}
+    bucket = staged.bucket
+    if len(staged.part_sizes) == 1:
+        with _s3_call("CopyObject"):
+            response = s3.copy_object(
+                Bucket=bucket, Key=key, CopySource=source, ChecksumAlgorithm="SHA256",
+                MetadataDirective="REPLACE", TaggingDirective="REPLACE", **extra,
+            )  # fmt: skip
+        version_id = response.get("VersionId")
+    else:
+        with _s3_call("CreateMultipartUpload (copy)"):
+            upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)[
+                "UploadId"
+            ]
+        try:
+            parts, offset = [], 0
+            for number, (size, checksum) in enumerate(zip(staged.part_sizes, staged.part_checksums, strict=True), 1):
+                with _s3_call(f"UploadPartCopy {number}"):
+                    copied = s3.upload_part_copy(
+                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, CopySource=source,
+                        CopySourceRange=f"bytes={offset}-{offset + size - 1}",
+                    )  # fmt: skip
+                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"], "ChecksumSHA256": checksum})
+                offset += size
+            with _s3_call("CompleteMultipartUpload (copy)"):
+                response = s3.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise
+        version_id = response.get("VersionId")
+    try:
+        reported = _verify_stored(s3, bucket, key, version_id, staged.size, staged.checksum)
+    except BaseException:
+        _delete_quietly(s3, bucket, key, version_id)
+        raise
+    return dataclasses.replace(staged, key=key, version_id=version_id, checksum=reported)
+
+
+def encrypt_in_place(
+    s3: Any,
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    *,
+    keyring: Keyring,
+    key_id: str,
+    context: Mapping[str, str],
+    frame_length: int = DEFAULT_FRAME_LENGTH,
+    plaintext_sha256: str | None = None,
+    context_digest_key: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    part_size: int = DEFAULT_PART_SIZE,
+) -> StoredCiphertext:
+    """Replace a plaintext object with its encryption; the plaintext goes only after the ciphertext verifies.
+
+    Versioned bucket: `version_id` must be the current version (else a newer upload would be shadowed);
+    the encrypted object becomes a new version, is verified, and only then is the plaintext version
+    deleted -- never when it would be the only copy. Unversioned bucket: the ciphertext is written and
+    verified under a staging key, copied server-side onto `key` with the same part layout (so S3's
+    checksum must come out identical) and verified again; the staging object is then removed.
+    """
+    with _s3_call("GetBucketVersioning"):
+        versioned = s3.get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled"
+    with _s3_call(f"HeadObject s3://{bucket}/{key}"):
+        current = s3.head_object(Bucket=bucket, Key=key)
+    location = S3Location(bucket, key, version_id)
+    if versioned:
+        if not version_id:
+            raise UsageError("the bucket is versioned: say which version to encrypt")
+        if current.get("VersionId") != version_id:
+            raise IntegrityError(
+                f"{location.uri} is no longer the current version ({current.get('VersionId')} is); "
+                "encrypting it would shadow the newer upload"
+            )
+    if _is_envelope(s3, location):
+        raise UsageError(f"{location.uri} is already envelope-encrypted")
+    options: dict[str, Any] = {
+        "s3": s3, "keyring": keyring, "key_id": key_id, "bucket": bucket, "context": context,
+        "frame_length": frame_length, "tags": tags, "metadata": metadata,
+        "plaintext_sha256": plaintext_sha256, "context_digest_key": context_digest_key, "part_size": part_size,
+    }  # fmt: skip
+    body = _get_body(s3, location)
+    try:
+        target = key if versioned else f"{key}.modelshield-staging-{uuid.uuid4().hex}"
+        with _s3_call(f"GetObject {location.uri} (reading)"):
+            stored = encrypt_to_s3(body, key=target, **options)
+    finally:
+        with contextlib.suppress(Exception):
+            body.close()
+    if versioned:
+        if not stored.version_id or stored.version_id == version_id:
+            raise IntegrityError(f"{location.uri}: S3 did not create a new version; the plaintext is kept")
+        with _s3_call("DeleteObject (plaintext version)"):
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
+        return stored
+    try:
+        with _s3_call(f"HeadObject s3://{bucket}/{key}"):
+            still = s3.head_object(Bucket=bucket, Key=key)
+        if still.get("ETag") != current.get("ETag"):
+            raise IntegrityError(f"s3://{bucket}/{key} changed while it was being encrypted; it is left as is")
+        return _copy_verified(s3, stored, key, _object_extra(tags, metadata))
+    finally:
+        _delete_quietly(s3, bucket, stored.key, stored.version_id)

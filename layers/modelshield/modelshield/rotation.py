@@ -1,0 +1,730 @@
+"""The scheduled key-rotation run: re-wrap, re-key, retire expired grants, report rotation compliance.
+
+What one run does, in order, and why it is safe to interrupt anywhere:
+1. Report keys in use whose KMS automatic rotation is off (audited, once per run and key).
+2. Retire the grants of approved access requests past their expiry (KMS grants have no expiry).
+3. Walk the artifacts table from the checkpoint cursor. For each encrypted artifact version:
+   * data key older than its group's `max_data_key_age_days` → **re-key**: decrypt and re-encrypt under a
+     fresh data key and the group's current key (streamed through ephemeral storage);
+   * else wrapped by a key that is not its group's current key → **re-wrap**: only the header changes
+     (the data key re-encrypted under the new key, a new header tag). The frames are copied server-side
+     with UploadPartCopy: part 1 is the new header plus the first `first_part_bytes` of the body (S3
+     needs >= 5 MiB in every part but the last), the rest are byte ranges of the old object. Only the
+     header and that first chunk are downloaded. Small objects are simply rewritten whole.
+   Each new vault version is verified (exact size; header parses, its data key unwraps under the new key
+   through KMS, key commitment and header tag check, the first frame authenticates) before the artifact
+   record moves to it with a conditional write on `revision`. Only then is the old version deleted, so
+   the old key stops protecting any copy; until then nothing is lost. A concurrent change to the record
+   is merged when it did not touch the vault object, otherwise our new version is discarded.
+Progress is checkpointed (the artifacts-table cursor) in the audit table; a run stops cleanly when the
+Lambda's remaining time drops under a margin, and the next run resumes at the cursor. Every action
+checks the record's current state first (already on the target key / fresh data key → nothing to do),
+so repeating an item never repeats its work, and every action is audited with an idempotency key.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, Field
+
+from modelshield.access import AccessService
+from modelshield.audit import AuditAction, AuditLog, Decision
+from modelshield.crypto.envelope import EnvelopeError, Header, parse_header
+from modelshield.crypto.keyring import KmsKeyring, rewrap_header
+from modelshield.crypto.streams import decrypt_to, open_message
+from modelshield.errors import IntegrityError, ModelShieldError
+from modelshield.keys import KeyResolver, key_status, keys_without_rotation
+from modelshield.models import CTX_ARTIFACT, CTX_SHA256, CTX_VERSION, ArtifactState, EncryptionState, utcnow
+from modelshield.store.dynamo import from_item
+
+MiB = 1 << 20
+S3_MIN_PART = 5 * MiB  # every multipart part but the last
+S3_MAX_PART = 5 * 1024 * MiB  # UploadPartCopy range limit
+HEADER_PROBE = 64 * 1024  # first read covers any usual header (context <= 64 KiB is the format's cap)
+MAX_HEADER_BYTES = 2 * MiB  # a header can never be larger: 64 KiB context + 8 data keys of 3 x 64 KiB
+DEFAULT_MAX_AGE_DAYS = 365
+CHECKPOINT_NAME = "rotation"
+CHECKPOINT_EVERY = 25  # no-op items between checkpoint writes (actions always checkpoint)
+
+
+class Action(StrEnum):
+    REWRAP = "rewrap"
+    REKEY = "rekey"
+
+
+@dataclass(frozen=True)
+class RotationSettings:
+    default_key_id: str  # the stack's key for groups without their own
+    first_part_bytes: int = 8 * MiB  # body bytes uploaded with the new header (>= 5 MiB with it)
+    copy_part_bytes: int = 1024 * MiB  # UploadPartCopy range size
+    margin_ms: int = 60_000  # stop when less than this (plus the item's estimate) remains
+    rekey_bytes_per_second: float = 40e6  # for the time estimate of a full re-encryption
+    delete_old_versions: bool = True  # False keeps superseded versions (e.g. for a lifecycle rule)
+    workdir: str = tempfile.gettempdir()
+    principal: str = "modelshield-rotation"  # who the audit records name
+
+    def __post_init__(self) -> None:
+        if self.first_part_bytes < S3_MIN_PART:
+            raise ValueError(f"first_part_bytes must be at least {S3_MIN_PART}")
+        if not S3_MIN_PART <= self.copy_part_bytes <= S3_MAX_PART:
+            raise ValueError(f"copy_part_bytes must be between {S3_MIN_PART} and {S3_MAX_PART}")
+
+
+class ItemResult(BaseModel):
+    artifact_id: str
+    version_id: str
+    action: Action
+    from_key: str | None
+    to_key: str
+    done: bool = False  # False in a dry run
+    old_vault_version: str | None = None
+    new_vault_version: str | None = None
+    bytes_downloaded: int = 0
+    bytes_uploaded: int = 0
+    bytes_copied: int = 0  # server-side (UploadPartCopy)
+    note: str = ""
+
+
+class RotationReport(BaseModel):
+    run_id: str
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime | None = None
+    complete: bool = False  # False: stopped for time; the next run resumes at the checkpoint
+    resumed: bool = False
+    examined: int = 0
+    keys_without_rotation: list[str] = Field(default_factory=list)
+    retired_grants: list[str] = Field(default_factory=list)  # request ids
+    actions: list[ItemResult] = Field(default_factory=list)
+    failures: list[dict[str, str]] = Field(default_factory=list)
+    deferred: list[dict[str, str]] = Field(default_factory=list)  # too large for one run's budget
+
+    def counts(self) -> dict[str, int]:
+        done = [a for a in self.actions if a.done or self.dry_run]
+        return {
+            "examined": self.examined,
+            "rewrap": sum(a.action == Action.REWRAP for a in done),
+            "rekey": sum(a.action == Action.REKEY for a in done),
+            "retired_grants": len(self.retired_grants),
+            "failures": len(self.failures),
+        }
+
+
+class RotationConflict(ModelShieldError):
+    """The artifact's vault object changed while we rotated it; our new version was discarded."""
+
+
+@dataclass
+class _Plan:
+    artifact: ArtifactState
+    action: Action
+    target_key: str
+
+
+class Rotator:
+    """One rotation run's collaborators. `run()` is the whole job; the CLI and the Lambda both call it."""
+
+    def __init__(
+        self,
+        *,
+        s3: Any,
+        kms: Any,
+        artifacts: Any,  # modelshield.store.artifacts.ArtifactStore (get/save/table)
+        groups: Callable[[], Sequence[Any]],  # SecurityGroup-like: name, kms_key_id, max_data_key_age_days
+        audit: AuditLog,
+        settings: RotationSettings,
+        access: AccessService | None = None,
+        checkpoints: Any | None = None,  # modelshield.store.audit.DynamoCheckpointStore
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.s3 = s3
+        self.kms = kms
+        self.artifacts = artifacts
+        self.groups = groups
+        self.audit = audit
+        self.settings = settings
+        self.access = access
+        self.checkpoints = checkpoints
+        self.clock = clock
+        self.keyring = KmsKeyring(kms)
+        self.resolver = KeyResolver(kms)
+
+    # -- the run -----------------------------------------------------------------------------------
+    def run(self, *, dry_run: bool = False, remaining_ms: Callable[[], int] | None = None) -> RotationReport:
+        state, revision = self._load_checkpoint(dry_run)
+        resumed = bool(state.get("cursor"))
+        report = RotationReport(
+            run_id=state.get("run_id") or uuid.uuid4().hex[:16],
+            dry_run=dry_run,
+            started_at=self.clock(),
+            resumed=resumed,
+        )
+        groups = {g.name: g for g in self.groups()}
+        if not resumed:  # keys and grants once per run, not once per resumed invocation
+            self._report_keys(report, list(groups.values()), dry_run)
+            self._retire_grants(report, dry_run)
+        cursor: dict[str, str] | None = state.get("cursor")
+        # Time left when this invocation started: an item that needs more than that can never fit.
+        start_left = remaining_ms() if remaining_ms is not None else None
+        since_checkpoint = 0
+        for artifact in self._scan(cursor):
+            plan = self._plan(artifact, groups)
+            budget_ms = self.settings.margin_ms + (self._estimate_ms(plan) if plan else 0)
+            if remaining_ms is not None and start_left is not None and remaining_ms() < budget_ms:
+                if plan is None or budget_ms <= start_left:
+                    return self._stop(report, cursor, revision, dry_run)  # fits in a fresh run: resume then
+                report.deferred.append(
+                    {
+                        "artifact_id": artifact.artifact_id,
+                        "version_id": artifact.version_id,
+                        "reason": f"{plan.action.value} needs about {budget_ms // 1000} s, "
+                        "more than one run has",
+                    }
+                )
+                plan = None
+            report.examined += 1
+            if plan is not None:
+                self._execute(plan, report, dry_run)
+            cursor = {"artifact_id": artifact.artifact_id, "version_id": artifact.version_id}
+            since_checkpoint += 1
+            if not dry_run and (plan is not None or since_checkpoint >= CHECKPOINT_EVERY):
+                revision = self._save_checkpoint(report.run_id, cursor, revision)
+                since_checkpoint = 0
+        report.complete = True
+        report.finished_at = self.clock()
+        if not dry_run and self.checkpoints is not None:
+            self._save_checkpoint(report.run_id, None, revision, done=True)
+        self._audit_run(report)
+        return report
+
+    # -- phases ------------------------------------------------------------------------------------
+    def _report_keys(self, report: RotationReport, groups: list[Any], dry_run: bool) -> None:
+        statuses = key_status(
+            kms=self.kms,
+            groups=groups,
+            default_key_id=self.settings.default_key_id,
+            artifacts=[],  # rotation compliance only; counts are the `keys status` command's job
+            resolver=self.resolver,
+        )
+        for status in keys_without_rotation(statuses):
+            report.keys_without_rotation.append(status.key_arn)
+            if not dry_run:
+                self.audit.append(
+                    AuditAction.KEY_ROTATION_DISABLED,
+                    principal=self.settings.principal,
+                    decision=Decision.INFO,
+                    reason=status.error or "automatic key rotation is off",
+                    detail={"key_arn": status.key_arn, "groups": status.groups},
+                    idempotency_key=f"rotation:{report.run_id}:keyrot:{status.key_arn}",
+                )
+
+    def _retire_grants(self, report: RotationReport, dry_run: bool) -> None:
+        if self.access is None:
+            return
+        retired = self.access.retire_expired(principal=self.settings.principal, dry_run=dry_run)
+        report.retired_grants.extend(r.request_id for r in retired)
+
+    def _plan(self, artifact: ArtifactState, groups: dict[str, Any]) -> _Plan | None:
+        if artifact.encryption_state not in (EncryptionState.ENCRYPTED, EncryptionState.QUARANTINED):
+            return None
+        if not (artifact.vault_bucket and artifact.vault_key and artifact.wrapping_key_arn):
+            return None
+        group = groups.get(artifact.group)
+        key_id = (getattr(group, "kms_key_id", None) if group else None) or self.settings.default_key_id
+        max_age = (
+            getattr(group, "max_data_key_age_days", DEFAULT_MAX_AGE_DAYS) if group else DEFAULT_MAX_AGE_DAYS
+        )
+        target = self.resolver.arn(key_id)
+        created = artifact.data_key_created_at
+        if created is None or self.clock() - created > timedelta(days=max_age):
+            return _Plan(artifact, Action.REKEY, target)
+        if artifact.wrapping_key_arn != target:
+            return _Plan(artifact, Action.REWRAP, target)
+        return None
+
+    def _estimate_ms(self, plan: _Plan) -> int:
+        size = plan.artifact.ciphertext_size or plan.artifact.size
+        if plan.action == Action.REKEY:
+            return int(2 * size / self.settings.rekey_bytes_per_second * 1000)
+        parts = 1 + max(0, size - self.settings.first_part_bytes) // self.settings.copy_part_bytes
+        return 5_000 + 2_000 * parts
+
+    def _execute(self, plan: _Plan, report: RotationReport, dry_run: bool) -> None:
+        artifact = plan.artifact
+        result = ItemResult(
+            artifact_id=artifact.artifact_id,
+            version_id=artifact.version_id,
+            action=plan.action,
+            from_key=artifact.wrapping_key_arn,
+            to_key=plan.target_key,
+            old_vault_version=artifact.vault_version_id,
+        )
+        if dry_run:
+            result.note = "dry run: nothing changed"
+            report.actions.append(result)
+            return
+        try:
+            if plan.action == Action.REWRAP:
+                updated = self._rewrap(artifact, plan.target_key, result)
+            else:
+                updated = self._rekey(artifact, plan.target_key, result)
+        except (ModelShieldError, ClientError, OSError) as exc:
+            report.failures.append(
+                {
+                    "artifact_id": artifact.artifact_id,
+                    "version_id": artifact.version_id,
+                    "error": str(exc)[:500],
+                }
+            )
+            self.audit.append(
+                AuditAction.ROTATION_REWRAP if plan.action == Action.REWRAP else AuditAction.ROTATION_REKEY,
+                principal=self.settings.principal,
+                decision=Decision.ERROR,
+                artifact_id=artifact.artifact_id,
+                version_id=artifact.version_id,
+                reason=str(exc)[:500],
+                detail={
+                    "run_id": report.run_id,
+                    "from_key": artifact.wrapping_key_arn,
+                    "to_key": plan.target_key,
+                },
+            )
+            return
+        result.done = True
+        report.actions.append(result)
+        self.audit.append(
+            AuditAction.ROTATION_REWRAP if plan.action == Action.REWRAP else AuditAction.ROTATION_REKEY,
+            principal=self.settings.principal,
+            decision=Decision.ALLOWED,
+            artifact_id=artifact.artifact_id,
+            version_id=artifact.version_id,
+            detail={
+                "run_id": report.run_id,
+                **result.model_dump(mode="json", exclude={"artifact_id", "version_id"}),
+            },
+            idempotency_key=f"rotation:{plan.action.value}:{artifact.artifact_id}:{artifact.version_id}:"
+            f"{result.new_vault_version}",
+        )
+        if self.access is not None and updated.wrapping_key_arn != artifact.wrapping_key_arn:
+            self.access.migrate_grants(
+                updated, new_key_arn=plan.target_key, principal=self.settings.principal
+            )
+
+    # -- re-wrap -----------------------------------------------------------------------------------
+    def _rewrap(self, artifact: ArtifactState, target_key: str, result: ItemResult) -> ArtifactState:
+        bucket, key, old_version = _vault(artifact)
+        head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=old_version)
+        size = int(head["ContentLength"])
+        head_bytes = self._read_head(bucket, key, old_version, size, self.settings.first_part_bytes, result)
+        context = _check_context(_parse(head_bytes)[0], artifact)
+        rewrapped = rewrap_header(
+            head_bytes, keyring=self.keyring, new_key_id=target_key, expected_context=context
+        )
+        old_hlen = rewrapped.old_length
+        body_len = size - old_hlen
+        expected_size = rewrapped.new_length + body_len
+        extra = {
+            "Metadata": head.get("Metadata", {}),
+            "ContentType": head.get("ContentType", "application/octet-stream"),
+        }
+        if body_len <= self.settings.first_part_bytes + S3_MIN_PART:
+            # Small: rewrite the whole object (it is at most a few MiB).
+            rest = (
+                self._get_range(bucket, key, old_version, len(head_bytes), size, result)
+                if len(head_bytes) < size
+                else b""
+            )
+            body = head_bytes[old_hlen:] + rest
+            put = self.s3.put_object(Bucket=bucket, Key=key, Body=rewrapped.header + body, **extra)
+            result.bytes_uploaded += rewrapped.new_length + len(body)
+            new_version = put.get("VersionId")
+        else:
+            first = head_bytes[old_hlen : old_hlen + self.settings.first_part_bytes]
+            new_version = self._multipart_rewrap(
+                bucket, key, old_version, rewrapped.header + first, old_hlen + len(first), size, extra, result
+            )
+        if not new_version:
+            raise IntegrityError(
+                f"s3://{bucket}/{key}: the vault bucket must be versioned (no version id returned)"
+            )
+        result.new_vault_version = new_version
+        try:
+            self._verify(
+                bucket, key, new_version, expected_size, rewrapped.message_id, target_key, context, result
+            )
+            updated = self._commit(
+                artifact,
+                {
+                    "vault_version_id": new_version,
+                    "wrapping_key_arn": target_key,
+                    "ciphertext_size": expected_size,
+                },
+            )
+        except (ModelShieldError, ClientError, EnvelopeError):
+            self._discard(bucket, key, new_version)
+            raise
+        self._retire_old(bucket, key, old_version, result)
+        return updated
+
+    def _multipart_rewrap(
+        self,
+        bucket: str,
+        key: str,
+        old_version: str,
+        first_part: bytes,
+        copy_from: int,
+        size: int,
+        extra: dict[str, Any],
+        result: ItemResult,
+    ) -> str | None:
+        upload_id = self.s3.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+        try:
+            parts = [
+                {
+                    "PartNumber": 1,
+                    "ETag": self.s3.upload_part(
+                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=first_part
+                    )["ETag"],
+                }
+            ]
+            result.bytes_uploaded += len(first_part)
+            start, number = copy_from, 2
+            while start < size:
+                end = min(size, start + self.settings.copy_part_bytes)
+                if size - end < S3_MIN_PART:  # never leave a too-small part that is not the last
+                    end = size
+                copied = self.s3.upload_part_copy(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": bucket, "Key": key, "VersionId": old_version},
+                    CopySourceRange=f"bytes={start}-{end - 1}",
+                )
+                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+                result.bytes_copied += end - start
+                start, number = end, number + 1
+            done = self.s3.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+            return done.get("VersionId")
+        except BaseException:
+            self.s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise
+
+    def _verify(
+        self,
+        bucket: str,
+        key: str,
+        version: str,
+        expected_size: int,
+        message_id: str,
+        target_key: str,
+        context: dict[str, str],
+        result: ItemResult,
+    ) -> None:
+        """Read back the new version's header and first frame, and check them through KMS and AES-GCM."""
+        head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=version)
+        if int(head["ContentLength"]) != expected_size:
+            raise IntegrityError(
+                f"s3://{bucket}/{key}?versionId={version}: {head['ContentLength']} bytes, "
+                f"expected {expected_size}"
+            )
+        data = self._read_head(bucket, key, version, expected_size, 0, result)
+        header, hlen = _parse(data)
+        first_frame = min(expected_size - hlen, header.frame_length + 64)  # one frame with its framing
+        if len(data) < hlen + first_frame:
+            data += self._get_range(bucket, key, version, len(data), hlen + first_frame, result)
+        if header.message_id.hex() != message_id:
+            raise IntegrityError("the re-wrapped object has another message id")
+        if [edk.key_arn for edk in header.encrypted_data_keys] != [target_key]:
+            raise IntegrityError("the re-wrapped object's data key is not wrapped by the target key only")
+        strict = KmsKeyring(self.kms, allowed_key_arns=[target_key])
+        _, reader, _ = open_message(
+            io.BytesIO(data), keyring=strict, expected_context=context, allow_extra_context=False
+        )
+        reader.read_into(memoryview(bytearray(header.frame_length)))  # authenticates the first frame
+
+    # -- re-key ------------------------------------------------------------------------------------
+    def _rekey(self, artifact: ArtifactState, target_key: str, result: ItemResult) -> ArtifactState:
+        from modelshield.crypto.s3 import encrypt_to_s3
+
+        bucket, key, old_version = _vault(artifact)
+        head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=old_version)
+        header_bytes = self._read_head(bucket, key, old_version, int(head["ContentLength"]), 0, result)
+        old_header, _ = _parse(header_bytes)
+        context = _check_context(old_header, artifact)
+        workdir = Path(self.settings.workdir)
+        with tempfile.TemporaryDirectory(dir=workdir, prefix="modelshield-rekey-") as tmp:
+            plain = Path(tmp) / "plaintext"
+            body = self.s3.get_object(Bucket=bucket, Key=key, VersionId=old_version)["Body"]
+            try:
+                decrypted = decrypt_to(
+                    body,
+                    plain,
+                    keyring=KmsKeyring(self.kms, allowed_key_arns=[str(artifact.wrapping_key_arn)]),
+                    expected_context=context,
+                    allow_extra_context=False,
+                    expected_sha256=artifact.sha256,
+                )
+            finally:
+                body.close()
+            result.bytes_downloaded += int(head["ContentLength"])
+            stored = encrypt_to_s3(
+                plain,
+                s3=self.s3,
+                keyring=self.keyring,
+                key_id=target_key,
+                bucket=bucket,
+                key=key,
+                context=context,
+                frame_length=old_header.frame_length,
+                metadata=head.get("Metadata", {}),
+            )
+        result.bytes_uploaded += stored.size
+        if not stored.version_id:
+            raise IntegrityError(
+                f"s3://{bucket}/{key}: the vault bucket must be versioned (no version id returned)"
+            )
+        result.new_vault_version = stored.version_id
+        result.note = f"fresh data key; plaintext sha256 {decrypted.plaintext_sha256} re-verified"
+        try:
+            updated = self._commit(
+                artifact,
+                {
+                    "vault_version_id": stored.version_id,
+                    "wrapping_key_arn": stored.key_arn,
+                    "ciphertext_size": stored.size,
+                    "data_key_created_at": self.clock(),
+                },
+            )
+        except (ModelShieldError, ClientError):
+            self._discard(bucket, key, stored.version_id)
+            raise
+        self._retire_old(bucket, key, old_version, result)
+        return updated
+
+    # -- shared steps ------------------------------------------------------------------------------
+    def _commit(self, artifact: ArtifactState, update: dict[str, Any]) -> ArtifactState:
+        """Move the record to the new vault version without losing a concurrent change."""
+        from modelshield.store.artifacts import ConcurrentUpdate
+
+        try:
+            return self.artifacts.save(
+                artifact.model_copy(update=update), expected_revision=artifact.revision
+            )
+        except ConcurrentUpdate:
+            current = self.artifacts.get(artifact.artifact_id, artifact.version_id)
+            same_object = current is not None and (
+                current.vault_bucket,
+                current.vault_key,
+                current.vault_version_id,
+                current.wrapping_key_arn,
+            ) == (
+                artifact.vault_bucket,
+                artifact.vault_key,
+                artifact.vault_version_id,
+                artifact.wrapping_key_arn,
+            )
+            if not same_object or current is None:
+                raise RotationConflict(
+                    f"{artifact.artifact_id} ({artifact.version_id}): "
+                    "the vault object changed during rotation"
+                ) from None
+            # Someone changed other fields (a rescan's verdict, say): keep theirs, apply ours on top.
+            return self.artifacts.save(current.model_copy(update=update), expected_revision=current.revision)
+
+    def _retire_old(self, bucket: str, key: str, old_version: str, result: ItemResult) -> None:
+        if self.settings.delete_old_versions:
+            self.s3.delete_object(Bucket=bucket, Key=key, VersionId=old_version)
+            result.note = (result.note + "; " if result.note else "") + f"old version {old_version} deleted"
+
+    def _discard(self, bucket: str, key: str, version: str | None) -> None:
+        if version:
+            try:
+                self.s3.delete_object(Bucket=bucket, Key=key, VersionId=version)
+            except ClientError:
+                pass  # best effort: an unreferenced version is harmless and visible in the bucket
+
+    def _read_head(
+        self, bucket: str, key: str, version: str, size: int, body_bytes: int, result: ItemResult
+    ) -> bytes:
+        """The header plus up to `body_bytes` of body, with as few ranged GETs as possible."""
+        data = self._get_range(bucket, key, version, 0, min(size, HEADER_PROBE + body_bytes), result)
+        try:
+            _, hlen = _parse(data)
+        except EnvelopeError:
+            if len(data) >= min(size, MAX_HEADER_BYTES):
+                raise
+            data += self._get_range(
+                bucket, key, version, len(data), min(size, MAX_HEADER_BYTES + body_bytes), result
+            )
+            _, hlen = _parse(data)
+        want = min(size, hlen + body_bytes)
+        if len(data) < want:
+            data += self._get_range(bucket, key, version, len(data), want, result)
+        return data
+
+    def _get_range(
+        self, bucket: str, key: str, version: str, start: int, end: int, result: ItemResult
+    ) -> bytes:
+        if end <= start:
+            return b""
+        body = self.s3.get_object(
+            Bucket=bucket, Key=key, VersionId=version, Range=f"bytes={start}-{end - 1}"
+        )["Body"]
+        try:
+            data = body.read()
+        finally:
+            body.close()
+        result.bytes_downloaded += len(data)
+        return bytes(data)
+
+    # -- checkpoint and run record -----------------------------------------------------------------
+    def _scan(self, cursor: dict[str, str] | None) -> Iterator[ArtifactState]:
+        kwargs: dict[str, Any] = {"ConsistentRead": True}
+        if cursor:
+            kwargs["ExclusiveStartKey"] = dict(cursor)
+        while True:
+            page = self.artifacts.table.scan(**kwargs)
+            for item in page.get("Items", []):
+                yield ArtifactState.model_validate(from_item(item))
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _load_checkpoint(self, dry_run: bool) -> tuple[dict[str, Any], int | None]:
+        if self.checkpoints is None:
+            return {}, None
+        stored = self.checkpoints.get(CHECKPOINT_NAME)
+        if stored is None:
+            return {}, None
+        state, revision = stored
+        if state.get("done") or dry_run:
+            return {}, revision  # the last run finished (or this is a dry run): start from the beginning
+        return state, revision
+
+    def _save_checkpoint(
+        self, run_id: str, cursor: dict[str, str] | None, revision: int | None, *, done: bool = False
+    ) -> int | None:
+        if self.checkpoints is None:
+            return revision
+        state = {"run_id": run_id, "cursor": cursor, "done": done, "saved_at": self.clock().isoformat()}
+        return int(self.checkpoints.put(CHECKPOINT_NAME, state, expected_revision=revision))
+
+    def _stop(
+        self, report: RotationReport, cursor: dict[str, str] | None, revision: int | None, dry_run: bool
+    ) -> RotationReport:
+        if not dry_run:
+            self._save_checkpoint(report.run_id, cursor, revision)
+        report.finished_at = self.clock()
+        self._audit_run(report)
+        return report
+
+    def _audit_run(self, report: RotationReport) -> None:
+        if report.dry_run:
+            return
+        self.audit.append(
+            AuditAction.ROTATION_RUN,
+            principal=self.settings.principal,
+            decision=Decision.ERROR if report.failures else Decision.INFO,
+            reason="complete" if report.complete else "stopped before the time limit; will resume",
+            detail={
+                "run_id": report.run_id,
+                "resumed": report.resumed,
+                **report.counts(),
+                "keys_without_rotation": report.keys_without_rotation,
+            },
+        )
+
+
+def _vault(artifact: ArtifactState) -> tuple[str, str, str]:
+    if not artifact.vault_version_id:
+        raise IntegrityError(
+            f"{artifact.artifact_id}: no vault version id recorded (is the vault bucket versioned?)"
+        )
+    return str(artifact.vault_bucket), str(artifact.vault_key), artifact.vault_version_id
+
+
+def _parse(data: bytes) -> tuple[Header, int]:
+    return parse_header(io.BytesIO(data))
+
+
+def _check_context(header: Header, artifact: ArtifactState) -> dict[str, str]:
+    """The vault object must be the one the record describes: never rotate a swapped object."""
+    context = dict(header.context)
+    expected = {CTX_ARTIFACT: artifact.artifact_id, CTX_VERSION: artifact.version_id}
+    if artifact.sha256:
+        expected[CTX_SHA256] = artifact.sha256
+    wrong = [k for k, v in expected.items() if context.get(k) != v]
+    if wrong:
+        raise IntegrityError(
+            f"{artifact.artifact_id}: the vault object's encryption context does not match "
+            f"the record ({', '.join(wrong)})"
+        )
+    return context
+
+
+# -- wiring -----------------------------------------------------------------------------------------
+
+
+def rotator_from_env(*, principal: str = "modelshield-rotation") -> Rotator:
+    """The Rotator for the tables, buckets and key named in the environment (Lambda and CLI)."""
+    import boto3
+
+    from modelshield.access import access_service_from_env
+    from modelshield.errors import ConfigError
+    from modelshield.pipeline import s3_client
+    from modelshield.store.artifacts import ArtifactStore
+    from modelshield.store.audit import DynamoCheckpointStore, audit_log_from_env
+
+    missing = [n for n in ("ARTIFACTS_TABLE", "AUDIT_TABLE", "KMS_KEY_ID") if not os.environ.get(n)]
+    if missing:
+        raise ConfigError(f"missing environment variables: {', '.join(missing)}")
+    s3, kms = s3_client(), boto3.client("kms")
+    access = access_service_from_env(kms=kms, s3=s3) if os.environ.get("ACCESS_TABLE") else None
+    settings = RotationSettings(
+        default_key_id=os.environ["KMS_KEY_ID"],
+        margin_ms=int(os.environ.get("ROTATION_MARGIN_MS", "60000")),
+        delete_old_versions=os.environ.get("ROTATION_KEEP_OLD_VERSIONS", "").lower()
+        not in ("1", "true", "yes"),
+        workdir=os.environ.get("WORKDIR", tempfile.gettempdir()),
+        principal=principal,
+    )
+    return Rotator(
+        s3=s3,
+        kms=kms,
+        artifacts=ArtifactStore(os.environ["ARTIFACTS_TABLE"]),
+        groups=_groups_from_env(),
+        audit=audit_log_from_env(),
+        settings=settings,
+        access=access,
+        checkpoints=DynamoCheckpointStore(os.environ["AUDIT_TABLE"]),
+    )
+
+
+def _groups_from_env() -> Callable[[], Sequence[Any]]:
+    def load() -> Sequence[Any]:
+        from modelshield.policy.groups import default_groups
+
+        table = os.environ.get("GROUPS_TABLE")
+        if table:
+            from modelshield.store.groups import GroupStore
+
+            stored = GroupStore(table).list()
+            if stored:
+                return stored
+        return default_groups(ingest_bucket=os.environ.get("INGEST_BUCKET"))
+
+    return load
