@@ -9,7 +9,7 @@ SAM_VENV := .tools/sam
 export KERAS_BACKEND := torch
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-fast lint build requirements bench fuzz clean install-runtime install-dev browser
+.PHONY: demo test test-fast test-lambda-runtime lint build requirements bench fuzz clean install-runtime install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,17 @@ $(SAM_VENV)/bin/sam:
 
 # sam build without Docker. The runtime is python3.13: pyenv machines carry it; SAM needs it on PATH.
 build: $(SAM_VENV)/bin/sam
-	PATH="$(shell scripts/find_python.sh 3.13):$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
+	PATH="$$(scripts/find_python.sh 3.13):$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
+
+# The handler and pipeline tests again under the Lambda runtime's Python (3.13), without the ML fixture libraries.
+RUNTIME_VENV := .tools/py313
+$(RUNTIME_VENV)/.installed: pyproject.toml
+	PATH="$$(scripts/find_python.sh 3.13):$$PATH" python3.13 -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install -q -e ".[local,dev]"
+	touch $@
+
+test-lambda-runtime: $(RUNTIME_VENV)/.installed
+	$(RUNTIME_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/integration/test_scan_function.py tests/unit/test_events.py tests/unit/test_local_template.py
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run_all.py

@@ -18,7 +18,6 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from modelshield.config import scan_settings
 from modelshield.events import ObjectEvent, object_events
 from modelshield.observability import logger, metrics, tracer
@@ -49,7 +48,9 @@ def scan_object(event: dict[str, Any]) -> dict[str, Any]:
     budget = None if remaining is None else max(1.0, (remaining - MIN_SECONDS_PER_RECORD) / 2)
     parsed = ObjectEvent.model_validate(event)
     record = process_object(parsed, runtime, trigger=parsed.trigger, time_budget_s=budget)
-    metrics.add_metric(name=f"Verdict{record.verdict.value.title().replace('_', '')}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(
+        name=f"Verdict{record.verdict.value.title().replace('_', '')}", unit=MetricUnit.Count, value=1
+    )
     return {"scan_id": record.scan_id, "verdict": record.verdict.value, "version_id": record.version_id}
 
 
@@ -69,4 +70,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     global _context
     _context = context
     idempotency.register_lambda_context(context)
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from modelshield.local.samples import benign_checkpoint, malicious_pickle
 
 pytestmark = pytest.mark.e2e
@@ -19,13 +18,20 @@ ROOT = Path(__file__).resolve().parents[2]
 def run(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "modelshield.cli", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "INGEST_", "SCANS_", "MODELSHIELD_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "INGEST_", "SCANS_", "MODELSHIELD_"))
+    }
     env["MODELSHIELD_STATE_DIR"] = str(tmp_path / "state")
     env["HOME"] = str(tmp_path)
     return env
@@ -52,20 +58,25 @@ def test_local_up_upload_verdict_down(cli_env: dict[str, str], tmp_path: Path) -
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         exports = dict(
-            line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines() if line.startswith("export ")
+            line.removeprefix("export ").split("=", 1)
+            for line in up.stdout.splitlines()
+            if line.startswith("export ")
         )
         assert exports["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
         assert {"INGEST_BUCKET", "SCANS_TABLE", "VAULT_BUCKET"} <= set(exports)
-        assert run("local", "env", env=cli_env).stdout == "\n".join(
-            line for line in up.stdout.splitlines() if line.startswith("export ")
-        ) + "\n"
+        assert (
+            run("local", "env", env=cli_env).stdout
+            == "\n".join(line for line in up.stdout.splitlines() if line.startswith("export ")) + "\n"
+        )
 
         # When a benign and a malicious model are uploaded and waited for
         good, bad = tmp_path / "good.pt", tmp_path / "bad.pkl"
         good.write_bytes(benign_checkpoint())
         bad.write_bytes(malicious_pickle())
         allowed = run("upload", str(good), "--key", "models/good.pt", "--wait", env=cli_env)
-        blocked = run("upload", str(bad), "--key", "models/bad.pkl", "--wait", "--format", "json", env=cli_env)
+        blocked = run(
+            "upload", str(bad), "--key", "models/bad.pkl", "--wait", "--format", "json", env=cli_env
+        )
 
         # Then upload --wait reports each verdict with the contract's exit codes
         assert allowed.returncode == 0, allowed.stdout + allowed.stderr
@@ -75,7 +86,11 @@ def test_local_up_upload_verdict_down(cli_env: dict[str, str], tmp_path: Path) -
 
         # And verdict KEY prints the latest scan (table and JSON) from DynamoDB
         table = run("verdict", "models/bad.pkl", env=cli_env)
-        assert table.returncode == 1 and "Scan of models/bad.pkl" in table.stdout and "MS-CODE-EXEC" in table.stdout
+        assert (
+            table.returncode == 1
+            and "Scan of models/bad.pkl" in table.stdout
+            and "MS-CODE-EXEC" in table.stdout
+        )
         as_json = json.loads(run("verdict", "models/good.pt", "--format", "json", env=cli_env).stdout)
         assert as_json["verdict"] == "ALLOWED" and as_json["encryption_state"] == "ENCRYPTED"
 

@@ -1,4 +1,4 @@
-"""Integration fixtures: the whole template provisioned on in-process moto, and the real ScanFunction handler."""
+"""Integration fixtures: the whole template on in-process moto, and the real ScanFunction handler."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from moto import mock_aws
-
 from modelshield.local.stack import LocalContext, load_handler, sqs_record
 from modelshield.local.template import LocalProvisioner, load_template
+from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -45,7 +44,9 @@ class MotoStack:
 
     def deliver_queued(self) -> dict[str, Any]:
         """Receive what S3 sent to the scan queue and hand it to the handler as Lambda would."""
-        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
         messages = [m for m in messages if json.loads(m["Body"]).get("Event") != "s3:TestEvent"]
         return self.invoke({"Records": [sqs_record(m, self.queue_arn) for m in messages]})
 
@@ -56,7 +57,9 @@ class MotoStack:
         return self.dynamodb.Table(self.env[env_name])
 
 
-def s3_event(stack: MotoStack, key: str, version_id: str | None, template: str = "s3_put_via_sqs.json") -> dict:
+def s3_event(
+    stack: MotoStack, key: str, version_id: str | None, template: str = "s3_put_via_sqs.json"
+) -> dict:
     """A sample event from events/, pointed at this stack's bucket and an uploaded object version."""
     from urllib.parse import quote_plus
 
@@ -99,14 +102,18 @@ def moto_stack(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS
     from modelshield import config
 
     with mock_aws():
-        cfg = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+        cfg = Config(
+            request_checksum_calculation="when_required", response_checksum_validation="when_required"
+        )
         clients = {
             "s3": boto3.client("s3", config=cfg),
             "sqs": boto3.client("sqs"),
             "dynamodb": boto3.client("dynamodb"),
             "kms": boto3.client("kms"),
         }
-        out = LocalProvisioner(load_template(ROOT / "template.yaml"), stack_name="mstest", clients=clients).provision()
+        out = LocalProvisioner(
+            load_template(ROOT / "template.yaml"), stack_name="mstest", clients=clients
+        ).provision()
         spec = out.functions["ScanFunction"]
         for name, value in spec.environment.items():
             monkeypatch.setenv(name, value)

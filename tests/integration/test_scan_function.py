@@ -8,11 +8,11 @@ import json
 import aws_encryption_sdk
 import pytest
 from aws_encryption_sdk import CommitmentPolicy, StrictAwsKmsMasterKeyProvider
-
 from modelshield.local.samples import benign_checkpoint, malicious_pickle
 from modelshield.models import CTX_ARTIFACT, CTX_SHA256, CTX_VERSION, RuleId, ScanRecord, Verdict
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.scans import ScanStore
+
 from tests.integration.conftest import MotoStack, s3_event
 
 
@@ -38,12 +38,18 @@ def tags(stack: MotoStack, key: str, version: str) -> dict[str, str]:
 
 
 def official_decrypt(stack: MotoStack, ciphertext: bytes, key_arn: str) -> tuple[bytes, dict[str, str]]:
-    client = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
-    plaintext, header = client.decrypt(source=ciphertext, key_provider=StrictAwsKmsMasterKeyProvider(key_ids=[key_arn]))
+    client = aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
+    )
+    plaintext, header = client.decrypt(
+        source=ciphertext, key_provider=StrictAwsKmsMasterKeyProvider(key_ids=[key_arn])
+    )
     return plaintext, dict(header.encryption_context)
 
 
-def test_benign_checkpoint_is_allowed_encrypted_and_decrypts_with_the_official_sdk(moto_stack: MotoStack) -> None:
+def test_benign_checkpoint_is_allowed_encrypted_and_decrypts_with_the_official_sdk(
+    moto_stack: MotoStack,
+) -> None:
     # Given a benign PyTorch checkpoint uploaded to the ingest bucket
     body = benign_checkpoint("classifier")
     version = moto_stack.put("models/classifier.pt", body)
@@ -130,7 +136,9 @@ def test_a_redelivery_after_the_idempotency_window_is_still_a_no_op(moto_stack: 
     assert len(vault_versions(moto_stack)) == 1
 
 
-def test_an_event_for_a_deleted_object_is_recorded_as_a_clear_error_not_retried(moto_stack: MotoStack) -> None:
+def test_an_event_for_a_deleted_object_is_recorded_as_a_clear_error_not_retried(
+    moto_stack: MotoStack,
+) -> None:
     # Given an object version deleted before its event is processed
     version = moto_stack.put("models/gone.pt", benign_checkpoint())
     moto_stack.s3.delete_object(Bucket=moto_stack.ingest, Key="models/gone.pt", VersionId=version)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from modelshield.errors import UsageError
 from modelshield.events import object_events
 
@@ -48,7 +47,7 @@ def test_the_s3_test_event_yields_nothing() -> None:
 
 
 def test_a_moto_style_event_without_identity_fields_is_accepted() -> None:
-    # Given an event as moto sends it: no userIdentity/requestParameters/responseElements/ownerIdentity/versionId
+    # Given an event as moto sends it: no identity, request/response elements, owner or versionId
     body = json.loads(body_of("s3_put_via_sqs.json"))
     record = body["Records"][0]
     for field in ("userIdentity", "requestParameters", "responseElements"):

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from modelshield.local.template import LocalProvisioner, load_template
+from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +21,9 @@ def provisioned(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "t")
     with mock_aws():
         clients = {n: boto3.client(n) for n in ("s3", "sqs", "dynamodb", "kms")}
-        out = LocalProvisioner(load_template(ROOT / "template.yaml"), stack_name="unit", clients=clients).provision()
+        out = LocalProvisioner(
+            load_template(ROOT / "template.yaml"), stack_name="unit", clients=clients
+        ).provision()
         yield out, clients
 
 
@@ -42,7 +43,9 @@ def test_every_table_bucket_queue_and_key_in_the_template_is_created(provisioned
 
 def test_the_scan_queue_has_the_dead_letter_redrive_and_long_visibility(provisioned) -> None:
     out, clients = provisioned
-    attrs = clients["sqs"].get_queue_attributes(QueueUrl=out.names["ScanQueue"], AttributeNames=["All"])["Attributes"]
+    attrs = clients["sqs"].get_queue_attributes(QueueUrl=out.names["ScanQueue"], AttributeNames=["All"])[
+        "Attributes"
+    ]
     redrive = json.loads(attrs["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"] == out.arns["ScanDeadLetterQueue"]
     scan_timeout = load_template(ROOT / "template.yaml")["Resources"]["ScanFunction"]["Properties"]["Timeout"]

@@ -15,6 +15,7 @@ session name they use. Grants name that IAM role (or user), i.e. the requester's
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
 import re
 import uuid
@@ -32,6 +33,7 @@ from modelshield.errors import (
     AccessDenied,
     ArtifactNotFound,
     ConfigError,
+    IntegrityError,
     KeyAccessError,
     ModelShieldError,
     UsageError,
@@ -555,7 +557,13 @@ def decrypt_with_grant(
             s3=s3,
             keyring=keyring,
             expected_context=request.encryption_context,
+            allow_extra_context=False,
         )
+        if artifact.sha256 and sha256 != artifact.sha256:
+            Path(dest).unlink(missing_ok=True)  # never leave a plaintext we could not vouch for
+            raise IntegrityError(
+                f"decrypted {request.artifact_id} has sha256 {sha256}, expected {artifact.sha256}"
+            )
     except ModelShieldError as exc:
         service.audit.append(
             AuditAction.ARTIFACT_DECRYPT,
@@ -585,13 +593,15 @@ def vault_context_reader(s3: Any) -> ContextReader:
     The header is authenticated by the data key, but here it is only read to learn the context the
     grant must be constrained to; KMS checks that context again on every Decrypt.
     """
-    from modelshield.crypto.s3 import read_s3_header
+    from modelshield.crypto.envelope import parse_header
+    from modelshield.rotation import read_object_head
 
     def read(artifact: ArtifactState) -> dict[str, str]:
-        header = read_s3_header(
+        data = read_object_head(
             s3, str(artifact.vault_bucket), str(artifact.vault_key), artifact.vault_version_id
         )
-        return dict(header.encryption_context)
+        header, _ = parse_header(io.BytesIO(data))
+        return dict(header.context)
 
     return read
 

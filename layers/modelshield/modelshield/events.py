@@ -69,7 +69,13 @@ RESCAN_MARKER = "modelshield:rescan"
 def rescan_message(bucket: str, key: str, version_id: str, request_id: str) -> str:
     """The SQS body that asks the ScanFunction to re-evaluate one artifact version."""
     return json.dumps(
-        {"Event": RESCAN_MARKER, "bucket": bucket, "key": key, "version_id": version_id, "request_id": request_id}
+        {
+            "Event": RESCAN_MARKER,
+            "bucket": bucket,
+            "key": key,
+            "version_id": version_id,
+            "request_id": request_id,
+        }
     )
 
 

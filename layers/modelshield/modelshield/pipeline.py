@@ -108,9 +108,10 @@ class Runtime:
 
 def _is_missing(exc: ClientError) -> bool:
     error = exc.response.get("Error", {})
-    return str(error.get("Code")) in _MISSING_CODES or exc.response.get("ResponseMetadata", {}).get(
-        "HTTPStatusCode"
-    ) == 404
+    return (
+        str(error.get("Code")) in _MISSING_CODES
+        or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+    )
 
 
 def resolve_version(s3: Any, event: ObjectEvent) -> ObjectEvent:
@@ -258,7 +259,10 @@ def process_object(
 
     if ref.version_id and trigger == "upload":
         known = rt.artifacts.get(ref.artifact_id, ref.version_id)
-        if known is not None and known.encryption_state in (EncryptionState.ENCRYPTED, EncryptionState.QUARANTINED):
+        if known is not None and known.encryption_state in (
+            EncryptionState.ENCRYPTED,
+            EncryptionState.QUARANTINED,
+        ):
             previous = rt.scans.latest(ref.artifact_id, ref.version_id)
             if previous is not None:
                 logger.info("already processed; nothing to do", extra={"verdict": known.verdict.value})
@@ -284,7 +288,9 @@ def process_object(
     ref = ArtifactRef(bucket=ref.bucket, key=ref.key, version_id=download.version_id)
     timings["download"] = (clock() - started) * 1000
     try:
-        return _scan_and_store(event, rt, ref, download, timings, trigger=trigger, time_budget_s=time_budget_s)
+        return _scan_and_store(
+            event, rt, ref, download, timings, trigger=trigger, time_budget_s=time_budget_s
+        )
     finally:
         download.path.unlink(missing_ok=True)
 
@@ -374,7 +380,12 @@ def _scan_and_store(
     _tag_verdict(rt.s3, ref, verdict, scan_id)
     logger.info(
         "artifact scanned",
-        extra={"verdict": verdict.value, "format": report.format.value, "group": group.name, "trigger": trigger},
+        extra={
+            "verdict": verdict.value,
+            "format": report.format.value,
+            "group": group.name,
+            "trigger": trigger,
+        },
     )
     return record
 
@@ -390,10 +401,14 @@ def _vault_uri(stored: Any, existing: ArtifactState | None) -> str | None:
 def _withdraw_release(rt: Runtime, previous: ArtifactState) -> None:
     """A released artifact became blocked: its quarantine copy is written, verified and recorded (the caller
     did that first), so the consumer-facing vault version can now go. The ingest original stays."""
-    if previous.vault_key and previous.vault_version_id and not previous.vault_key.startswith(
-        rt.settings.quarantine_prefix
+    if (
+        previous.vault_key
+        and previous.vault_version_id
+        and not previous.vault_key.startswith(rt.settings.quarantine_prefix)
     ):
-        rt.s3.delete_object(Bucket=previous.vault_bucket, Key=previous.vault_key, VersionId=previous.vault_version_id)
+        rt.s3.delete_object(
+            Bucket=previous.vault_bucket, Key=previous.vault_key, VersionId=previous.vault_version_id
+        )
         logger.warning("release withdrawn", extra={"vault_key": previous.vault_key})
 
 
@@ -416,8 +431,9 @@ def _save_state(
 ) -> None:
     if stored is None and existing is not None:  # verdict class unchanged: only the verdict and scan move on
         rt.artifacts.save(
-            existing.model_copy(update={"verdict": record.verdict, "latest_scan_ref": record.scan_ref,
-                                        "group": record.group}),
+            existing.model_copy(
+                update={"verdict": record.verdict, "latest_scan_ref": record.scan_ref, "group": record.group}
+            ),
             expected_revision=existing.revision,
         )
         return

@@ -42,6 +42,8 @@ def enqueue_rescans(sqs: Any, queue_url: str, states: Sequence[ArtifactState]) -
             ],
         )
         if response.get("Failed"):
-            failed = ", ".join(f"{batch[int(f['Id'])].artifact_id}: {f.get('Message')}" for f in response["Failed"])
+            failed = ", ".join(
+                f"{batch[int(f['Id'])].artifact_id}: {f.get('Message')}" for f in response["Failed"]
+            )
             raise RuntimeError(f"could not queue rescans for: {failed}")
     return request_id

@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
-from modelshield.access import AccessService
 from modelshield.audit import AuditAction, AuditLog, Decision
 from modelshield.crypto.envelope import EnvelopeError, Header, parse_header
 from modelshield.crypto.keyring import KmsKeyring, rewrap_header
@@ -47,6 +46,9 @@ from modelshield.errors import IntegrityError, ModelShieldError
 from modelshield.keys import KeyResolver, key_status, keys_without_rotation
 from modelshield.models import CTX_ARTIFACT, CTX_SHA256, CTX_VERSION, ArtifactState, EncryptionState, utcnow
 from modelshield.store.dynamo import from_item
+
+if TYPE_CHECKING:
+    from modelshield.access import AccessService
 
 MiB = 1 << 20
 S3_MIN_PART = 5 * MiB  # every multipart part but the last
@@ -560,36 +562,19 @@ class Rotator:
     def _read_head(
         self, bucket: str, key: str, version: str, size: int, body_bytes: int, result: ItemResult
     ) -> bytes:
-        """The header plus up to `body_bytes` of body, with as few ranged GETs as possible."""
-        data = self._get_range(bucket, key, version, 0, min(size, HEADER_PROBE + body_bytes), result)
-        try:
-            _, hlen = _parse(data)
-        except EnvelopeError:
-            if len(data) >= min(size, MAX_HEADER_BYTES):
-                raise
-            data += self._get_range(
-                bucket, key, version, len(data), min(size, MAX_HEADER_BYTES + body_bytes), result
-            )
-            _, hlen = _parse(data)
-        want = min(size, hlen + body_bytes)
-        if len(data) < want:
-            data += self._get_range(bucket, key, version, len(data), want, result)
-        return data
+        def count(n: int) -> None:
+            result.bytes_downloaded += n
+
+        return read_object_head(
+            self.s3, bucket, key, version, size=size, body_bytes=body_bytes, on_bytes=count
+        )
 
     def _get_range(
         self, bucket: str, key: str, version: str, start: int, end: int, result: ItemResult
     ) -> bytes:
-        if end <= start:
-            return b""
-        body = self.s3.get_object(
-            Bucket=bucket, Key=key, VersionId=version, Range=f"bytes={start}-{end - 1}"
-        )["Body"]
-        try:
-            data = body.read()
-        finally:
-            body.close()
+        data = get_range(self.s3, bucket, key, version, start, end)
         result.bytes_downloaded += len(data)
-        return bytes(data)
+        return data
 
     # -- checkpoint and run record -----------------------------------------------------------------
     def _scan(self, cursor: dict[str, str] | None) -> Iterator[ArtifactState]:
@@ -649,6 +634,56 @@ class Rotator:
         )
 
 
+def get_range(s3: Any, bucket: str, key: str, version: str | None, start: int, end: int) -> bytes:
+    """Bytes [start, end) of one object version (one ranged GET)."""
+    if end <= start:
+        return b""
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"}
+    if version:
+        params["VersionId"] = version
+    body = s3.get_object(**params)["Body"]
+    try:
+        return bytes(body.read())
+    finally:
+        body.close()
+
+
+def read_object_head(
+    s3: Any,
+    bucket: str,
+    key: str,
+    version: str | None,
+    *,
+    size: int | None = None,
+    body_bytes: int = 0,
+    on_bytes: Callable[[int], None] = lambda _n: None,
+) -> bytes:
+    """An envelope's header plus up to `body_bytes` of its body, with as few ranged GETs as possible."""
+    if size is None:
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if version:
+            params["VersionId"] = version
+        size = int(s3.head_object(**params)["ContentLength"])
+
+    def fetch(start: int, end: int) -> bytes:
+        data = get_range(s3, bucket, key, version, start, end)
+        on_bytes(len(data))
+        return data
+
+    data = fetch(0, min(size, HEADER_PROBE + body_bytes))
+    try:
+        _, hlen = _parse(data)
+    except EnvelopeError:
+        if len(data) >= min(size, MAX_HEADER_BYTES):
+            raise
+        data += fetch(len(data), min(size, MAX_HEADER_BYTES + body_bytes))
+        _, hlen = _parse(data)
+    want = min(size, hlen + body_bytes)
+    if len(data) < want:
+        data += fetch(len(data), want)
+    return data
+
+
 def _vault(artifact: ArtifactState) -> tuple[str, str, str]:
     if not artifact.vault_version_id:
         raise IntegrityError(
@@ -706,7 +741,7 @@ def rotator_from_env(*, principal: str = "modelshield-rotation") -> Rotator:
         s3=s3,
         kms=kms,
         artifacts=ArtifactStore(os.environ["ARTIFACTS_TABLE"]),
-        groups=_groups_from_env(),
+        groups=groups_from_env(),
         audit=audit_log_from_env(),
         settings=settings,
         access=access,
@@ -714,7 +749,7 @@ def rotator_from_env(*, principal: str = "modelshield-rotation") -> Rotator:
     )
 
 
-def _groups_from_env() -> Callable[[], Sequence[Any]]:
+def groups_from_env() -> Callable[[], Sequence[Any]]:
     def load() -> Sequence[Any]:
         from modelshield.policy.groups import default_groups
 

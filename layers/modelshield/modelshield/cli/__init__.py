@@ -11,10 +11,26 @@ import sys
 from collections.abc import Sequence
 
 from modelshield import __version__
-from modelshield.cli import commands_crypto, commands_groups, commands_scan, commands_stack
+from modelshield.cli import (
+    commands_access,
+    commands_audit,
+    commands_crypto,
+    commands_groups,
+    commands_keys,
+    commands_scan,
+    commands_stack,
+)
 from modelshield.errors import ModelShieldError
 
-COMMAND_MODULES = (commands_scan, commands_crypto, commands_groups, commands_stack)
+COMMAND_MODULES = (
+    commands_scan,
+    commands_crypto,
+    commands_groups,
+    commands_stack,
+    commands_access,
+    commands_audit,
+    commands_keys,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
     up.add_argument("--port", type=int, default=None, help="port for moto server (default: a free one)")
     up.set_defaults(handler=cmd_local_up)
     local_sub.add_parser("down", help="stop the local stack").set_defaults(handler=cmd_local_down)
-    local_sub.add_parser("env", help="print `export` lines for the running stack").set_defaults(handler=cmd_local_env)
+    local_sub.add_parser("env", help="print `export` lines for the running stack").set_defaults(
+        handler=cmd_local_env
+    )
     status = local_sub.add_parser("status", help="is the local stack running, and where")
     add_format_flag(status)
     status.set_defaults(handler=cmd_local_status)
@@ -35,7 +37,9 @@ def register(sub: Any) -> None:
     upload = sub.add_parser("upload", help="upload a model file or directory to the ingest bucket")
     upload.add_argument("path", type=Path)
     upload.add_argument("--key", required=True, help="object key (a prefix when PATH is a directory)")
-    upload.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="object user metadata")
+    upload.add_argument(
+        "--metadata", action="append", default=[], metavar="KEY=VALUE", help="object user metadata"
+    )
     upload.add_argument("--wait", action="store_true", help="wait for the verdict and print it")
     upload.add_argument("--timeout", type=float, default=120.0, help="seconds to wait with --wait")
     add_format_flag(upload)
@@ -56,7 +60,9 @@ def register(sub: Any) -> None:
     add_format_flag(rescan)
     rescan.set_defaults(handler=cmd_rescan)
 
-    demo = sub.add_parser("demo", help="start a local stack, upload a benign and a malicious model, show it all")
+    demo = sub.add_parser(
+        "demo", help="start a local stack, upload a benign and a malicious model, show it all"
+    )
     demo.set_defaults(handler=cmd_demo)
 
 
@@ -76,10 +82,13 @@ def cmd_local_up(args: Any) -> int:
         while (state := local.read_state()) is None:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise StackNotRunning(
-                    f"the local stack did not start (exit {process.poll()}); see {local.state_dir() / 'local.log'}"
+                    f"the local stack did not start (exit {process.poll()}); "
+                    f"see {local.state_dir() / 'local.log'}"
                 )
             time.sleep(0.2)
-        print(f"# local stack started at {state['endpoint']} (pid {state['pid']}); eval these lines to use it:")
+        print(
+            f"# local stack started at {state['endpoint']} (pid {state['pid']}); eval these lines to use it:"
+        )
     else:
         print(f"# local stack already running at {state['endpoint']} (pid {state['pid']})")
     print("\n".join(local.export_lines(state["env"])))
@@ -124,10 +133,13 @@ def _target() -> dict[str, str]:
     """Bucket and table names of the stack to talk to: env vars (deployed or `eval $(modelshield local
     env)`), else the running local stack."""
     local.use_local_stack_if_running()
-    names = {k: os.environ.get(k, "") for k in ("INGEST_BUCKET", "VAULT_BUCKET", "SCANS_TABLE", "ARTIFACTS_TABLE")}
+    names = {
+        k: os.environ.get(k, "") for k in ("INGEST_BUCKET", "VAULT_BUCKET", "SCANS_TABLE", "ARTIFACTS_TABLE")
+    }
     if not names["INGEST_BUCKET"] or not names["SCANS_TABLE"]:
         raise StackNotRunning(
-            "no stack to talk to: start one with `modelshield local up`, or set INGEST_BUCKET and SCANS_TABLE "
+            "no stack to talk to: start one with `modelshield local up`, "
+            "or set INGEST_BUCKET and SCANS_TABLE "
             "(and AWS credentials) for a deployed stack"
         )
     return names
@@ -172,7 +184,10 @@ def cmd_upload(args: Any) -> int:
     if not args.wait:
         return 0
     store = ScanStore(target["SCANS_TABLE"])
-    records = [wait_for_scan(store, f"{target['INGEST_BUCKET']}/{key}", version, args.timeout) for key, version in uploaded]
+    records = [
+        wait_for_scan(store, f"{target['INGEST_BUCKET']}/{key}", version, args.timeout)
+        for key, version in uploaded
+    ]
     if args.format == "json":
         print_json({"results": [r.model_dump(mode="json") for r in records]})
     else:
@@ -218,8 +233,14 @@ def cmd_verdict(args: Any) -> int:
 
 def print_scan_record(record: ScanRecord) -> None:
     print(f"Scan of {record.key}:{record.version_id} using {record.group or '(no)'} group")
-    print(f"  verdict: {record.verdict.value}   encryption: {record.encryption_state.value}   format: {record.format.value}")
-    print(f"  sha256:  {record.sha256 or '-'}   size: {record.size} bytes   scanned: {record.scanned_at:%Y-%m-%d %H:%M:%S}Z")
+    print(
+        f"  verdict: {record.verdict.value}   encryption: {record.encryption_state.value}"
+        f"   format: {record.format.value}"
+    )
+    print(
+        f"  sha256:  {record.sha256 or '-'}   size: {record.size} bytes"
+        f"   scanned: {record.scanned_at:%Y-%m-%d %H:%M:%S}Z"
+    )
     if record.message:
         print(f"  summary: {record.message}")
     for rule in record.rules:
@@ -238,10 +259,14 @@ def cmd_rescan(args: Any) -> int:
 
     queue_url, groups_table = os.environ.get("SCAN_QUEUE_URL"), os.environ.get("GROUPS_TABLE")
     if not queue_url or not groups_table or not target["ARTIFACTS_TABLE"]:
-        raise StackNotRunning("rescan needs SCAN_QUEUE_URL, GROUPS_TABLE and ARTIFACTS_TABLE (see `modelshield local env`)")
+        raise StackNotRunning(
+            "rescan needs SCAN_QUEUE_URL, GROUPS_TABLE and ARTIFACTS_TABLE (see `modelshield local env`)"
+        )
     groups = GroupStore(groups_table).list() or default_groups(ingest_bucket=target["INGEST_BUCKET"])
     if args.group and args.group not in {g.name for g in groups}:
-        raise UsageError(f"no security group named {args.group!r} (known: {', '.join(sorted(g.name for g in groups))})")
+        raise UsageError(
+            f"no security group named {args.group!r} (known: {', '.join(sorted(g.name for g in groups))})"
+        )
     store = ArtifactStore(target["ARTIFACTS_TABLE"])
     states = artifacts_of_group(store.all(), groups, None if args.all else args.group)
     if not states:
@@ -249,7 +274,10 @@ def cmd_rescan(args: Any) -> int:
         return 0
     started = time.time()
     request_id = enqueue_rescans(boto3.client("sqs"), queue_url, states)
-    print(f"queued {len(states)} rescans (request {request_id})", file=sys.stderr if args.format == "json" else sys.stdout)
+    print(
+        f"queued {len(states)} rescans (request {request_id})",
+        file=sys.stderr if args.format == "json" else sys.stdout,
+    )
     if not args.wait:
         return 0
     from modelshield.store.scans import ScanStore
@@ -260,7 +288,11 @@ def cmd_rescan(args: Any) -> int:
         deadline = time.monotonic() + args.timeout
         while True:
             record = scans.latest(state.artifact_id, state.version_id)
-            if record is not None and record.trigger == "rescan" and record.scanned_at.timestamp() >= started - 1:
+            if (
+                record is not None
+                and record.trigger == "rescan"
+                and record.scanned_at.timestamp() >= started - 1
+            ):
                 records.append(record)
                 break
             if time.monotonic() > deadline:
@@ -269,8 +301,10 @@ def cmd_rescan(args: Any) -> int:
     if args.format == "json":
         print_json({"request_id": request_id, "results": [r.model_dump(mode="json") for r in records]})
     else:
-        print_table(["artifact", "version", "verdict", "encryption"],
-                    [[r.key, r.version_id, r.verdict.value, r.encryption_state.value] for r in records])
+        print_table(
+            ["artifact", "version", "verdict", "encryption"],
+            [[r.key, r.version_id, r.verdict.value, r.encryption_state.value] for r in records],
+        )
     return 0 if all(r.verdict.releases for r in records) else 1
 
 
@@ -296,20 +330,36 @@ def cmd_demo(args: Any) -> int:
         versions: dict[str, str] = {}
         for key, body in samples.items():
             versions[key] = s3.put_object(Bucket=ingest, Key=key, Body=body)["VersionId"]
-            print(f"  uploaded s3://{ingest}/{key} ({len(body)} bytes, sha256 {hashlib.sha256(body).hexdigest()[:16]}...)")
+            print(
+                f"  uploaded s3://{ingest}/{key} ({len(body)} bytes, "
+                f"sha256 {hashlib.sha256(body).hexdigest()[:16]}...)"
+            )
         scans = ScanStore(stack.env["SCANS_TABLE"])
         records = {key: wait_for_scan(scans, f"{ingest}/{key}", versions[key], 120) for key in samples}
         print()
         rows = []
         for key, record in records.items():
-            rules = ", ".join(f"{r.rule.value}:{r.status.value}" for r in record.rules if r.status.value != "PASS")
-            rows.append([key, record.format.value, record.verdict.value, record.encryption_state.value,
-                         (record.sha256 or "")[:16] + "...", rules or "all rules passed"])
+            rules = ", ".join(
+                f"{r.rule.value}:{r.status.value}" for r in record.rules if r.status.value != "PASS"
+            )
+            rows.append(
+                [
+                    key,
+                    record.format.value,
+                    record.verdict.value,
+                    record.encryption_state.value,
+                    (record.sha256 or "")[:16] + "...",
+                    rules or "all rules passed",
+                ]
+            )
         print_table(["key", "format", "verdict", "encryption", "sha256", "rule findings"], rows)
         print()
         for record in records.values():
             for finding in record.findings:
-                print(f"  {record.key}: [{finding.severity.name}] {finding.rule.value} at {finding.location}: {finding.message}")
+                print(
+                    f"  {record.key}: [{finding.severity.name}] {finding.rule.value} "
+                    f"at {finding.location}: {finding.message}"
+                )
         allowed_key = "models/demo/classifier.pt"
         record = records[allowed_key]
         state = ArtifactStore(stack.env["ARTIFACTS_TABLE"]).get(f"{ingest}/{allowed_key}", record.version_id)
@@ -324,8 +374,13 @@ def cmd_demo(args: Any) -> int:
                 group=record.group,
             )
             digest = decrypt_s3_to(
-                vault, state.vault_key or allowed_key, state.vault_version_id, out,
-                s3=s3, keyring=KmsKeyring(stack.client("kms")), expected_context=context,
+                vault,
+                state.vault_key or allowed_key,
+                state.vault_version_id,
+                out,
+                s3=s3,
+                keyring=KmsKeyring(stack.client("kms")),
+                expected_context=context,
             )
         uploaded = hashlib.sha256(samples[allowed_key]).hexdigest()
         print(f"\ndecrypted s3://{vault}/{state.vault_key} (version {state.vault_version_id})")

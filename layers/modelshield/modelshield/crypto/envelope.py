@@ -142,7 +142,7 @@ DEFAULT_LIMITS: Final = ReadLimits()
 
 @dataclass(frozen=True)
 class EncryptedDataKey:
-    """One wrapped copy of the data key. For KMS: provider "aws-kms", info = the key ARN as KMS returned it."""
+    """One wrapped copy of the data key. KMS: provider "aws-kms", info = the key ARN as KMS returned it."""
 
     provider_id: str
     provider_info: bytes
@@ -289,7 +289,9 @@ def derive_keys(data_key: bytes, message_id: bytes) -> tuple[bytes, bytes]:
     if len(message_id) != MESSAGE_ID_LENGTH:
         raise EnvelopeError(f"message id is {len(message_id)} bytes; format v2 needs {MESSAGE_ID_LENGTH}")
     info = _SUITE_ID.pack(SUITE) + _DERIVE_KEY_LABEL
-    encryption_key = HKDF(algorithm=SHA512(), length=DATA_KEY_LENGTH, salt=message_id, info=info).derive(data_key)
+    encryption_key = HKDF(algorithm=SHA512(), length=DATA_KEY_LENGTH, salt=message_id, info=info).derive(
+        data_key
+    )
     commitment_key = HKDF(
         algorithm=SHA512(), length=COMMITMENT_KEY_LENGTH, salt=message_id, info=_COMMIT_KEY_LABEL
     ).derive(data_key)
@@ -361,7 +363,9 @@ def open_header(header: Header, data_key: bytes) -> FrameCipher:
     """Check key commitment, then the header tag; only then hand out a cipher for the frames."""
     encryption_key, commitment_key = derive_keys(data_key, header.message_id)
     if not hmac.compare_digest(commitment_key, header.commitment_key):
-        raise EnvelopeError("key commitment does not match: this data key is not the one the message was made with")
+        raise EnvelopeError(
+            "key commitment does not match: this data key is not the one the message was made with"
+        )
     try:
         AESGCM(encryption_key).decrypt(_HEADER_IV, header.auth_tag, header.body)
     except InvalidTag:
@@ -369,7 +373,9 @@ def open_header(header: Header, data_key: bytes) -> FrameCipher:
     return FrameCipher(encryption_key, header.message_id)
 
 
-def replace_data_keys(header: Header, data_key: bytes, encrypted_data_keys: Sequence[EncryptedDataKey]) -> Header:
+def replace_data_keys(
+    header: Header, data_key: bytes, encrypted_data_keys: Sequence[EncryptedDataKey]
+) -> Header:
     """The same message with a new set of wrapped data keys: same id, context, commitment, frames.
 
     Only the header bytes change (new EDK list, new header tag), so the body of the original message
@@ -420,14 +426,18 @@ def parse_header(stream: BinaryIO, limits: ReadLimits = DEFAULT_LIMITS) -> tuple
     Returns the header and its length in bytes; the stream is left at the first frame.
     """
     wire = _WireReader(stream)
-    version, suite_id, message_id, context_length = _HEADER_START.unpack(wire.read(_HEADER_START.size, "start"))
+    version, suite_id, message_id, context_length = _HEADER_START.unpack(
+        wire.read(_HEADER_START.size, "start")
+    )
     if version != MESSAGE_FORMAT_VERSION:
         raise EnvelopeError(
             f"not an AWS Encryption SDK v2 message (version byte {version:#04x}); "
             "ModelShield reads only format v2 with suite 0x0478"
         )
     if suite_id != SUITE:
-        raise EnvelopeError(f"unsupported algorithm suite {suite_id:#06x}; only 0x0478 (committing, unsigned)")
+        raise EnvelopeError(
+            f"unsupported algorithm suite {suite_id:#06x}; only 0x0478 (committing, unsigned)"
+        )
     if context_length > limits.max_context_bytes:
         raise EnvelopeError(f"encryption context of {context_length} bytes exceeds the limit")
     context = parse_context(wire.read(context_length, "encryption context"))
@@ -450,7 +460,9 @@ def parse_header(stream: BinaryIO, limits: ReadLimits = DEFAULT_LIMITS) -> tuple
         edks.append(EncryptedDataKey(provider_id, provider_info, ciphertext))
     content_type, frame_length, commitment_key = _HEADER_END.unpack(wire.read(_HEADER_END.size, "end"))
     if content_type != ContentType.FRAMED:
-        raise EnvelopeError(f"content type {content_type:#04x} is not framed (0x02); non-framed is not accepted")
+        raise EnvelopeError(
+            f"content type {content_type:#04x} is not framed (0x02); non-framed is not accepted"
+        )
     if frame_length == 0 or frame_length > min(limits.max_frame_length, MAX_FRAME_LENGTH):
         raise EnvelopeError(f"frame length {frame_length} is outside 1..{limits.max_frame_length}")
     body = bytes(wire.consumed)
@@ -495,7 +507,9 @@ class FrameCipher:
         """Write one serialized frame into `out`; return its size. No intermediate copies."""
         # 0xFFFFFFFF doubles as the final-frame marker, so only the final frame may carry that number.
         if not 1 <= sequence_number <= MAX_FRAME_COUNT or (sequence_number == MAX_FRAME_COUNT and not final):
-            raise EnvelopeError("message would exceed the format's 2^32 - 1 frames; use a larger frame length")
+            raise EnvelopeError(
+                "message would exceed the format's 2^32 - 1 frames; use a larger frame length"
+            )
         n = len(plaintext)
         iv = frame_iv(sequence_number)
         if final:
@@ -525,7 +539,9 @@ class FrameCipher:
 class FrameReader:
     """Reads frames of one message in order, enforcing sequence, IV, length and count rules."""
 
-    def __init__(self, stream: BinaryIO, header: Header, cipher: FrameCipher, limits: ReadLimits = DEFAULT_LIMITS):
+    def __init__(
+        self, stream: BinaryIO, header: Header, cipher: FrameCipher, limits: ReadLimits = DEFAULT_LIMITS
+    ):
         self._stream = stream
         self._cipher = cipher
         self._frame_length = header.frame_length
@@ -544,7 +560,9 @@ class FrameReader:
             raise EnvelopeError(f"message has more than {self._limits.max_frames} frames")
         first = read_exact(self._stream, _UINT32.size)
         if not first:
-            raise EnvelopeError(f"message truncated: it ends after frame {expected - 1} without a final frame")
+            raise EnvelopeError(
+                f"message truncated: it ends after frame {expected - 1} without a final frame"
+            )
         if len(first) < _UINT32.size:
             raise EnvelopeError(f"message truncated inside frame {expected}")
         (marker,) = _UINT32.unpack(first)
@@ -570,7 +588,9 @@ class FrameReader:
         if self._limits.max_plaintext_bytes is not None and (
             self.plaintext_bytes + length > self._limits.max_plaintext_bytes
         ):
-            raise EnvelopeError(f"message exceeds the plaintext limit of {self._limits.max_plaintext_bytes} bytes")
+            raise EnvelopeError(
+                f"message exceeds the plaintext limit of {self._limits.max_plaintext_bytes} bytes"
+            )
         sealed = memoryview(self._sealed)[: length + TAG_LENGTH]
         if read_exact_into(self._stream, sealed) != len(sealed):
             raise EnvelopeError(f"message truncated inside frame {sequence_number}")

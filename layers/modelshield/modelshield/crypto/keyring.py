@@ -104,7 +104,9 @@ class KmsKeyring:
         except (ClientError, BotoCoreError) as exc:
             raise _client_error(exc, operation, key) from None
 
-    def _data_key(self, response: Mapping[str, Any], plaintext: bytes, operation: str, blob: bytes) -> DataKey:
+    def _data_key(
+        self, response: Mapping[str, Any], plaintext: bytes, operation: str, blob: bytes
+    ) -> DataKey:
         key_arn = str(response.get("KeyId", ""))
         if not _is_kms_key_arn(key_arn):
             raise KeyAccessError(f"KMS {operation} returned {key_arn!r}, not a key ARN")
@@ -115,14 +117,20 @@ class KmsKeyring:
     def generate(self, key_id: str, context: Mapping[str, str]) -> DataKey:
         """A fresh 256-bit data key, wrapped under `key_id`; the EDK records the ARN KMS returns."""
         response = self._call(
-            "generate_data_key", key_id, KeyId=key_id, NumberOfBytes=DATA_KEY_LENGTH, EncryptionContext=dict(context)
+            "generate_data_key",
+            key_id,
+            KeyId=key_id,
+            NumberOfBytes=DATA_KEY_LENGTH,
+            EncryptionContext=dict(context),
         )
         plaintext = bytes(response.get("Plaintext", b""))
         return self._data_key(response, plaintext, "GenerateDataKey", response.get("CiphertextBlob", b""))
 
     def wrap(self, plaintext: bytes, key_id: str, context: Mapping[str, str]) -> DataKey:
         """Wrap an existing data key under `key_id` (re-wrap, or header-after-body encryption)."""
-        response = self._call("encrypt", key_id, KeyId=key_id, Plaintext=plaintext, EncryptionContext=dict(context))
+        response = self._call(
+            "encrypt", key_id, KeyId=key_id, Plaintext=plaintext, EncryptionContext=dict(context)
+        )
         return self._data_key(response, plaintext, "Encrypt", response.get("CiphertextBlob", b""))
 
     def unwrap(self, encrypted_keys: Sequence[EncryptedDataKey], context: Mapping[str, str]) -> DataKey:

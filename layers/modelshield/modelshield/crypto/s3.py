@@ -122,7 +122,9 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def frames_per_part(frame_length: int, part_size: int = DEFAULT_PART_SIZE, total_plaintext: int | None = None) -> int:
+def frames_per_part(
+    frame_length: int, part_size: int = DEFAULT_PART_SIZE, total_plaintext: int | None = None
+) -> int:
     """Frames per part: at least 5 MiB of ciphertext, and few enough parts for S3's 10,000 limit."""
     sealed = sealed_frame_size(frame_length, False)
     frames = max(-(-max(part_size, MIN_PART_SIZE) // sealed), 1)
@@ -219,9 +221,13 @@ class _PartSink:
             checksum = _b64(hashlib.sha256(body).digest())
             with _s3_call("PutObject"):
                 response = self._s3.put_object(
-                    Bucket=self._bucket, Key=self._key, Body=body, ChecksumSHA256=checksum,
-                    ChecksumAlgorithm="SHA256", **self._extra,
-                )  # fmt: skip
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    Body=body,
+                    ChecksumSHA256=checksum,
+                    ChecksumAlgorithm="SHA256",
+                    **self._extra,
+                )
             return dict(response), checksum, (len(body),), (checksum,)
         if self._held is not None:
             self._upload(1, (header or b"") + self._held)
@@ -272,10 +278,20 @@ def _verify_stored(s3: Any, bucket: str, key: str, version_id: str | None, size:
         head = s3.head_object(**params)
     reported = head.get("ChecksumSHA256")
     if head.get("ContentLength") != size:
-        raise IntegrityError(f"s3://{bucket}/{key}: S3 stores {head.get('ContentLength')} bytes, we wrote {size}")
+        raise IntegrityError(
+            f"s3://{bucket}/{key}: S3 stores {head.get('ContentLength')} bytes, we wrote {size}"
+        )
     if not _checksums_match(reported, checksum):
-        raise IntegrityError(f"s3://{bucket}/{key}: S3 reports SHA-256 {reported!r}, we computed {checksum!r}")
+        raise IntegrityError(
+            f"s3://{bucket}/{key}: S3 reports SHA-256 {reported!r}, we computed {checksum!r}"
+        )
     return str(reported)
+
+
+def _version_of(response: Mapping[str, Any]) -> str | None:
+    """The version S3 created; "null" (unversioned bucket) means none to address."""
+    version_id = response.get("VersionId")
+    return None if version_id in (None, "", "null") else str(version_id)
 
 
 def _delete_quietly(s3: Any, bucket: str, key: str, version_id: str | None) -> None:
@@ -323,11 +339,21 @@ def encrypt_to_s3(
         with open(path, "rb") as handle:
             total = path.stat().st_size
             return encrypt_to_s3(
-                handle, s3=s3, keyring=keyring, key_id=key_id, bucket=bucket, key=key, context=context,
-                frame_length=frame_length, tags=tags, metadata=metadata, plaintext_sha256=plaintext_sha256,
+                handle,
+                s3=s3,
+                keyring=keyring,
+                key_id=key_id,
+                bucket=bucket,
+                key=key,
+                context=context,
+                frame_length=frame_length,
+                tags=tags,
+                metadata=metadata,
+                plaintext_sha256=plaintext_sha256,
                 context_digest_key=context_digest_key,
-                part_size=max(part_size, -(-total // (MAX_PARTS - 1))), max_concurrency=max_concurrency,
-            )  # fmt: skip
+                part_size=max(part_size, -(-total // (MAX_PARTS - 1))),
+                max_concurrency=max_concurrency,
+            )
     per_part = frames_per_part(frame_length, part_size)
     sink = _PartSink(
         s3,
@@ -342,9 +368,14 @@ def encrypt_to_s3(
         if context_digest_key is None:
             data_key = keyring.generate(key_id, context)
             result: EncryptResult = encrypt_stream(
-                source, sink, data_key=data_key, context=context, frame_length=frame_length,
-                plaintext_sha256=plaintext_sha256, frames_per_write=per_part,
-            )  # fmt: skip
+                source,
+                sink,
+                data_key=data_key,
+                context=context,
+                frame_length=frame_length,
+                plaintext_sha256=plaintext_sha256,
+                frames_per_write=per_part,
+            )
             header: bytes | None = None
         else:
             pending = encrypt_body_first(source, sink, frame_length=frame_length, frames_per_write=per_part)
@@ -358,7 +389,7 @@ def encrypt_to_s3(
         raise
     finally:
         sink.close()
-    version_id = response.get("VersionId")
+    version_id = _version_of(response)
     try:
         reported = _verify_stored(s3, bucket, key, version_id, result.ciphertext_size, checksum)
     except BaseException:
@@ -382,7 +413,8 @@ def encrypt_to_s3(
     )
 
 
-def _get_body(s3: Any, location: S3Location, **extra: Any) -> Any:
+def open_object(s3: Any, location: S3Location, **extra: Any) -> Any:
+    """The streaming body of an object version; S3 errors become ModelShield errors."""
     params: dict[str, Any] = {"Bucket": location.bucket, "Key": location.key, **extra}
     if location.version_id:
         params["VersionId"] = location.version_id
@@ -404,14 +436,19 @@ def decrypt_s3_to(
 ) -> str:
     """Decrypt an S3 object to `dest` (published only once verified); return the plaintext sha256."""
     result = _decrypt_location(
-        S3Location(bucket, key, version_id), Path(dest), s3=s3, keyring=keyring,
-        expected_context=expected_context, allow_extra_context=allow_extra_context, limits=limits,
-    )  # fmt: skip
+        S3Location(bucket, key, version_id),
+        Path(dest),
+        s3=s3,
+        keyring=keyring,
+        expected_context=expected_context,
+        allow_extra_context=allow_extra_context,
+        limits=limits,
+    )
     return str(result.plaintext_sha256)
 
 
 def _decrypt_location(location: S3Location, dest: Path, *, s3: Any, **options: Any) -> DecryptResult:
-    body = _get_body(s3, location)
+    body = open_object(s3, location)
     try:
         with _s3_call(f"GetObject {location.uri} (reading)"):
             return decrypt_to(body, dest, **options)
@@ -448,7 +485,7 @@ def open_model(
 
 # -- in-place encryption ----------------------------------------------------------------------------
 def _is_envelope(s3: Any, location: S3Location) -> bool:
-    body = _get_body(s3, location, Range=f"bytes=0-{len(ENVELOPE_MAGIC) - 1}")
+    body = open_object(s3, location, Range=f"bytes=0-{len(ENVELOPE_MAGIC) - 1}")
     try:
         return bool(body.read(len(ENVELOPE_MAGIC)) == ENVELOPE_MAGIC)
     finally:
@@ -457,29 +494,50 @@ def _is_envelope(s3: Any, location: S3Location) -> bool:
 
 def _copy_verified(s3: Any, staged: StoredCiphertext, key: str, extra: Mapping[str, Any]) -> StoredCiphertext:
     """Server-side copy of `staged` onto `key` with the same part layout, so the checksum must match."""
-    source = {"Bucket": staged.bucket, "Key": staged.key, **({"VersionId": staged.version_id} if staged.version_id else {})}
+    source = {
+        "Bucket": staged.bucket,
+        "Key": staged.key,
+        **({"VersionId": staged.version_id} if staged.version_id else {}),
+    }
     bucket = staged.bucket
     if len(staged.part_sizes) == 1:
         with _s3_call("CopyObject"):
             response = s3.copy_object(
-                Bucket=bucket, Key=key, CopySource=source, ChecksumAlgorithm="SHA256",
-                MetadataDirective="REPLACE", TaggingDirective="REPLACE", **extra,
-            )  # fmt: skip
-        version_id = response.get("VersionId")
+                Bucket=bucket,
+                Key=key,
+                CopySource=source,
+                ChecksumAlgorithm="SHA256",
+                MetadataDirective="REPLACE",
+                TaggingDirective="REPLACE",
+                **extra,
+            )
+        version_id = _version_of(response)
     else:
         with _s3_call("CreateMultipartUpload (copy)"):
-            upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)[
-                "UploadId"
-            ]
+            upload_id = s3.create_multipart_upload(
+                Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **extra
+            )["UploadId"]
         try:
             parts, offset = [], 0
-            for number, (size, checksum) in enumerate(zip(staged.part_sizes, staged.part_checksums, strict=True), 1):
+            for number, (size, checksum) in enumerate(
+                zip(staged.part_sizes, staged.part_checksums, strict=True), 1
+            ):
                 with _s3_call(f"UploadPartCopy {number}"):
                     copied = s3.upload_part_copy(
-                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, CopySource=source,
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource=source,
                         CopySourceRange=f"bytes={offset}-{offset + size - 1}",
-                    )  # fmt: skip
-                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"], "ChecksumSHA256": checksum})
+                    )
+                parts.append(
+                    {
+                        "PartNumber": number,
+                        "ETag": copied["CopyPartResult"]["ETag"],
+                        "ChecksumSHA256": checksum,
+                    }
+                )
                 offset += size
             with _s3_call("CompleteMultipartUpload (copy)"):
                 response = s3.complete_multipart_upload(
@@ -489,7 +547,7 @@ def _copy_verified(s3: Any, staged: StoredCiphertext, key: str, extra: Mapping[s
             with contextlib.suppress(Exception):
                 s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             raise
-        version_id = response.get("VersionId")
+        version_id = _version_of(response)
     try:
         reported = _verify_stored(s3, bucket, key, version_id, staged.size, staged.checksum)
     except BaseException:
@@ -538,11 +596,19 @@ def encrypt_in_place(
     if _is_envelope(s3, location):
         raise UsageError(f"{location.uri} is already envelope-encrypted")
     options: dict[str, Any] = {
-        "s3": s3, "keyring": keyring, "key_id": key_id, "bucket": bucket, "context": context,
-        "frame_length": frame_length, "tags": tags, "metadata": metadata,
-        "plaintext_sha256": plaintext_sha256, "context_digest_key": context_digest_key, "part_size": part_size,
-    }  # fmt: skip
-    body = _get_body(s3, location)
+        "s3": s3,
+        "keyring": keyring,
+        "key_id": key_id,
+        "bucket": bucket,
+        "context": context,
+        "frame_length": frame_length,
+        "tags": tags,
+        "metadata": metadata,
+        "plaintext_sha256": plaintext_sha256,
+        "context_digest_key": context_digest_key,
+        "part_size": part_size,
+    }
+    body = open_object(s3, location)
     try:
         target = key if versioned else f"{key}.modelshield-staging-{uuid.uuid4().hex}"
         with _s3_call(f"GetObject {location.uri} (reading)"):
@@ -560,7 +626,9 @@ def encrypt_in_place(
         with _s3_call(f"HeadObject s3://{bucket}/{key}"):
             still = s3.head_object(Bucket=bucket, Key=key)
         if still.get("ETag") != current.get("ETag"):
-            raise IntegrityError(f"s3://{bucket}/{key} changed while it was being encrypted; it is left as is")
+            raise IntegrityError(
+                f"s3://{bucket}/{key} changed while it was being encrypted; it is left as is"
+            )
         return _copy_verified(s3, stored, key, _object_extra(tags, metadata))
     finally:
         _delete_quietly(s3, bucket, stored.key, stored.version_id)

@@ -58,6 +58,7 @@ from modelshield.errors import ArtifactNotFound, IntegrityError, UsageError
 
 CHUNK_BYTES = 8 * 1024 * 1024  # plaintext per pipeline step: big enough to amortise thread hand-offs
 MAX_WRITE_FRAME_LENGTH = 256 * 1024 * 1024  # a writer's frame buffer is allocated at this size (x5)
+FRAME_LENGTH_MULTIPLE = 128  # aws-encryption-sdk refuses to encrypt with other frame lengths
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,16 @@ def _stages(*names: str) -> Iterator[list[ThreadPoolExecutor]]:
 
 
 def _check_write_frame_length(frame_length: int) -> None:
-    if not isinstance(frame_length, int) or not 0 < frame_length <= MAX_WRITE_FRAME_LENGTH:
-        raise UsageError(f"frame length must be between 1 and {MAX_WRITE_FRAME_LENGTH} bytes, not {frame_length}")
+    """Frames we write are ones the reference library would write too: multiples of 128 bytes."""
+    if (
+        not isinstance(frame_length, int)
+        or not 0 < frame_length <= MAX_WRITE_FRAME_LENGTH
+        or frame_length % FRAME_LENGTH_MULTIPLE
+    ):
+        raise UsageError(
+            f"frame length must be a multiple of {FRAME_LENGTH_MULTIPLE} bytes between "
+            f"{FRAME_LENGTH_MULTIPLE} and {MAX_WRITE_FRAME_LENGTH}, not {frame_length}"
+        )
 
 
 # -- encryption -------------------------------------------------------------------------------------
@@ -220,7 +229,7 @@ def verify_digest(expected: str | None, actual: str | None) -> None:
     """IntegrityError unless `actual` equals `expected` (when one is expected)."""
     if expected is not None and (actual is None or not hmac.compare_digest(expected.lower(), actual)):
         raise IntegrityError(
-            f"plaintext sha256 is {actual}, not the expected {expected}: the input changed since it was hashed"
+            f"plaintext sha256 is {actual}, not the expected {expected}: the input changed since hashing"
         )
 
 
@@ -276,7 +285,7 @@ def _result(header: Header, body: BodyResult, key_arn: str) -> EncryptResult:
 
 
 class PendingHeader:
-    """A body already encrypted under a local data key; `finish` makes the header once the context is known."""
+    """A body encrypted under a local data key; `finish` makes the header once the context is known."""
 
     def __init__(self, data_key: bytes, message_id: bytes, frame_length: int, body: BodyResult) -> None:
         self._data_key = data_key
@@ -349,7 +358,7 @@ def staged_output(dest: Path) -> Iterator[BinaryIO]:
 
 def _open_input(path: Path) -> BinaryIO:
     try:
-        return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
+        return open(path, "rb")  # closed by the caller's with-block
     except FileNotFoundError:
         raise ArtifactNotFound(f"input file {path} does not exist") from None
     except IsADirectoryError:
@@ -357,7 +366,7 @@ def _open_input(path: Path) -> BinaryIO:
 
 
 def encrypt_file(
-    src: Path,
+    src: Path | BinaryIO,
     dest: Path,
     *,
     keyring: Keyring,
@@ -367,9 +376,14 @@ def encrypt_file(
     plaintext_sha256: str | None = None,
     context_digest_key: str | None = None,
 ) -> EncryptResult:
-    """Encrypt a local file to `dest` (published atomically). See the module doc for `context_digest_key`."""
+    """Encrypt a local file or a stream to the file `dest`, published atomically when complete.
+
+    With `context_digest_key` the header comes after the body (see the module doc): the body is staged
+    in an unnamed temporary file beside `dest`, then copied behind the header.
+    """
     _check_write_frame_length(frame_length)
-    with _open_input(Path(src)) as source:
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(_open_input(Path(src))) if isinstance(src, str | Path) else src
         if context_digest_key is None:
             data_key = keyring.generate(key_id, context)
             with staged_output(dest) as out:
@@ -381,17 +395,17 @@ def encrypt_file(
                     frame_length=frame_length,
                     plaintext_sha256=plaintext_sha256,
                 )
-        with tempfile.TemporaryFile(dir=Path(dest).parent) as body_file:
-            pending = encrypt_body_first(source, body_file, frame_length=frame_length)
-            verify_digest(plaintext_sha256, pending.body.plaintext_sha256)
-            header, result = pending.finish(
-                keyring=keyring, key_id=key_id, context=context, digest_key=context_digest_key
-            )
-            with staged_output(dest) as out:
-                out.write(header)
-                body_file.seek(0)
-                shutil.copyfileobj(body_file, out, 8 * 1024 * 1024)
-            return result
+        body_file = stack.enter_context(tempfile.TemporaryFile(dir=Path(dest).parent))
+        pending = encrypt_body_first(source, body_file, frame_length=frame_length)
+        verify_digest(plaintext_sha256, pending.body.plaintext_sha256)
+        header, result = pending.finish(
+            keyring=keyring, key_id=key_id, context=context, digest_key=context_digest_key
+        )
+        with staged_output(dest) as out:
+            out.write(header)
+            body_file.seek(0)
+            shutil.copyfileobj(body_file, out, 8 * 1024 * 1024)
+        return result
 
 
 # -- decryption -------------------------------------------------------------------------------------
@@ -521,4 +535,3 @@ def decrypt_file(
             allow_extra_context=allow_extra_context,
             limits=limits,
         )
-

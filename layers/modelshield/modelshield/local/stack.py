@@ -38,7 +38,9 @@ def repo_root() -> Path:
 
 def template_path() -> Path:
     explicit = os.environ.get("MODELSHIELD_TEMPLATE")
-    candidates = [Path(explicit)] if explicit else [repo_root() / "template.yaml", Path.cwd() / "template.yaml"]
+    candidates = (
+        [Path(explicit)] if explicit else [repo_root() / "template.yaml", Path.cwd() / "template.yaml"]
+    )
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -124,7 +126,9 @@ class LocalStack:
         for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
             os.environ.pop(var, None)
         clients = {name: self.client(name) for name in ("s3", "sqs", "dynamodb", "kms")}
-        provisioned = LocalProvisioner(load_template(template_path()), stack_name=STACK_NAME, clients=clients).provision()
+        provisioned = LocalProvisioner(
+            load_template(template_path()), stack_name=STACK_NAME, clients=clients
+        ).provision()
         self.provisioned = provisioned
         env: dict[str, str] = dict(base_env)
         for spec in provisioned.functions.values():
@@ -169,7 +173,9 @@ class LocalStack:
             region_name=REGION,
             aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            config=Config(request_checksum_calculation="when_required", response_checksum_validation="when_required"),
+            config=Config(
+                request_checksum_calculation="when_required", response_checksum_validation="when_required"
+            ),
         )
 
     # -- setup helpers -------------------------------------------------------------------------------
@@ -180,9 +186,9 @@ class LocalStack:
 
         table = self.env.get("GROUPS_TABLE")
         if table:
-            GroupStore(table, boto3.resource("dynamodb", endpoint_url=self.endpoint, region_name=REGION)).seed_defaults(
-                default_groups(ingest_bucket=self.outputs["ingest_bucket"])
-            )
+            GroupStore(
+                table, boto3.resource("dynamodb", endpoint_url=self.endpoint, region_name=REGION)
+            ).seed_defaults(default_groups(ingest_bucket=self.outputs["ingest_bucket"]))
 
     def _drain_test_events(self) -> None:
         """S3 sends `s3:TestEvent` when notifications are configured; the handler ignores it, but draining it
@@ -202,7 +208,10 @@ class LocalStack:
     def _start_poller(self, spec: FunctionSpec, queue_url: str, batch_size: int) -> None:
         handler = load_handler(spec)
         thread = threading.Thread(
-            target=self._poll, args=(spec, handler, queue_url, batch_size), name=f"poller-{spec.logical_id}", daemon=True
+            target=self._poll,
+            args=(spec, handler, queue_url, batch_size),
+            name=f"poller-{spec.logical_id}",
+            daemon=True,
         )
         thread.start()
         self._threads.append(thread)
@@ -231,7 +240,13 @@ class LocalStack:
                 self._invoke(spec, handler, sqs, queue_url, queue_arn, messages)
 
     def _invoke(
-        self, spec: FunctionSpec, handler: Any, sqs: Any, queue_url: str, queue_arn: str, messages: list[dict[str, Any]]
+        self,
+        spec: FunctionSpec,
+        handler: Any,
+        sqs: Any,
+        queue_url: str,
+        queue_arn: str,
+        messages: list[dict[str, Any]],
     ) -> None:
         event = {"Records": [sqs_record(m, queue_arn) for m in messages]}
         context = LocalContext(spec.logical_id, spec.memory, spec.timeout)
@@ -246,7 +261,9 @@ class LocalStack:
             if message["MessageId"] in failed:
                 # Back to the queue soon (locally; in AWS the visibility timeout applies); the queue's
                 # redrive policy moves it to the dead-letter queue after maxReceiveCount receives.
-                sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=2)
+                sqs.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=2
+                )
             else:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 

@@ -83,7 +83,7 @@ class LocalProvisioner:
     # -- intrinsic functions -------------------------------------------------------------------------
     def resolve(self, value: Any) -> Any:
         if isinstance(value, dict) and len(value) == 1:
-            (name, arg), = value.items()
+            ((name, arg),) = value.items()
             if name == "Ref":
                 return self._ref(arg)
             if name == "Fn::GetAtt":
@@ -155,7 +155,9 @@ class LocalProvisioner:
             raise ValueError(f"template: reference to unknown resource {logical}")
         creator = _CREATORS.get(resource["Type"])
         if creator is None:
-            raise ValueError(f"template: {logical} ({resource['Type']}) cannot be referenced by the local stack")
+            raise ValueError(
+                f"template: {logical} ({resource['Type']}) cannot be referenced by the local stack"
+            )
         creator(self, logical, resource.get("Properties", {}))
 
     def _physical(self, logical: str) -> str:
@@ -170,8 +172,10 @@ class LocalProvisioner:
             self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
         if "BucketEncryption" in props:
             rules = [
-                {("ApplyServerSideEncryptionByDefault" if k == "ServerSideEncryptionByDefault" else k): v
-                 for k, v in rule.items()}
+                {
+                    ("ApplyServerSideEncryptionByDefault" if k == "ServerSideEncryptionByDefault" else k): v
+                    for k, v in rule.items()
+                }
                 for rule in self.resolve(props["BucketEncryption"])["ServerSideEncryptionConfiguration"]
             ]
             self.s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
@@ -200,7 +204,9 @@ class LocalProvisioner:
         if "RedrivePolicy" in props:
             attributes["RedrivePolicy"] = json.dumps(self.resolve(props["RedrivePolicy"]))
         url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         self.out.names[logical] = url
         self.out.arns[logical] = arn
 

@@ -226,7 +226,7 @@ DENY_GLOBALS: dict[str, str] = {
     "torch.save": _FILES,
     "torch.from_file": f"maps any file into a tensor: {_FILES}",
     "torch.storage._load_from_bytes": f"torch.load(weights_only=False) of embedded bytes: {_NESTED}",
-    "torch._utils._rebuild_device_tensor_from_numpy": "rebuilds from a numpy array object; not used by torch.save",
+    "torch._utils._rebuild_device_tensor_from_numpy": "rebuilds from a numpy object; torch.save never needs it",
     "joblib.numpy_pickle_compat.NDArrayWrapper": f"np.load(allow_pickle=True) of a sidecar file: {_NESTED}",
     "joblib.numpy_pickle_compat.ZNDArrayWrapper": f"reads a sidecar zlib file as an array: {_FILES}",
     "sklearn.utils.fixes._joblib_parallel_args": _PROCESS,
@@ -489,9 +489,26 @@ ALLOW_CLASS_MODULES: dict[str, str] = {
 TORCHSCRIPT_PREFIX = "__torch__"
 
 _INTERNAL_DUNDERS = frozenset(
-    {"__builtins__", "__globals__", "__dict__", "__class__", "__subclasses__", "__code__", "__loader__",
-     "__spec__", "__self__", "__func__", "__closure__", "__getattribute__", "__reduce__", "__reduce_ex__",
-     "__init_subclass__", "__base__", "__bases__", "__mro__"}
+    {
+        "__builtins__",
+        "__globals__",
+        "__dict__",
+        "__class__",
+        "__subclasses__",
+        "__code__",
+        "__loader__",
+        "__spec__",
+        "__self__",
+        "__func__",
+        "__closure__",
+        "__getattribute__",
+        "__reduce__",
+        "__reduce_ex__",
+        "__init_subclass__",
+        "__base__",
+        "__bases__",
+        "__mro__",
+    }
 )
 _CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
 

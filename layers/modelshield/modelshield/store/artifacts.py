@@ -36,7 +36,7 @@ class ArtifactStore:
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return sorted(items, key=lambda s: (s.last_modified or s.updated_at), reverse=True)
+        return sorted(items, key=lambda s: s.last_modified or s.updated_at, reverse=True)
 
     def all(self) -> Iterator[ArtifactState]:
         """Every artifact version (paginated table scan; for rotation and dashboards)."""

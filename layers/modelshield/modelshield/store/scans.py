@@ -27,7 +27,9 @@ class ScanStore:
             )
         except ClientError as exc:
             if is_conditional_failure(exc):
-                raise ModelShieldError(f"scan {record.scan_ref} of {record.artifact_id} already recorded") from None
+                raise ModelShieldError(
+                    f"scan {record.scan_ref} of {record.artifact_id} already recorded"
+                ) from None
             raise
 
     def latest(self, artifact_id: str, version_id: str | None = None) -> ScanRecord | None:

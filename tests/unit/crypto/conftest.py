@@ -1,0 +1,56 @@
+"""Fixtures for the envelope tests: a static keyring, the reference library, and moto (KMS + S3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from envelope_helpers import raw_provider, sdk_client, static_keyring
+
+from modelshield.crypto.keyring import StaticKeyring
+
+
+@pytest.fixture
+def keyring() -> StaticKeyring:
+    return static_keyring()
+
+
+@pytest.fixture
+def sdk() -> Any:
+    return sdk_client()
+
+
+@pytest.fixture
+def sdk_raw_provider() -> Any:
+    return raw_provider()
+
+
+@dataclass
+class Aws:
+    kms: Any
+    s3: Any
+    key_arn: str
+    other_key_arn: str
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    """moto in-process: two KMS keys and fast S3 clients (request checksums only when required)."""
+    import boto3
+    from botocore.config import Config
+    from moto import mock_aws
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    config = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    with mock_aws():
+        kms = boto3.client("kms")
+        s3 = boto3.client("s3", config=config)
+        key_arn = kms.create_key(Description="modelshield test key")["KeyMetadata"]["Arn"]
+        other = kms.create_key(Description="modelshield rotation target")["KeyMetadata"]["Arn"]
+        yield Aws(kms=kms, s3=s3, key_arn=key_arn, other_key_arn=other)
