@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from modelshield.api import access_routes, audit_routes, register_error_handlers
-from modelshield.observability import logger, metrics, tracer
+from modelshield.observability import logger, tracer
 
 app = APIGatewayRestResolver(enable_validation=True)
 for routes in (access_routes, audit_routes):
@@ -21,7 +21,6 @@ register_error_handlers(app)
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
-@metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

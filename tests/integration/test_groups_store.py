@@ -11,7 +11,7 @@ import boto3
 import pytest
 from modelshield.cli import main
 from modelshield.models import RuleId
-from modelshield.policy.groups import SecurityGroup, default_groups, load_groups
+from modelshield.policy.groups import SecurityGroup, default_groups
 from modelshield.store.groups import GroupNotFound, GroupStore, GroupVersionConflict
 from moto import mock_aws
 
@@ -135,8 +135,7 @@ def test_groups_apply_list_show_round_trip(
     edited = write(tmp_path, shown.replace("blocking: false", "blocking: true"))
     assert main(["groups", "apply", str(edited)]) == 0
     assert capsys.readouterr().out.strip() == "Vision: updated (v1 -> v2)"
-    group = load_groups(edited)[0]
-    assert group.rule(RuleId.LICENSE).blocking
+    assert GroupStore(TABLE, dynamodb).get("Vision").rule(RuleId.LICENSE).blocking
     # And re-applying the now stale copy (it still says version 1) is refused, changing nothing
     assert main(["groups", "apply", str(edited)]) == 2
     assert "says version 1 but the stored one is version 2" in capsys.readouterr().err

@@ -181,7 +181,7 @@ class ScanRecord(BaseModel):
     bucket: str
     key: str
     version_id: str
-    sha256: str | None
+    sha256: str | None = None
     size: int
     format: Format
     verdict: Verdict
@@ -205,7 +205,7 @@ class ArtifactState(BaseModel):
     version_id: str
     bucket: str
     key: str
-    sha256: str | None
+    sha256: str | None = None
     size: int
     format: Format
     group: str

@@ -68,7 +68,7 @@ class Action(StrEnum):
 @dataclass(frozen=True)
 class RotationSettings:
     default_key_id: str  # the stack's key for groups without their own
-    first_part_bytes: int = 8 * MiB  # body bytes uploaded with the new header (>= 5 MiB with it)
+    first_part_bytes: int = S3_MIN_PART  # body bytes sent with the new header: part 1 must be >= 5 MiB
     copy_part_bytes: int = 1024 * MiB  # UploadPartCopy range size
     margin_ms: int = 60_000  # stop when less than this (plus the item's estimate) remains
     rekey_bytes_per_second: float = 40e6  # for the time estimate of a full re-encryption

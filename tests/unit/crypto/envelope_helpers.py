@@ -25,7 +25,11 @@ def raw_provider(wrapping_key: bytes = WRAPPING_KEY, provider_id: str = PROVIDER
     from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
     from aws_encryption_sdk.key_providers.raw import RawMasterKeyProvider
 
+    name = provider_id
+
     class _Provider(RawMasterKeyProvider):
+        provider_id = name
+
         def _get_raw_key(self, key_id: bytes) -> WrappingKey:
             return WrappingKey(
                 wrapping_algorithm=WrappingAlgorithm.AES_256_GCM_IV12_TAG16_NO_PADDING,
@@ -33,7 +37,6 @@ def raw_provider(wrapping_key: bytes = WRAPPING_KEY, provider_id: str = PROVIDER
                 wrapping_key_type=EncryptionKeyType.SYMMETRIC,
             )
 
-    _Provider.provider_id = provider_id
     provider = _Provider()
     provider.add_master_key(key_name.encode())
     return provider

@@ -183,6 +183,10 @@ def test_scanner_rule_counts_only_findings_at_or_above_min_severity() -> None:
     assert failed.status == RuleStatus.FAIL
     assert failed.findings == [high]
     assert failed.severity == Severity.HIGH
+    # And a finding exactly at the threshold counts
+    medium = finding(RuleId.CODE_UNKNOWN, Severity.MEDIUM)
+    at = result_for(evaluate(make_report(medium), group, ArtifactMetadata()), RuleId.CODE_UNKNOWN)
+    assert at.status == RuleStatus.FAIL
 
 
 def test_scanner_rule_ignores_findings_of_other_rules_and_reports_the_worst_severity() -> None:
@@ -280,12 +284,15 @@ def test_format_rule_falls_back_to_the_report_format_without_formats_metadata() 
     [
         ("arn:aws:sts::123456789012:assumed-role/Publisher/alice", RuleStatus.PASS),
         ("arn:aws:sts::123456789012:assumed-role/Intern/bob", RuleStatus.FAIL),
+        ("AWS:AROAPUBLISHER:alice", RuleStatus.PASS),  # the S3 event's principalId form
+        ("AWS:AROAINTERN:alice", RuleStatus.FAIL),
         (None, RuleStatus.FAIL),
     ],
 )
 def test_author_from_an_approved_s3_uploader(principal: str | None, status: RuleStatus) -> None:
     group = only(
-        RuleId.AUTHOR_VERIFIED, settings={"approved_principals": ["arn:aws:sts::*:assumed-role/Publisher/*"]}
+        RuleId.AUTHOR_VERIFIED,
+        settings={"approved_principals": ["arn:aws:sts::*:assumed-role/Publisher/*", "AWS:AROAPUBLISHER:*"]},
     )
     metadata = ArtifactMetadata(source_type="s3", uploader_principal=principal)
     assert result_for(evaluate(make_report(), group, metadata), RuleId.AUTHOR_VERIFIED).status == status

@@ -6,8 +6,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from modelshield.errors import UsageError
 from modelshield.models import Format, RuleId, Severity
+from modelshield.policy import groups as groups_module
 from modelshield.policy.catalog import CATALOG, MANDATORY_RULES
 from modelshield.policy.groups import (
     MAX_YAML_NODES,
@@ -16,6 +19,8 @@ from modelshield.policy.groups import (
     default_groups,
     load_groups,
 )
+
+SEEDED = Path(groups_module.__file__).with_name("default_groups.yaml")
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -316,3 +321,31 @@ def test_alias_bombs_are_refused(tmp_path: Path) -> None:
 def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such file"):
         load_groups(tmp_path / "nope.yaml")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.integers(min_value=0),
+            st.sampled_from(["", " ", ":", "-", "[", "{", "\n", "'", "&a", "*a", "!"]),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_mangled_groups_file_loads_or_is_a_usage_error(edits: list[tuple[int, str]]) -> None:
+    # Given the seeded groups file with random characters replaced
+    text = list(SEEDED.read_text())
+    for position, replacement in edits:
+        text[position % len(text)] = replacement
+    # Then loading never fails any other way
+    try:
+        load_groups("".join(text))
+    except UsageError as exc:
+        assert str(exc)
+
+
+def test_versions_must_be_integers_not_booleans() -> None:
+    with pytest.raises(UsageError, match=r"groups\[0\].version: Input should be a valid integer"):
+        load_groups("groups:\n- name: a\n  version: true\n")

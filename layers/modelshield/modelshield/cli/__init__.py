@@ -7,6 +7,7 @@ Exit codes (the contract scripts rely on): 0 success / all allowed, 1 something 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -57,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("modelshield: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `modelshield ... | head`: the reader left; not an error worth a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,6 +67,9 @@ class Keyring(Protocol):
     def unwrap(self, encrypted_keys: Sequence[EncryptedDataKey], context: Mapping[str, str]) -> DataKey: ...
 
 
+_SNAKE_CASE = {"GenerateDataKey": "generate_data_key", "Encrypt": "encrypt", "Decrypt": "decrypt"}
+
+
 def _is_kms_key_arn(value: str) -> bool:
     parts = value.split(":", 5)
     return len(parts) == 6 and parts[0] == "arn" and parts[2] == "kms" and parts[5].startswith("key/")
@@ -95,12 +98,14 @@ class KmsKeyring:
         self._grant_tokens = list(grant_tokens)
 
     def _call(self, operation: str, key: str, **params: Any) -> dict[str, Any]:
+        """Call a KMS API by its name (e.g. "GenerateDataKey"); refusals become KeyAccessError."""
         from botocore.exceptions import BotoCoreError, ClientError  # boto3 is always present with a client
 
         if self._grant_tokens:
             params["GrantTokens"] = self._grant_tokens
+        method = getattr(self._kms, _SNAKE_CASE[operation])
         try:
-            return dict(getattr(self._kms, operation)(**params))
+            return dict(method(**params))
         except (ClientError, BotoCoreError) as exc:
             raise _client_error(exc, operation, key) from None
 
@@ -117,7 +122,7 @@ class KmsKeyring:
     def generate(self, key_id: str, context: Mapping[str, str]) -> DataKey:
         """A fresh 256-bit data key, wrapped under `key_id`; the EDK records the ARN KMS returns."""
         response = self._call(
-            "generate_data_key",
+            "GenerateDataKey",
             key_id,
             KeyId=key_id,
             NumberOfBytes=DATA_KEY_LENGTH,
@@ -129,7 +134,7 @@ class KmsKeyring:
     def wrap(self, plaintext: bytes, key_id: str, context: Mapping[str, str]) -> DataKey:
         """Wrap an existing data key under `key_id` (re-wrap, or header-after-body encryption)."""
         response = self._call(
-            "encrypt", key_id, KeyId=key_id, Plaintext=plaintext, EncryptionContext=dict(context)
+            "Encrypt", key_id, KeyId=key_id, Plaintext=plaintext, EncryptionContext=dict(context)
         )
         return self._data_key(response, plaintext, "Encrypt", response.get("CiphertextBlob", b""))
 
@@ -150,7 +155,7 @@ class KmsKeyring:
             if context:
                 params["EncryptionContext"] = dict(context)
             try:
-                response = self._call("decrypt", arn, **params)
+                response = self._call("Decrypt", arn, **params)
             except KeyAccessError as exc:
                 failures.append(str(exc))
                 continue

@@ -217,9 +217,9 @@ class SecurityGroup(BaseModel):
 
     name: str
     description: str = ""
-    version: int = Field(1, ge=1)  # bumped by the store on every change
+    version: int = Field(1, ge=1, strict=True)  # bumped by the store on every change
     kms_key_id: str | None = None  # alias or ARN; None: the stack's default key
-    max_data_key_age_days: int = Field(365, ge=1, le=36_500)
+    max_data_key_age_days: int = Field(365, ge=1, le=36_500, strict=True)
     sources: list[Source] = Field(default_factory=list)
     rules: dict[RuleId, RuleSetting] = Field(default_factory=dict)
 

@@ -111,7 +111,9 @@ class AuthorSettings(_Settings):
         default_factory=list, description="Hugging Face organisations (huggingface sources)"
     )
     approved_principals: list[str] = Field(
-        default_factory=list, description="uploader IAM ARNs, fnmatch patterns (s3 sources)"
+        default_factory=list,
+        description="fnmatch patterns for the S3 event's uploader principalId "
+        "(e.g. AWS:AROAEXAMPLE:alice) or an ARN (s3 sources)",
     )
 
     @field_validator("trusted_public_keys")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bz2
 import io
+import itertools
 import lzma
 import re
 import stat
@@ -238,7 +239,8 @@ def inflate(
                 ctx.add(
                     RuleId.ARCHIVE_UNSAFE,
                     Severity.HIGH,
-                    f"{what}: more than {ctx.limits.max_uncompressed_bytes} bytes decompressed in this artifact",
+                    f"{what}: more than {ctx.limits.max_uncompressed_bytes} bytes decompressed in this "
+                    "artifact",
                 )
                 raise BombError(what)
             crc = zlib.crc32(out, crc)
@@ -401,9 +403,25 @@ def _read_central(stream: BinaryIO, size: int, ctx: ScanContext) -> ZipListing:
         fixed = cd.read(46)
         if len(fixed) != 46 or fixed[:4] != _CENTRAL_SIG:
             raise ZipError(f"central directory entry {len(entries)} is truncated or has a bad signature")
-        (_sig, made_by, _need, flags, method, _t, _d, crc, csize, usize, nlen, xlen, mlen, _ds, _ia, ext_attr, loff) = (
-            struct.unpack("<4sHHHHHHIIIHHHHHII", fixed)
-        )
+        (
+            _sig,
+            made_by,
+            _need,
+            flags,
+            method,
+            _t,
+            _d,
+            crc,
+            csize,
+            usize,
+            nlen,
+            xlen,
+            mlen,
+            _ds,
+            _ia,
+            ext_attr,
+            loff,
+        ) = struct.unpack("<4sHHHHHHIIIHHHHHII", fixed)
         raw_name = cd.read(nlen)
         extra = cd.read(xlen)
         cd.read(mlen)
@@ -577,7 +595,9 @@ def _check_entries(stream: BinaryIO, listing: ZipListing, size: int, ctx: ScanCo
         if kind == stat.S_IFLNK:
             ctx.add(RuleId.ARCHIVE_UNSAFE, Severity.HIGH, f"zip member {entry.name!r} is a symbolic link")
         elif kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-            ctx.add(RuleId.ARCHIVE_UNSAFE, Severity.HIGH, f"zip member {entry.name!r} is a device or special file")
+            ctx.add(
+                RuleId.ARCHIVE_UNSAFE, Severity.HIGH, f"zip member {entry.name!r} is a device or special file"
+            )
         csize, usize = entry.compressed_size, entry.uncompressed_size
         if usize > RATIO_FLOOR and usize > ctx.limits.max_ratio * max(csize, 1):
             ctx.add(
@@ -588,7 +608,7 @@ def _check_entries(stream: BinaryIO, listing: ZipListing, size: int, ctx: ScanCo
             )
         spans.append((entry.local_offset, max(entry.data_offset, entry.local_offset) + csize, entry.name))
     spans.sort()
-    for (s1, e1, n1), (s2, _e2, n2) in zip(spans, spans[1:], strict=False):
+    for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(spans):
         if s2 < e1:
             ctx.add(
                 RuleId.ARCHIVE_UNSAFE,
@@ -602,7 +622,9 @@ def _check_entries(stream: BinaryIO, listing: ZipListing, size: int, ctx: ScanCo
         _check_unlisted(stream, spans, listing.cd_start, ctx)
 
 
-def _check_unlisted(stream: BinaryIO, spans: list[tuple[int, int, str]], cd_start: int, ctx: ScanContext) -> None:
+def _check_unlisted(
+    stream: BinaryIO, spans: list[tuple[int, int, str]], cd_start: int, ctx: ScanContext
+) -> None:
     """Local headers in the gaps between listed members: members only a streaming unzipper would see."""
     ends = [e for _s, e, _n in spans]
     starts = [s for s, _e, _n in spans[1:]] + [cd_start]
@@ -618,8 +640,8 @@ def _check_unlisted(stream: BinaryIO, spans: list[tuple[int, int, str]], cd_star
                 ctx.add(
                     RuleId.MALFORMED,
                     Severity.HIGH,
-                    f"a zip local header at byte {pos + hit} is not listed in the central directory (a member "
-                    "hidden from central-directory readers); scanned as '<unlisted>'",
+                    f"a zip local header at byte {pos + hit} is not listed in the central directory "
+                    "(a member hidden from central-directory readers); scanned as '<unlisted>'",
                     offset=pos + hit,
                 )
                 ctx.scan_nested(window(stream, pos + hit, gap_end - pos - hit), "<unlisted>")
@@ -629,7 +651,9 @@ def _check_unlisted(stream: BinaryIO, spans: list[tuple[int, int, str]], cd_star
             pos += len(chunk) - 3
 
 
-def iter_zip_members(stream: BinaryIO, listing: ZipListing, ctx: ScanContext) -> Iterator[tuple[ZipEntry, BinaryIO]]:
+def iter_zip_members(
+    stream: BinaryIO, listing: ZipListing, ctx: ScanContext
+) -> Iterator[tuple[ZipEntry, BinaryIO]]:
     """Each file member's content as a seekable stream (a window for stored, a spool for compressed).
 
     Members that cannot be read (encrypted, unsupported method, bomb, corrupt) are reported and skipped.
@@ -769,7 +793,7 @@ def scan_tar(stream: BinaryIO, ctx: ScanContext) -> None:
         return
     stream.seek(0)
     try:
-        archive = tarfile.open(fileobj=stream, mode="r:")  # noqa: SIM115 - closed below
+        archive = tarfile.open(fileobj=stream, mode="r:")
     except (tarfile.TarError, OSError, ValueError) as exc:
         ctx.add(RuleId.MALFORMED, Severity.HIGH, f"tar archive does not parse: {exc}")
         ctx.incomplete("tar archive not scanned (unreadable header)")
@@ -782,7 +806,9 @@ def scan_tar(stream: BinaryIO, ctx: ScanContext) -> None:
             try:
                 member = archive.next()
             except (tarfile.TarError, OSError, ValueError, UnicodeError) as exc:
-                ctx.add(RuleId.MALFORMED, Severity.HIGH, f"tar header after member {count} does not parse: {exc}")
+                ctx.add(
+                    RuleId.MALFORMED, Severity.HIGH, f"tar header after member {count} does not parse: {exc}"
+                )
                 ctx.incomplete("tar archive only partly scanned (corrupt header)")
                 return
             if member is None:
@@ -790,7 +816,11 @@ def scan_tar(stream: BinaryIO, ctx: ScanContext) -> None:
             count += 1
             archive.members = []  # tarfile caches every member; we need none of them
             if count > ctx.limits.max_entries:
-                ctx.add(RuleId.ARCHIVE_UNSAFE, Severity.HIGH, f"tar has more than {ctx.limits.max_entries} members")
+                ctx.add(
+                    RuleId.ARCHIVE_UNSAFE,
+                    Severity.HIGH,
+                    f"tar has more than {ctx.limits.max_entries} members",
+                )
                 ctx.incomplete(f"tar members beyond the {ctx.limits.max_entries}-entry limit not scanned")
                 return
             _check_tar_member(member, names, ctx)
@@ -936,14 +966,16 @@ def scan_compressed(stream: BinaryIO, ctx: ScanContext) -> None:
         pos, members = 0, 0
         while pos < size:
             members += 1
-            window = SubStream(stream, pos, size - pos)
+            source = SubStream(stream, pos, size - pos)
             try:
-                part = inflate(window.read, kind, ctx, what=f"{kind} stream")
+                part = inflate(source.read, kind, ctx, what=f"{kind} stream")
             except BombError:
                 ctx.incomplete(f"{kind} content not scanned: decompression stopped by a budget")
                 return
             except (zlib.error, lzma.LZMAError, OSError, ValueError, EOFError) as exc:
-                ctx.add(RuleId.MALFORMED, Severity.HIGH, f"{kind} stream does not decompress: {exc}", offset=pos)
+                ctx.add(
+                    RuleId.MALFORMED, Severity.HIGH, f"{kind} stream does not decompress: {exc}", offset=pos
+                )
                 ctx.incomplete(f"{kind} content not scanned (corrupt stream)")
                 return
             with part.spool:

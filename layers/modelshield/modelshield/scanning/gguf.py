@@ -14,6 +14,7 @@ Facts for policy rules: license, author and organization from `general.*` (ScanC
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -84,7 +85,11 @@ GGML_TYPE_SIZES: dict[int, tuple[int, int]] = {
 }
 
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
-METADATA_KEYS = {"general.license": "license", "general.author": "author", "general.organization": "organization"}
+METADATA_KEYS = {
+    "general.license": "license",
+    "general.author": "author",
+    "general.organization": "organization",
+}
 
 
 def sniff_gguf(head: bytes, stream: BinaryIO) -> bool:
@@ -168,7 +173,9 @@ def scan_gguf(stream: BinaryIO, ctx: ScanContext) -> None:
     except GGUFError as exc:
         ctx.add(RuleId.MALFORMED, exc.severity, f"GGUF: {exc}", offset=exc.offset)
         if exc.severity >= Severity.HIGH:
-            ctx.incomplete("GGUF only partly scanned: parsing stopped at a malformed structure", offset=exc.offset)
+            ctx.incomplete(
+                "GGUF only partly scanned: parsing stopped at a malformed structure", offset=exc.offset
+            )
     parser.publish()
 
 
@@ -260,7 +267,8 @@ class _Parser:
             text, at = self.string(wide, limit=limit, what=f"value of {key!r}")
             if text is None and keep:
                 self.ctx.incomplete(
-                    f"GGUF value of {key!r} is larger than the {self.meta_limit}-byte metadata limit; not analysed",
+                    f"GGUF value of {key!r} is larger than the {self.meta_limit}-byte metadata limit; "
+                    "not analysed",
                     offset=at,
                 )
             return text
@@ -355,7 +363,9 @@ class _Parser:
             return -1
         block, type_size = GGML_TYPE_SIZES[ggml_type]
         if dims and dims[0] % block:
-            raise GGUFError(f"tensor {name!r}: row of {dims[0]} is not a multiple of the block size {block}", at)
+            raise GGUFError(
+                f"tensor {name!r}: row of {dims[0]} is not a multiple of the block size {block}", at
+            )
         return elements // block * type_size
 
     def check_layout(self, infos: list[tuple[str, int, int, int]], data_start: int) -> None:
@@ -369,11 +379,13 @@ class _Parser:
             end = data_start + offset + nbytes
             if end > size:
                 raise GGUFError(
-                    f"tensor {name!r} data [{data_start + offset}, {end}) lies beyond the end of the file ({size})", at
+                    f"tensor {name!r} data [{data_start + offset}, {end}) lies beyond the end of the file "
+                    f"({size} bytes)",
+                    at,
                 )
             spans.append((offset, offset + nbytes, name))
         spans.sort()
-        for (s1, e1, n1), (s2, _e2, n2) in zip(spans, spans[1:], strict=False):
+        for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(spans):
             if s2 < e1:
                 raise GGUFError(f"tensors {n1!r} and {n2!r} overlap in the data section", data_start + s2)
 

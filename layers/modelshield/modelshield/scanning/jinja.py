@@ -286,14 +286,22 @@ def analyse_template(source: str) -> list[TemplateIssue]:
     blocks, error = split_blocks(source)
     lex_failed = error is not None
     if error is not None:
-        issues.append(_issue(RuleId.MALFORMED, Severity.MEDIUM, f"template does not lex: {error}", source, error.offset))
+        issues.append(
+            _issue(RuleId.MALFORMED, Severity.MEDIUM, f"template does not lex: {error}", source, error.offset)
+        )
     all_literals: list[str] = []
     for kind, start, end in blocks:
         try:
             tokens = tokenize(source, start, end)
         except TemplateSyntaxError as exc:
             issues.append(
-                _issue(RuleId.MALFORMED, Severity.MEDIUM, f"template block does not lex: {exc}", source, exc.offset)
+                _issue(
+                    RuleId.MALFORMED,
+                    Severity.MEDIUM,
+                    f"template block does not lex: {exc}",
+                    source,
+                    exc.offset,
+                )
             )
             lex_failed = True
             continue
@@ -376,7 +384,10 @@ def _analyse_block(kind: str, tokens: list[Token], source: str) -> list[Template
         if tok.kind == "name":
             after_dot = prev is not None and prev.kind == "op" and prev.value == "."
             if after_dot and _is_private_or_dangerous_attr(tok.value):
-                exec_(f"template accesses attribute {tok.value!r} (Python internals / code execution)", tok.offset)
+                exec_(
+                    f"template accesses attribute {tok.value!r} (Python internals / code execution)",
+                    tok.offset,
+                )
             elif not after_dot and _DUNDER.fullmatch(tok.value):
                 exec_(f"template uses the dunder name {tok.value!r}", tok.offset)
             elif not after_dot and tok.value in DANGEROUS_GLOBALS:

@@ -1,1 +1,734 @@
-"""Placeholder: filled in by the keras scanner work."""
+"""Keras scanner: `.keras` zips (config.json) and legacy `.h5` files (the root `model_config` attribute).
+
+How Keras runs code from a model file:
+- `Lambda` layers carry Python bytecode (marshalled, base64) or a reference to a function by module and
+  name; loading runs it (Keras 3 refuses only in safe_mode, which users turn off to load such models);
+- any serialized object names a `module` and `class_name`/`registered_name` that Keras imports; modules
+  outside Keras (`os`, `builtins`, `subprocess` ...) escape safe_mode (CVE-2025-1550), and some Keras
+  functions themselves write files (`keras.utils.get_file`, CVE-2025-8747);
+- layers that wrap other serialized code: `TorchModuleWrapper` (a pickled torch module), `TFSMLayer`
+  (loads a SavedModel from a path), TF-op lambdas calling arbitrary `tf.*` functions.
+We walk the whole config tree (nested Functional/Sequential models, TimeDistributed/Bidirectional wrappers,
+initializers, losses, optimizers...) and judge every object: -> MS-CODE-EXEC for code, MS-CODE-UNKNOWN for
+objects outside the Keras namespaces (custom classes need `custom_objects`: user code will run).
+
+HDF5 without h5py (not a runtime dependency: the Lambda layer must stay small): a minimal reader follows the
+superblock (v0-v3) to the root group's object header (v1/v2, with continuation blocks) and reads its
+attribute messages (v1-v3): fixed-length strings inline, variable-length strings from the global heap.
+That is exactly where Keras keeps `model_config` and `training_config`. Limits: dense attribute storage
+(fractal heaps, used only with > 8 attributes under libver='latest') and shared datatypes are not read, so
+they are reported as MS-SCAN-INCOMPLETE; weights datasets are never read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from modelshield.models import Format, RuleId, Severity
+from modelshield.scanning.archives import (
+    ZipEntry,
+    find_eocd,
+    open_zip_member,
+    scan_zip_archive,
+)
+from modelshield.scanning.registry import ScanContext, register
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+CONFIG_MEMBER = "config.json"
+METADATA_MEMBER = "metadata.json"
+MAX_CONFIG_NODES = 2_000_000  # JSON values visited in one config
+MAX_CONFIG_DEPTH = 200
+
+# Module roots whose classes and functions Keras itself (or its official model libraries) provides.
+KERAS_MODULE_ROOTS = frozenset({"keras", "tf_keras", "keras_hub", "keras_nlp", "keras_cv", "keras_rs"})
+KERAS_MODULE_PREFIXES = ("tensorflow.keras", "tensorflow.python.keras")
+# Module roots that reach the OS, the interpreter or the network: always code execution.
+DANGEROUS_MODULE_ROOTS = frozenset(
+    {
+        "os",
+        "posix",
+        "nt",
+        "sys",
+        "subprocess",
+        "builtins",
+        "__builtin__",
+        "__main__",
+        "importlib",
+        "runpy",
+        "pty",
+        "code",
+        "codeop",
+        "pdb",
+        "bdb",
+        "timeit",
+        "pickle",
+        "_pickle",
+        "cPickle",
+        "dill",
+        "marshal",
+        "shutil",
+        "socket",
+        "ctypes",
+        "multiprocessing",
+        "asyncio",
+        "webbrowser",
+        "urllib",
+        "requests",
+        "http",
+        "ftplib",
+        "smtplib",
+        "tempfile",
+        "pathlib",
+        "io",
+        "glob",
+        "operator",
+        "functools",
+        "types",
+        "signal",
+        "threading",
+    }
+)
+# Keras names that touch files or turn safety off (matched on class_name, function name or module leaf).
+KERAS_DANGEROUS_NAMES = frozenset(
+    {
+        "get_file",
+        "enable_unsafe_deserialization",
+        "load_model",
+        "load_weights",
+        "save_model",
+        "save_weights",
+        "file_utils",
+        "io_utils",
+        "TorchModuleWrapper",
+    }
+)
+# Serialization markers Keras 3 uses for plain values (not code).
+KERAS_VALUE_MARKERS = frozenset(
+    {"__numpy__", "__tensor__", "__bytes__", "__typespec__", "__ellipsis__", "__slice__", "__keras_tensor__"}
+)
+# Class names Keras resolves itself in legacy (module-less) configs: layers, models, initializers,
+# regularizers, constraints, losses, metrics, optimizers, schedules and dtype policies (Keras 2 and 3).
+KNOWN_KERAS_CLASSES = frozenset(
+    """
+    AUC AWQConfig AWQDTypePolicy AbsMaxQuantizer Accuracy Activation ActivityRegularization Adadelta
+    Adafactor Adagrad Adam AdamW Adamax AdaptiveAveragePooling1D AdaptiveAveragePooling2D
+    AdaptiveAveragePooling3D AdaptiveMaxPooling1D AdaptiveMaxPooling2D AdaptiveMaxPooling3D Add
+    AdditiveAttention AlphaDropout Attention AugMix AutoContrast Average AveragePooling1D
+    AveragePooling2D AveragePooling3D AvgPool1D AvgPool2D AvgPool3D BatchNormalization
+    BatchNormalizationV1 BatchNormalizationV2 Bidirectional BinaryAccuracy BinaryCrossentropy
+    BinaryFocalCrossentropy BinaryIoU CTC CategoricalAccuracy CategoricalCrossentropy
+    CategoricalFocalCrossentropy CategoricalGeneralizedCrossEntropy CategoricalHinge CategoryEncoding
+    CenterCrop Circle Concatenate ConcordanceCorrelation Constant Constraint
+    ContrastLimitedAdaptiveHistogramEqualization Conv1D Conv1DTranspose Conv2D Conv2DTranspose Conv3D
+    Conv3DTranspose ConvLSTM1D ConvLSTM2D ConvLSTM3D Convolution1D Convolution1DTranspose Convolution2D
+    Convolution2DTranspose Convolution3D Convolution3DTranspose CosineDecay CosineDecayRestarts
+    CosineSimilarity Cropping1D Cropping2D Cropping3D CuDNNGRU CuDNNLSTM CutMix DTypePolicy
+    DTypePolicyMap Dense DenseFeatures DepthwiseConv1D DepthwiseConv2D Dice Discretization Dot Dropout
+    ELU EinsumDense Embedding Equalization ExponentialDecay F1Score FBetaScore FalseNegatives
+    FalsePositives Flatten Float8QuantizationConfig FloatDTypePolicy Ftrl Functional GPTQConfig
+    GPTQDTypePolicy GRU GRUCell GRUV1 GRUV2 GaussianDropout GaussianNoise GlobalAveragePooling1D
+    GlobalAveragePooling2D GlobalAveragePooling3D GlobalAvgPool1D GlobalAvgPool2D GlobalAvgPool3D
+    GlobalMaxPool1D GlobalMaxPool2D GlobalMaxPool3D GlobalMaxPooling1D GlobalMaxPooling2D
+    GlobalMaxPooling3D GlorotNormal GlorotUniform GroupNormalization GroupQueryAttention HashedCrossing
+    Hashing HeNormal HeUniform Hinge Huber Identity IdentityInitializer Initializer InputLayer InputSpec
+    Int4DTypePolicy Int4QuantizationConfig Int8QuantizationConfig IntegerLookup InverseTimeDecay IoU
+    KLDivergence KerasTensor L1 L1L2 L2 LSTM LSTMCell LSTMV1 LSTMV2 Lamb Layer LayerNormalization
+    LayerNormalizationV1 LeakyReLU LearningRateSchedule LecunNormal LecunUniform Lion LogCosh
+    LogCoshError Loss LossScaleOptimizer LossScaleOptimizerV3 Masking MaxNorm MaxNumBoundingBoxes
+    MaxPool1D MaxPool2D MaxPool3D MaxPooling1D MaxPooling2D MaxPooling3D Maximum Mean MeanAbsoluteError
+    MeanAbsolutePercentageError MeanIoU MeanMetricWrapper MeanSquaredError MeanSquaredLogarithmicError
+    MelSpectrogram Merge Metric MinMaxNorm Minimum MixUp Model MultiHeadAttention MultiOptimizer
+    Multiply Muon Nadam NonNeg Normalization OneHotIoU OneHotMeanIoU Ones Optimizer OptimizerMap
+    Orthogonal OrthogonalInitializer OrthogonalRegularizer PReLU PearsonCorrelation Permute
+    PiecewiseConstantDecay Pipeline Poisson Policy PolicyV1 PolynomialDecay Precision PrecisionAtRecall
+    QuantizationConfig QuantizedDTypePolicy QuantizedFloat8DTypePolicy Quantizer R2Score
+    RMSNormalization RMSprop RNN RandAugment RandomBrightness RandomColorDegeneration RandomColorJitter
+    RandomContrast RandomCrop RandomElasticTransform RandomErasing RandomFlip RandomGaussianBlur
+    RandomGrayscale RandomHue RandomInvert RandomNormal RandomPerspective RandomPosterization
+    RandomRotation RandomSaturation RandomSharpness RandomShear RandomTranslation RandomUniform
+    RandomZoom ReLU Recall RecallAtPrecision Regularizer RepeatVector Rescaling Reshape Resizing
+    ReversibleEmbedding RootMeanSquaredError SGD STFT STFTInitializer STFTSpectrogram ScheduleFreeAdamW
+    SensitivityAtSpecificity SeparableConv1D SeparableConv2D SeparableConvolution1D
+    SeparableConvolution2D Sequential SimpleRNN SimpleRNNCell SlicingOpLambda Softmax Solarization
+    SparseCategoricalAccuracy SparseCategoricalCrossentropy SparseTopKCategoricalAccuracy
+    SpatialDropout1D SpatialDropout2D SpatialDropout3D SpecificityAtSensitivity SpectralNormalization
+    SquaredHinge StackedRNNCells StringLookup Subtract Sum SyncBatchNormalization TFOpLambda
+    TextVectorization ThresholdedReLU TimeDistributed TopKCategoricalAccuracy TrueNegatives
+    TruePositives TruncatedNormal Tversky UnitNorm UnitNormalization UpSampling1D UpSampling2D
+    UpSampling3D VarianceScaling Wrapper ZeroPadding1D ZeroPadding2D ZeroPadding3D Zeroes Zeros constant
+    glorot_normal glorot_uniform he_normal he_uniform identity l1 l1_l2 l2 lecun_normal lecun_uniform
+    max_norm min_max_norm non_neg ones orthogonal orthogonal_regularizer random_normal random_uniform
+    stft truncated_normal unit_norm variance_scaling zeros
+    """.split()
+)
+_FUNCTIONAL_CLASS_NAMES = frozenset({"function", "__function__"})
+
+
+@dataclass
+class _Judgement:
+    rule: RuleId
+    severity: Severity
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+# -- config walk -----------------------------------------------------------------------------------------
+def judge_config(config: Any, ctx: ScanContext, *, member: str | None) -> None:
+    """Walk a Keras config tree and report every object that runs or imports code."""
+    seen: set[tuple[RuleId, str]] = set()
+    for judgement in _walk(config):
+        key = (judgement.rule, judgement.message)
+        if key in seen:
+            continue
+        seen.add(key)
+        ctx.add(judgement.rule, judgement.severity, judgement.message, member=member, **judgement.detail)
+
+
+def _walk(root: Any) -> Iterator[_Judgement]:
+    stack: list[tuple[Any, int, str]] = [(root, 0, "")]
+    visited = 0
+    while stack:
+        node, depth, layer = stack.pop()
+        visited += 1
+        if visited > MAX_CONFIG_NODES or depth > MAX_CONFIG_DEPTH:
+            yield _Judgement(
+                RuleId.SCAN_INCOMPLETE,
+                Severity.HIGH,
+                "Keras config too large or too deeply nested; the rest was not checked",
+            )
+            return
+        if isinstance(node, dict):
+            if "class_name" in node:
+                config = node.get("config")
+                name = config.get("name") if isinstance(config, dict) else None
+                if isinstance(name, str) and name:
+                    layer = name
+                yield from _judge_object(node, layer)
+                if node.get("class_name") == "Lambda":
+                    continue  # reported as a whole; its function is the code already named
+            stack.extend((v, depth + 1, layer) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1, layer) for v in node if isinstance(v, dict | list))
+
+
+def _module_root(module: str) -> str:
+    return module.strip().split(".", 1)[0]
+
+
+def _is_keras_module(module: str) -> bool:
+    module = module.strip()
+    return _module_root(module) in KERAS_MODULE_ROOTS or module.startswith(KERAS_MODULE_PREFIXES)
+
+
+def _judge_object(obj: dict[str, Any], layer: str) -> Iterator[_Judgement]:
+    class_name = obj.get("class_name")
+    module = obj.get("module")
+    registered = obj.get("registered_name")
+    config = obj.get("config")
+    where = f" (in layer {layer!r})" if layer else ""
+    detail: dict[str, Any] = {"class_name": class_name, "module": module, "layer": layer}
+    if not isinstance(class_name, str):
+        yield _Judgement(
+            RuleId.MALFORMED, Severity.MEDIUM, f"Keras object with a non-string class_name{where}"
+        )
+        return
+    if class_name == "Lambda":
+        kind = _lambda_kind(config)
+        yield _Judgement(
+            RuleId.CODE_EXEC,
+            Severity.CRITICAL,
+            f"Keras Lambda layer {layer!r} runs {kind} when the model is loaded or called",
+            detail,
+        )
+        return
+    if class_name == "__lambda__":
+        yield _Judgement(
+            RuleId.CODE_EXEC,
+            Severity.CRITICAL,
+            f"serialized Python lambda (marshalled bytecode){where}",
+            detail,
+        )
+        return
+    if class_name in KERAS_VALUE_MARKERS:
+        return
+    if class_name in ("TFOpLambda", "SlicingOpLambda"):
+        fn = config.get("function") if isinstance(config, dict) else None
+        if isinstance(fn, str) and _dangerous_tf_function(fn):
+            yield _Judgement(
+                RuleId.CODE_EXEC,
+                Severity.CRITICAL,
+                f"Keras TF-op layer {layer!r} calls tf.{fn}{where}",
+                detail,
+            )
+        return
+    if class_name == "TFSMLayer":
+        yield _Judgement(
+            RuleId.CODE_UNKNOWN,
+            Severity.HIGH,
+            f"Keras TFSMLayer {layer!r} loads an external SavedModel from "
+            f"{(config or {}).get('filepath') if isinstance(config, dict) else None!r}",
+            detail,
+        )
+        return
+    fn_name = config if class_name in _FUNCTIONAL_CLASS_NAMES and isinstance(config, str) else None
+    names = {class_name, fn_name or "", str(registered or "").rsplit(">", 1)[-1]}
+    if isinstance(module, str):
+        names.add(module.rsplit(".", 1)[-1])
+    dangerous_names = names & KERAS_DANGEROUS_NAMES
+    if dangerous_names:
+        yield _Judgement(
+            RuleId.CODE_EXEC,
+            Severity.CRITICAL,
+            f"Keras config references {sorted(dangerous_names)[0]!r}, which reads/writes files or runs "
+            f"pickled code{where}",
+            detail,
+        )
+        return
+    target = f"{module}.{fn_name or class_name}" if isinstance(module, str) else (fn_name or class_name)
+    if isinstance(module, str) and module.strip():
+        if _module_root(module) in DANGEROUS_MODULE_ROOTS:
+            yield _Judgement(
+                RuleId.CODE_EXEC,
+                Severity.CRITICAL,
+                f"Keras config imports {target!r} from module {module!r} (escapes safe_mode){where}",
+                detail,
+            )
+            return
+        if not _is_keras_module(module):
+            yield _Judgement(
+                RuleId.CODE_UNKNOWN,
+                Severity.HIGH,
+                f"Keras config imports custom object {target!r} (module outside Keras: user code runs "
+                f"on load){where}",
+                detail,
+            )
+            return
+    if isinstance(registered, str) and ">" in registered:
+        package = registered.split(">", 1)[0]
+        if _module_root(package) not in KERAS_MODULE_ROOTS:
+            yield _Judgement(
+                RuleId.CODE_UNKNOWN,
+                Severity.HIGH,
+                f"Keras config uses registered custom object {registered!r}{where}",
+                detail,
+            )
+            return
+    if module is None and class_name not in _FUNCTIONAL_CLASS_NAMES:
+        plain = class_name.rsplit(">", 1)[-1]
+        package = class_name.split(">", 1)[0] if ">" in class_name else ""
+        if plain not in KNOWN_KERAS_CLASSES or (package and _module_root(package) not in KERAS_MODULE_ROOTS):
+            yield _Judgement(
+                RuleId.CODE_UNKNOWN,
+                Severity.HIGH,
+                f"Keras config uses class {class_name!r}, which is not a Keras built-in (custom code){where}",
+                detail,
+            )
+
+
+def _lambda_kind(config: Any) -> str:
+    if not isinstance(config, dict):
+        return "Python code"
+    fn = config.get("function")
+    if isinstance(fn, dict) and fn.get("class_name") == "__lambda__":
+        return "marshalled Python bytecode"
+    if isinstance(fn, list):
+        return "marshalled Python bytecode"
+    if isinstance(fn, str):
+        return f"the Python function {config.get('module') or '?'}.{fn}"
+    if isinstance(fn, dict):
+        return f"the Python function {fn.get('module') or '?'}.{fn.get('config') or fn.get('class_name')}"
+    return "Python code"
+
+
+def _dangerous_tf_function(fn: str) -> bool:
+    """tf.* functions a TF-op layer may call that touch files, run Python or bypass the graph."""
+    fn = fn.strip()
+    prefixes = ("io.", "compat.v1.io.", "raw_ops.", "py_function", "numpy_function", "compat.v1.py_func")
+    prefixes += ("debugging.", "summary.", "saved_model.", "data.", "compat.v1.gfile", "print")
+    return fn.startswith(prefixes) or fn in ("py_func", "load_op_library", "load_library")
+
+
+# -- .keras zip ------------------------------------------------------------------------------------------
+def sniff_keras(head: bytes, stream: BinaryIO) -> bool:
+    """A zip whose central directory lists config.json and metadata.json at its root."""
+    if head[:4] != b"PK\x03\x04":
+        return False
+    stream.seek(0, io.SEEK_END)
+    size = stream.tell()
+    found = find_eocd(stream, size)
+    if found is None:
+        return False
+    eocd_pos, record = found
+    _sig, _d, _cd, _n, _total, cd_size, _cd_offset, _clen = struct.unpack("<4sHHHHIIH", record)
+    if cd_size > eocd_pos or cd_size > (4 << 20):
+        return False
+    stream.seek(eocd_pos - cd_size)
+    cd = stream.read(cd_size)
+    names: set[bytes] = set()
+    pos = 0
+    while pos + 46 <= len(cd) and cd[pos : pos + 4] == b"PK\x01\x02" and len(names) < 4096:
+        nlen, xlen, mlen = struct.unpack("<HHH", cd[pos + 28 : pos + 34])
+        names.add(cd[pos + 46 : pos + 46 + nlen])
+        pos += 46 + nlen + xlen + mlen
+    return CONFIG_MEMBER.encode() in names and METADATA_MEMBER.encode() in names
+
+
+@register(Format.KERAS, sniff=sniff_keras, priority=90)
+def scan_keras(stream: BinaryIO, ctx: ScanContext) -> None:
+    """Every member scanned as an archive member; config.json walked; metadata.json recorded."""
+    listing = scan_zip_archive(stream, ctx, what="Keras archive")
+    configs = [e for e in listing.entries if e.name == CONFIG_MEMBER]
+    if not configs:  # the sniffer saw it in the central directory, the structural read did not
+        ctx.add(RuleId.MALFORMED, Severity.HIGH, "Keras archive without a readable config.json")
+        return
+    for entry in configs:  # duplicates were already reported; judge every copy
+        config = _read_json_member(stream, entry, ctx)
+        if config is not None:
+            judge_config(config, ctx, member=CONFIG_MEMBER)
+    for entry in listing.entries:
+        if entry.name == METADATA_MEMBER:
+            metadata = _read_json_member(stream, entry, ctx)
+            if isinstance(metadata, dict) and isinstance(metadata.get("keras_version"), str):
+                ctx.set_metadata("keras_version", metadata["keras_version"])
+
+
+def _read_json_member(stream: BinaryIO, entry: ZipEntry, ctx: ScanContext) -> Any:
+    limit = ctx.limits.max_metadata_bytes
+    if entry.uncompressed_size > limit:
+        ctx.incomplete(f"Keras {entry.name} is {entry.uncompressed_size} bytes, over the metadata limit")
+        return None
+    content = open_zip_member(stream, entry, ctx)
+    if content is None:
+        return None
+    with content:
+        raw = content.read(limit + 1)
+    return _parse_json(raw, ctx, what=f"Keras {entry.name}", member=entry.name)
+
+
+def _parse_json(raw: bytes | str, ctx: ScanContext, *, what: str, member: str | None = None) -> Any:
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        ctx.add(RuleId.MALFORMED, Severity.HIGH, f"{what} is not valid JSON: {exc}", member=member)
+        ctx.incomplete(f"{what} could not be checked for code")
+        return None
+
+
+# -- HDF5 (.h5) ------------------------------------------------------------------------------------------
+class HDF5Error(Exception):
+    pass
+
+
+UNDEFINED = 0xFFFFFFFFFFFFFFFF
+
+
+@dataclass
+class RootAttributes:
+    strings: dict[str, list[str]] = field(default_factory=dict)  # string-typed attributes
+    others: list[str] = field(default_factory=list)  # names of attributes of other types
+    dense: bool = False  # dense attribute storage present (not read)
+    unreadable: list[str] = field(default_factory=list)  # attributes we could not decode
+
+
+class HDF5Reader:
+    """Just enough HDF5 to read the root group's attributes, with every offset bounds-checked."""
+
+    def __init__(self, stream: BinaryIO, *, max_value: int) -> None:
+        self.stream = stream
+        stream.seek(0, io.SEEK_END)
+        self.size = stream.tell()
+        self.max_value = max_value
+        self.base = 0
+        self.offset_size = 8
+        self.length_size = 8
+        self.superblock = self._find_superblock()
+
+    def _read(self, offset: int, n: int) -> bytes:
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise HDF5Error(f"read of {n} bytes at {offset} is outside the file ({self.size} bytes)")
+        self.stream.seek(offset)
+        data = self.stream.read(n)
+        if len(data) != n:
+            raise HDF5Error("short read")
+        return data
+
+    def _uint(self, data: bytes, pos: int, width: int) -> int:
+        if pos + width > len(data):
+            raise HDF5Error("field runs past its structure")
+        return int.from_bytes(data[pos : pos + width], "little")
+
+    def _addr(self, value: int) -> int:
+        if value == (1 << (8 * self.offset_size)) - 1:
+            return UNDEFINED
+        return self.base + value
+
+    def _find_superblock(self) -> int:
+        offset = 0
+        while offset + 8 <= self.size:
+            if self._read(offset, 8) == HDF5_SIGNATURE:
+                return offset
+            offset = 512 if offset == 0 else offset * 2
+            if offset > 64 * 1024 * 1024:
+                break
+        raise HDF5Error("no HDF5 superblock signature")
+
+    def root_object_header(self) -> int:
+        sb = self._read(self.superblock, min(128, self.size - self.superblock))
+        version = sb[8]
+        if version in (0, 1):
+            self.offset_size, self.length_size = sb[13], sb[14]
+            if self.offset_size not in (2, 4, 8) or self.length_size not in (2, 4, 8):
+                raise HDF5Error("bad offset/length sizes")
+            pos = 24 if version == 0 else 28
+            o = self.offset_size
+            self.base = self._uint(sb, pos, o)
+            pos += 4 * o  # base, free-space, end-of-file, driver info
+            pos += o  # root symbol table entry: link name offset
+            return self._addr(self._uint(sb, pos, o))
+        if version in (2, 3):
+            self.offset_size, self.length_size = sb[9], sb[10]
+            if self.offset_size not in (2, 4, 8) or self.length_size not in (2, 4, 8):
+                raise HDF5Error("bad offset/length sizes")
+            o = self.offset_size
+            self.base = self._uint(sb, 12, o)
+            return self._addr(self._uint(sb, 12 + 3 * o, o))
+        raise HDF5Error(f"unsupported superblock version {version}")
+
+    # -- object headers ------------------------------------------------------------------------
+    def messages(self, address: int) -> Iterator[tuple[int, bytes]]:
+        """(type, body) of every message in an object header, following continuation blocks."""
+        if address == UNDEFINED:
+            raise HDF5Error("root group has no object header")
+        first = self._read(address, 16)
+        pending: list[tuple[int, int, int]] = []  # (offset, length, version)
+        if first[:4] == b"OHDR":
+            flags = first[5]
+            pos = address + 6 + (16 if flags & 0x20 else 0) + (4 if flags & 0x10 else 0)
+            width = 1 << (flags & 3)
+            chunk0 = int.from_bytes(self._read(pos, width), "little")
+            pending.append((pos + width, chunk0, 2))
+            self._v2_flags = flags
+        elif first[0] == 1:
+            header_size = self._uint(first, 8, 4)
+            pending.append((address + 16, header_size, 1))
+        else:
+            raise HDF5Error(f"unknown object header version {first[0]}")
+        visited: set[int] = set()
+        total = 0
+        while pending:
+            offset, length, version = pending.pop(0)
+            if offset in visited or len(visited) > 256:
+                raise HDF5Error("object header continuation loop")
+            visited.add(offset)
+            if length > self.max_value + 65536:
+                raise HDF5Error(f"object header block of {length} bytes")
+            block = self._read(offset, length)
+            for mtype, body in self._block_messages(block, version):
+                total += 1
+                if total > 65536:
+                    raise HDF5Error("too many object header messages")
+                if mtype == 0x10:  # continuation
+                    o, ln = self.offset_size, self.length_size
+                    cont = self._addr(self._uint(body, 0, o))
+                    clen = self._uint(body, o, ln)
+                    if version == 2:
+                        if self._read(cont, 4) != b"OCHK":
+                            raise HDF5Error("continuation block without OCHK signature")
+                        pending.append((cont + 4, clen - 8, 2))
+                    else:
+                        pending.append((cont, clen, 1))
+                else:
+                    yield mtype, body
+
+    def _block_messages(self, block: bytes, version: int) -> Iterator[tuple[int, bytes]]:
+        pos = 0
+        if version == 1:
+            while pos + 8 <= len(block):
+                mtype, size = struct.unpack_from("<HH", block, pos)
+                body = block[pos + 8 : pos + 8 + size]
+                if len(body) != size:
+                    raise HDF5Error("object header message runs past its block")
+                yield mtype, body
+                pos += 8 + size
+            return
+        track_order = bool(getattr(self, "_v2_flags", 0) & 0x04)
+        head = 6 if track_order else 4
+        while pos + head <= len(block):
+            mtype = block[pos]
+            size = struct.unpack_from("<H", block, pos + 1)[0]
+            body = block[pos + head : pos + head + size]
+            if len(body) != size:
+                raise HDF5Error("object header message runs past its block")
+            yield mtype, body
+            pos += head + size
+
+    # -- attributes ----------------------------------------------------------------------------
+    def root_attributes(self) -> RootAttributes:
+        attrs = RootAttributes()
+        for mtype, body in self.messages(self.root_object_header()):
+            if mtype == 0x0C:
+                self._attribute(body, attrs)
+            elif mtype == 0x15:  # attribute info: dense storage when the fractal heap address is defined
+                flags = body[1] if len(body) > 1 else 0
+                pos = 2 + (2 if flags & 1 else 0)
+                if self._addr(self._uint(body, pos, self.offset_size)) != UNDEFINED:
+                    attrs.dense = True
+        return attrs
+
+    def _attribute(self, body: bytes, attrs: RootAttributes) -> None:
+        if len(body) < 8:
+            raise HDF5Error("attribute message too short")
+        version, flags = body[0], body[1]
+        name_size, type_size, space_size = struct.unpack_from("<HHH", body, 2)
+        if version == 1:
+            pad = lambda n: (n + 7) & ~7  # noqa: E731 - v1 pads each part to 8 bytes
+            pos = 8
+        elif version in (2, 3):
+            pad = lambda n: n  # noqa: E731
+            pos = 8 if version == 2 else 9
+        else:
+            raise HDF5Error(f"attribute message version {version}")
+        name = body[pos : pos + name_size].split(b"\x00", 1)[0].decode("utf-8", errors="replace")
+        pos += pad(name_size)
+        dtype = body[pos : pos + type_size]
+        pos += pad(type_size)
+        space = body[pos : pos + space_size]
+        pos += pad(space_size)
+        data = body[pos:]
+        if flags & 0x03 and version >= 2:
+            attrs.unreadable.append(name)  # shared datatype/dataspace: stored elsewhere
+            return
+        count = self._element_count(space)
+        values = self._strings(dtype, data, count)
+        if values is None:
+            attrs.others.append(name)
+        else:
+            attrs.strings[name] = values
+
+    def _element_count(self, space: bytes) -> int:
+        if len(space) < 2:
+            raise HDF5Error("dataspace too short")
+        version, rank = space[0], space[1]
+        if version == 1:
+            pos = 8
+        elif version == 2:
+            if len(space) > 3 and space[3] == 2:
+                return 0  # null dataspace
+            pos = 4
+        else:
+            raise HDF5Error(f"dataspace version {version}")
+        count = 1
+        for i in range(rank):
+            count *= self._uint(space, pos + i * self.length_size, self.length_size)
+        return count
+
+    def _strings(self, dtype: bytes, data: bytes, count: int) -> list[str] | None:
+        """String values (fixed or variable length) of an attribute; None for other types."""
+        if len(dtype) < 8:
+            raise HDF5Error("datatype too short")
+        cls = dtype[0] & 0x0F
+        size = self._uint(dtype, 4, 4)
+        count = min(count, 64)
+        if cls == 3:  # fixed-length string
+            out = []
+            for i in range(count):
+                chunk = data[i * size : (i + 1) * size]
+                out.append(chunk.split(b"\x00", 1)[0].decode("utf-8", errors="replace"))
+            return out
+        if cls == 9 and (dtype[1] & 0x0F) == 1:  # variable-length string: global heap references
+            out = []
+            ref = 4 + self.offset_size + 4
+            for i in range(count):
+                item = data[i * ref : (i + 1) * ref]
+                if len(item) != ref:
+                    raise HDF5Error("variable-length string reference truncated")
+                length = self._uint(item, 0, 4)
+                heap = self._addr(self._uint(item, 4, self.offset_size))
+                index = self._uint(item, 4 + self.offset_size, 4)
+                out.append(self._global_heap_object(heap, index, length).decode("utf-8", errors="replace"))
+            return out
+        return None
+
+    def _global_heap_object(self, address: int, index: int, length: int) -> bytes:
+        if length > self.max_value:
+            raise HDF5Error(f"attribute string of {length} bytes is over the metadata limit")
+        header = self._read(address, 8 + self.length_size)
+        if header[:4] != b"GCOL":
+            raise HDF5Error("global heap collection signature missing")
+        collection_size = self._uint(header, 8, self.length_size)
+        end = address + collection_size
+        pos = address + 8 + self.length_size
+        objects = 0
+        while pos + 8 + self.length_size <= min(end, self.size):
+            objects += 1
+            if objects > 1_000_000:
+                raise HDF5Error("global heap has too many objects")
+            head = self._read(pos, 8 + self.length_size)
+            obj_index = self._uint(head, 0, 2)
+            obj_size = self._uint(head, 8, self.length_size)
+            if obj_index == 0:
+                break  # free space: the end of the objects
+            if obj_index == index:
+                if obj_size < length:
+                    raise HDF5Error("global heap object shorter than its reference")
+                return self._read(pos + 8 + self.length_size, length)
+            pos += 8 + self.length_size + ((obj_size + 7) & ~7)
+        raise HDF5Error(f"global heap object {index} not found")
+
+
+def sniff_hdf5(head: bytes, stream: BinaryIO) -> bool:
+    """HDF5 signature at 0 or at a user-block offset (512, 1024, ...), as the HDF5 library searches."""
+    if head[:8] == HDF5_SIGNATURE:
+        return True
+    offset = 512
+    stream.seek(0, io.SEEK_END)
+    size = stream.tell()
+    while offset + 8 <= min(size, 64 * 1024 * 1024):
+        stream.seek(offset)
+        if stream.read(8) == HDF5_SIGNATURE:
+            return True
+        offset *= 2
+    return False
+
+
+@register(Format.KERAS_H5, sniff=sniff_hdf5, priority=80)
+def scan_hdf5(stream: BinaryIO, ctx: ScanContext) -> None:
+    """Root attributes `model_config`/`training_config` walked as Keras configs; weights never read."""
+    try:
+        reader = HDF5Reader(stream, max_value=ctx.limits.max_metadata_bytes)
+        attrs = reader.root_attributes()
+    except (HDF5Error, struct.error, IndexError, ValueError) as exc:
+        ctx.add(RuleId.MALFORMED, Severity.HIGH, f"HDF5 structure not understood: {exc}")
+        ctx.incomplete("HDF5 root attributes could not be read, so a Keras config in them was not checked")
+        return
+    if attrs.dense:
+        ctx.incomplete("HDF5 root group keeps attributes in dense storage, which the scanner does not read")
+    for name in attrs.unreadable:
+        ctx.incomplete(f"HDF5 root attribute {name!r} uses a shared datatype the scanner does not read")
+    if reader.superblock:
+        ctx.add(
+            RuleId.MALFORMED,
+            Severity.MEDIUM,
+            f"HDF5 file has a {reader.superblock}-byte user block before the HDF5 data (a polyglot)",
+        )
+    found = False
+    for key in ("model_config", "training_config"):
+        for raw in attrs.strings.get(key, []):
+            found = True
+            config = _parse_json(raw, ctx, what=f"HDF5 attribute {key}")
+            if config is not None:
+                judge_config(config, ctx, member=None)
+    for key in attrs.others:
+        if key in ("model_config", "training_config"):
+            ctx.add(RuleId.MALFORMED, Severity.HIGH, f"HDF5 attribute {key} is not a string")
+    versions = attrs.strings.get("keras_version")
+    if versions:
+        ctx.set_metadata("keras_version", versions[0])
+    if found:
+        ctx.set_metadata("keras_model_config", True)

@@ -92,7 +92,9 @@ TRIGGER_PRESERVING = frozenset(
     }
 )
 ARITHMETIC_MIXERS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean"})
-RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
+RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
+)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -296,7 +298,8 @@ class _Walker:
         graph = Graph()
         if depth > MAX_GRAPH_DEPTH:
             self.ctx.incomplete(
-                f"ONNX subgraphs nested deeper than {MAX_GRAPH_DEPTH}: deeper graphs not scanned", offset=f.offset
+                f"ONNX subgraphs nested deeper than {MAX_GRAPH_DEPTH}: deeper graphs not scanned",
+                offset=f.offset,
             )
             return graph
         for g in self.r.fields(f.offset, f.end):
@@ -445,7 +448,9 @@ class _Walker:
             )
         for graph in self.main_graphs:
             for finding in find_trigger_switches(graph, self.ctx):
-                self.ctx.add(RuleId.BACKDOOR, Severity.HIGH, finding.message, offset=finding.offset, **finding.detail)
+                self.ctx.add(
+                    RuleId.BACKDOOR, Severity.HIGH, finding.message, offset=finding.offset, **finding.detail
+                )
         self.ctx.set_metadata(
             "onnx",
             {

@@ -42,7 +42,7 @@ CHUNK = 1 << 20  # bytes read per refill
 GUARD = 64  # while not at EOF, keep this many bytes ahead of `pos`: every fixed-size argument fits
 MAX_SHORT = 256  # strings up to this many bytes are kept as values (they may feed STACK_GLOBAL)
 MAX_ITEMS = 64  # tuples/lists/dicts are tracked while this small (shapes, dtype states, persistent ids)
-MAX_LIST_ITEMS = 1 << 16  # lists may grow further (legacy torch storage key lists)
+MAX_LIST_ITEMS = 1 << 14  # lists of plain strings/ints may grow further (legacy torch storage keys)
 MAX_LINE = 1 << 16  # protocol 0 text arguments (GLOBAL module/name, GET/PUT indexes) we keep
 MAX_DECOMPILE_BYTES = 2 << 20  # fickling only runs on flagged pickles up to this size
 MAX_DECOMPILE_CHARS = 2048
@@ -75,7 +75,7 @@ VALID_OPCODES = frozenset(OPCODE_NAMES)
 # A tuple built only from inert scalars (ints, floats, None, bools, memo GETs), optionally memoized.
 # Dense pickles (lists of records) are mostly these; matching one in C is much cheaper than walking
 # its 5-10 opcodes in Python. The raw bytes are kept so a hook can still decode the tuple later.
-_FAST_TUPLE = re.compile(rb"\((?:K.|M..|J....|G.{8}|N|\x88|\x89|\)|h.|j....)*t(\x94)?", re.DOTALL)
+_FAST_TUPLE = re.compile(rb"\((?:K.|M..|J....|G.{8}|N|\x88|\x89|\)|h.|j....|\x95.{8})*t(\x94)?", re.DOTALL)
 
 
 class Opaque:
@@ -115,29 +115,15 @@ class Call:
 
 
 class TList(list):  # type: ignore[type-arg]
-    """A list we track while it is small; `full` once items were dropped."""
+    """A list we track while it is small; `full` once items were dropped (no __init__: cheap to make)."""
 
-    __slots__ = ("full",)
-
-    def __init__(self, items: Any = ()) -> None:
-        super().__init__(items)
-        self.full = False
+    full = False
 
 
 class TDict(dict):  # type: ignore[type-arg]
     """A dict we track while it is small; `full` once items were dropped."""
 
-    __slots__ = ("full",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.full = False
-
-
-class FastTuple(bytes):
-    """A tuple matched by the fast path: its raw opcode bytes, decoded only if someone asks."""
-
-    __slots__ = ()
+    full = False
 
 
 @dataclass
@@ -173,7 +159,6 @@ class WalkResult:
     imports: dict[str, ImportRecord] = field(default_factory=dict)
     value: Any = None  # what STOP returned (symbolically)
     persistent_ids: list[Any] = field(default_factory=list)
-    opcodes: int = 0
     aborted: bool = False  # a limit stopped the walk (already reported as incomplete)
 
     @property
@@ -202,10 +187,6 @@ class _Stop(Exception):
         super().__init__(message)
         self.offset = offset
         self.limit = limit
-
-
-def _decode_str(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogatepass")
 
 
 def _parse_int_line(raw: bytes) -> Any:
@@ -271,8 +252,8 @@ def as_tuple(value: Any) -> tuple[Any, ...] | None:
     """A tracked tuple value, whichever path built it."""
     if type(value) is tuple:
         return value
-    if type(value) is FastTuple:
-        return decode_fast_tuple(value)
+    if type(value) is bytearray:  # the fast path's raw opcodes (nothing else leaves a bytearray)
+        return decode_fast_tuple(bytes(value))
     return None
 
 
@@ -344,15 +325,15 @@ class PickleWalker:
         return Global("<copyreg extension>", str(code), record)
 
     # -- the walk --------------------------------------------------------------------------------
-    def walk(self, start: int, end: int, *, max_opcodes: int | None = None) -> WalkResult:
+    def walk(self, start: int, end: int, *, trial: bool = False) -> WalkResult:
         """Walk one pickle from `start` until STOP (or an error) without reading past `end`.
 
-        With `max_opcodes` the walk is a trial (used by the sniffer): it ends quietly after that many.
+        A `trial` walk (the sniffer's) runs no format hooks.
         """
         result = WalkResult(start=start, end=start, stopped=False)
-        self.trial = max_opcodes is not None
+        self.trial = trial
         try:
-            self._walk(result, start, end, max_opcodes)
+            self._walk(result, start, end)
         except _Stop as stop:
             result.error = str(stop)
             result.error_offset = stop.offset
@@ -364,7 +345,8 @@ class PickleWalker:
         self.stream.seek(offset)
         return self.stream.read(min(CHUNK, end - offset))
 
-    def _walk(self, result: WalkResult, start: int, end: int, max_opcodes: int | None) -> None:
+    def _walk(self, result: WalkResult, start: int, end: int) -> None:
+        """The hot loop. Locals only (no closures over loop state): this runs once per opcode."""
         ctx = self.ctx
         fill = self._fill
         base = start
@@ -377,114 +359,21 @@ class PickleWalker:
         marks: list[int] = []
         floor = 0  # stack items below the innermost MARK are out of reach (the unpickler's fence)
         memo: dict[int, Any] = {}
-        dense = 0  # memo keys 0..dense-1 exist
-        sparse: set[int] = set()  # other memo keys that exist
-        memo_full = False
+        memo_get_ = memo.get
+        self._sparse = set()
+        self._memo_full = False
+        dense = 0  # memo keys 0..dense-1 exist; self._sparse holds any others
+        slow_memo = False  # sparse keys exist or the memo is full: take the careful path
         max_memo = self.max_memo
         max_stack = self.max_stack
         frame_end = -1
-        opcodes = 0
-        budget = max_opcodes if max_opcodes is not None else -1
         fast_match = _FAST_TUPLE.match
-        keep_calls = _KEEP_CALLS
+        bytes_ = bytes
         str_ = str
         global_ = Global
         call_ = Call
-
-        def underflow(op: int, at: int) -> _Stop:
-            name = OPCODE_NAMES.get(op, hex(op))
-            below = " (items below the MARK are out of reach)" if marks else ""
-            return _Stop(f"stack underflow at {name}{below}: a real unpickler fails here", at)
-
-        def memo_put(key: int, value: Any, at: int) -> None:
-            nonlocal dense, memo_full
-            if key < 0:
-                raise _Stop("negative memo index", at)
-            if key >= dense and key not in sparse:
-                if key == dense:
-                    dense += 1
-                    while dense in sparse:
-                        sparse.discard(dense)
-                        dense += 1
-                else:
-                    if len(sparse) >= max_memo:
-                        raise _Stop(f"memo over {max_memo} scattered entries", at, limit=True)
-                    sparse.add(key)
-            t = type(value)
-            if t is str_ or t is global_ or (t is call_ and value.keep):
-                if len(memo) >= max_memo and key not in memo:
-                    if not memo_full:
-                        memo_full = True
-                        ctx.incomplete(
-                            f"pickle memo holds more than {max_memo} strings/globals: later memo lookups "
-                            "are not traced (raise Limits.max_pickle_memo to trace them)",
-                            offset=at,
-                        )
-                    memo.pop(key, None)
-                else:
-                    memo[key] = value
-            else:
-                memo.pop(key, None)
-
-        def memo_get(key: int, at: int) -> Any:
-            if key in memo:
-                return memo[key]
-            if (0 <= key < dense) or key in sparse or memo_full:
-                return None
-            raise _Stop(f"memo index {key} read before it was written: a real unpickler fails here", at)
-
-        def pop_mark(at: int, op: int) -> list[Any]:
-            nonlocal floor
-            if not marks:
-                raise _Stop(f"{OPCODE_NAMES[op]} without a MARK: a real unpickler fails here", at)
-            m = marks.pop()
-            items = stack[m:]
-            del stack[m:]
-            floor = marks[-1] if marks else 0
-            return items
-
-        def line(at_pos: int) -> tuple[bytes, int] | None:
-            """The newline-terminated argument starting at buf[at_pos]; None means refill and retry."""
-            nl = buf.find(b"\n", at_pos, at_pos + MAX_LINE + 1)
-            if nl >= 0:
-                return buf[at_pos:nl], nl + 1
-            if not eof and len(buf) - at_pos <= MAX_LINE:
-                return None
-            if eof and len(buf) - at_pos <= MAX_LINE:
-                raise _Stop("pickle truncated inside a text argument", base + at_pos)
-            return b"", -1  # a line longer than MAX_LINE
-
-        def long_line(at_abs: int) -> int:
-            """Skip a text argument longer than MAX_LINE; return the offset after its newline."""
-            offset = at_abs
-            while offset < end:
-                ctx.check()
-                self.stream.seek(offset)
-                chunk = self.stream.read(min(CHUNK, end - offset))
-                if not chunk:
-                    break
-                nl = chunk.find(b"\n")
-                if nl >= 0:
-                    return offset + nl + 1
-                offset += len(chunk)
-            raise _Stop("pickle truncated inside a text argument", at_abs)
-
-        def tracked(items: list[Any]) -> Any:
-            return tuple(items) if len(items) <= MAX_ITEMS else None
-
-        def called(func: Any, how: str) -> None:
-            if type(func) is global_ and func.record is not None:
-                func.record.called(how)
-
-        def make_call(func: Any, args: Any) -> Call:
-            keep = False
-            if type(func) is global_ and func.record is not None:
-                keep = (
-                    func.record.judgement.verdict is not GlobalVerdict.ALLOW
-                    or func.record.qualified in keep_calls
-                )
-            return call_(func, args, keep)
-
+        tlist = TList
+        tdict = TDict
         try:
             while True:
                 if pos >= guard:
@@ -505,143 +394,136 @@ class PickleWalker:
                         continue
                     if pos >= len(buf):
                         raise _Stop("pickle ends without STOP (truncated or cut short)", base + pos)
-                if budget >= 0:
-                    if opcodes >= budget:
-                        result.end = base + pos
-                        result.opcodes = opcodes
-                        return
-                opcodes += 1
                 op = buf[pos]
-                try:
-                    # ---- the common opcodes first (dense data) ------------------------------------------
-                    if op == 0x4B:  # BININT1
-                        push(buf[pos + 1])
-                        pos += 2
-                    elif op == 0x94:  # MEMOIZE
-                        if len(stack) <= floor:
-                            raise underflow(op, base + pos)
-                        if sparse or memo_full:
-                            memo_put(dense + len(sparse), stack[-1], base + pos)
-                        else:
-                            v = stack[-1]
-                            t = type(v)
-                            if t is str_ or t is global_ or (t is call_ and v.keep):
-                                memo_put(dense, v, base + pos)
+                # ---- the common opcodes first (dense data) ----------------------------------------
+                if op < 0x80:  # protocol 0/1 opcodes, most frequent first
+                    if op == 0x4B or op == 0x4D or op == 0x4A:  # BININT1/2/4, usually a run of them
+                        while True:
+                            if op == 0x4B:
+                                push(buf[pos + 1])
+                                pos += 2
+                            elif op == 0x4D:
+                                push(buf[pos + 1] | buf[pos + 2] << 8)
+                                pos += 3
+                            elif op == 0x4A:
+                                push(_i4(buf, pos + 1)[0])
+                                pos += 5
                             else:
-                                dense += 1
-                        pos += 1
+                                break
+                            if pos >= guard:
+                                break
+                            op = buf[pos]
                     elif op == 0x28:  # MARK
-                        m = fast_match(buf, pos) if not (sparse or memo_full) else None
-                        if m is not None:
+                        m = fast_match(buf, pos)
+                        if m is not None and not slow_memo:
                             pos2 = m.end()
-                            push(FastTuple(buf[pos:pos2]))
+                            push(bytearray(buf[pos:pos2]))  # a bytearray on the stack = an inert tuple
                             if m.group(1) is not None:
                                 dense += 1
-                            opcodes += 1
                             pos = pos2
                         else:
                             marks.append(len(stack))
                             floor = len(stack)
                             pos += 1
-                    elif op == 0x68:  # BINGET
-                        push(memo_get(buf[pos + 1], base + pos))
-                        pos += 2
-                    elif op == 0x8C:  # SHORT_BINUNICODE
-                        n = buf[pos + 1]
-                        stop = pos + 2 + n
-                        if stop > len(buf):
-                            if not eof:
-                                guard = pos
-                                opcodes -= 1
-                                continue
-                            raise _Stop("pickle truncated inside a string", base + pos)
-                        push(_decode_str(buf[pos + 2 : stop]))
-                        pos = stop
-                    elif op == 0x71:  # BINPUT
+                    elif op == 0x68 or op == 0x6A:  # BINGET / LONG_BINGET
+                        if op == 0x68:
+                            k = buf[pos + 1]
+                            pos += 2
+                        else:
+                            k = _u4(buf, pos + 1)[0]
+                            pos += 5
+                        v = memo_get_(k)
+                        if v is None and k >= dense:
+                            v = self._memo_missing(k, base + pos)
+                        push(v)
+                    elif op == 0x71 or op == 0x72:  # BINPUT / LONG_BINPUT
                         if len(stack) <= floor:
-                            raise underflow(op, base + pos)
-                        memo_put(buf[pos + 1], stack[-1], base + pos)
-                        pos += 2
-                    elif op == 0x4D:  # BININT2
-                        push(_u2(buf, pos + 1)[0])
-                        pos += 3
-                    elif op == 0x4A:  # BININT
-                        push(_i4(buf, pos + 1)[0])
-                        pos += 5
+                            raise _underflow(op, base + pos, marks)
+                        k = buf[pos + 1] if op == 0x71 else _u4(buf, pos + 1)[0]
+                        dense = self._memo_put(memo, k, stack[-1], dense, base + pos)
+                        slow_memo = bool(self._sparse) or self._memo_full
+                        pos += 2 if op == 0x71 else 5
+                    elif op == 0x74:  # TUPLE
+                        if not marks:
+                            raise _Stop("TUPLE without a MARK: a real unpickler fails here", base + pos)
+                        m0 = marks.pop()
+                        floor = marks[-1] if marks else 0
+                        t3 = tuple(stack[m0:]) if len(stack) - m0 <= MAX_ITEMS else None
+                        del stack[m0:]
+                        push(t3)
+                        pos += 1
+                    elif op == 0x65 or op == 0x75 or op == 0x90:  # APPENDS / SETITEMS / ADDITEMS
+                        if not marks:
+                            raise _Stop(
+                                f"{OPCODE_NAMES[op]} without a MARK: a real unpickler fails here", base + pos
+                            )
+                        m0 = marks.pop()
+                        floor = marks[-1] if marks else 0
+                        if m0 <= floor:
+                            raise _underflow(op, base + pos, marks)
+                        items = stack[m0:]
+                        del stack[m0:]
+                        target = stack[-1]
+                        tt = type(target)
+                        if op == 0x65 and tt is tlist:
+                            if not target.full:
+                                _extend(target, items)
+                        elif op == 0x75:
+                            if len(items) % 2:
+                                raise _Stop("SETITEMS with an odd number of items", base + pos)
+                            if tt is tdict:
+                                for i in range(0, len(items), 2):
+                                    _setitem(target, items[i], items[i + 1])
+                            elif tt is global_ or tt is call_:
+                                _called(target, "SETITEMS")
+                        elif tt is global_ or tt is call_:
+                            _called(target, OPCODE_NAMES[op])
+                        pos += 1
                     elif op == 0x47:  # BINFLOAT
                         push(None)
                         pos += 9
                     elif op == 0x4E:  # NONE
                         push(None)
                         pos += 1
-                    elif op == 0x88 or op == 0x89:  # NEWTRUE / NEWFALSE
-                        push(op == 0x88)
-                        pos += 1
-                    elif op == 0x74:  # TUPLE
-                        push(tracked(pop_mark(base + pos, op)))
-                        pos += 1
-                    elif 0x85 <= op <= 0x87:  # TUPLE1..3
-                        n = op - 0x84
-                        if len(stack) - n < floor:
-                            raise underflow(op, base + pos)
-                        t3 = tuple(stack[-n:])
-                        del stack[-n:]
-                        push(t3)
-                        pos += 1
-                    elif op == 0x65 or op == 0x75 or op == 0x90:  # APPENDS / SETITEMS / ADDITEMS
-                        items = pop_mark(base + pos, op)
-                        if len(stack) <= floor:
-                            raise underflow(op, base + pos)
-                        target = stack[-1]
-                        tt = type(target)
-                        if op == 0x65 and tt is TList:
-                            if len(target) + len(items) <= MAX_LIST_ITEMS:
-                                target.extend(items)
-                            else:
-                                target.full = True
-                        elif op == 0x75:
-                            if len(items) % 2:
-                                raise _Stop("SETITEMS with an odd number of items", base + pos)
-                            if tt is TDict:
-                                for i in range(0, len(items), 2):
-                                    self._setitem(target, items[i], items[i + 1])
-                            elif tt is global_ or tt is call_:
-                                called(target if tt is global_ else target.func, "SETITEMS")
-                        elif tt is global_ or tt is call_:
-                            called(target if tt is global_ else target.func, OPCODE_NAMES[op])
-                        pos += 1
-                    elif op == 0x6A:  # LONG_BINGET
-                        push(memo_get(_u4(buf, pos + 1)[0], base + pos))
-                        pos += 5
-                    elif op == 0x72:  # LONG_BINPUT
-                        if len(stack) <= floor:
-                            raise underflow(op, base + pos)
-                        memo_put(_u4(buf, pos + 1)[0], stack[-1], base + pos)
-                        pos += 5
                     elif op == 0x5D:  # EMPTY_LIST
-                        push(TList())
+                        push(tlist())
                         pos += 1
                     elif op == 0x7D:  # EMPTY_DICT
-                        push(TDict())
+                        push(tdict())
                         pos += 1
                     elif op == 0x29:  # EMPTY_TUPLE
                         push(())
                         pos += 1
-                    elif op == 0x58 or op == 0x42 or op == 0x8D or op == 0x8E or op == 0x96 or op == 0x54:
-                        # BINUNICODE / BINBYTES / BINUNICODE8 / BINBYTES8 / BYTEARRAY8 / BINSTRING
-                        if op == 0x8D or op == 0x8E or op == 0x96:
-                            n = _u8(buf, pos + 1)[0]
-                            hdr = 9
-                        elif op == 0x54:
-                            n = _i4(buf, pos + 1)[0]
-                            hdr = 5
-                            if n < 0:
-                                raise _Stop("BINSTRING with a negative length", base + pos)
-                        else:
-                            n = _u4(buf, pos + 1)[0]
-                            hdr = 5
+                    elif op == 0x73:  # SETITEM
+                        if len(stack) - 3 < floor:
+                            raise _underflow(op, base + pos, marks)
+                        value = stack.pop()
+                        key = stack.pop()
+                        target = stack[-1]
+                        tt = type(target)
+                        if tt is tdict:
+                            _setitem(target, key, value)
+                        elif tt is global_ or tt is call_:
+                            _called(target, "SETITEM")
+                        pos += 1
+                    elif op == 0x61:  # APPEND
+                        if len(stack) - 2 < floor:
+                            raise _underflow(op, base + pos, marks)
+                        value = stack.pop()
+                        target = stack[-1]
+                        tt = type(target)
+                        if tt is tlist:
+                            if not target.full:
+                                _extend(target, [value])
+                        elif tt is global_ or tt is call_:
+                            _called(target, "APPEND")
+                        pos += 1
+                    elif op in _PAYLOAD_OPS:  # BINUNICODE, BINBYTES, *8 variants, BYTEARRAY8, BINSTRING
+                        hdr, fmt, textual = _PAYLOAD_OPS[op]
+                        n = fmt(buf, pos + 1)[0]
+                        if n < 0:
+                            raise _Stop(f"{OPCODE_NAMES[op]} with a negative length", base + pos)
                         stop = pos + hdr + n
-                        textual = op in (0x58, 0x8D, 0x54)
                         if base + stop > end:
                             ctx.incomplete(
                                 f"{OPCODE_NAMES[op]} declares {n} bytes but only {end - base - pos - hdr} "
@@ -652,13 +534,12 @@ class PickleWalker:
                         if textual and n <= MAX_SHORT:
                             if stop > len(buf):
                                 guard = pos
-                                opcodes -= 1
                                 continue
                             raw = buf[pos + hdr : stop]
-                            push(raw.decode("latin-1") if op == 0x54 else _decode_str(raw))
+                            push(raw.decode("latin-1") if op == 0x54 else raw)
                             pos = stop
                         else:
-                            push(None if not textual else Opaque(f"a string of {n} bytes"))
+                            push(Opaque(f"a string of {n} bytes") if textual else None)
                             if stop <= len(buf):
                                 pos = stop
                             else:  # skip the payload without reading it
@@ -668,17 +549,229 @@ class PickleWalker:
                                 eof = base + len(buf) >= end
                                 guard = len(buf) if eof else len(buf) - GUARD
                     elif op == 0x43 or op == 0x55:  # SHORT_BINBYTES / SHORT_BINSTRING
-                        n = buf[pos + 1]
-                        stop = pos + 2 + n
+                        stop = pos + 2 + buf[pos + 1]
                         if stop > len(buf):
                             if not eof:
                                 guard = pos
-                                opcodes -= 1
                                 continue
                             raise _Stop("pickle truncated inside a string", base + pos)
                         push(buf[pos + 2 : stop].decode("latin-1") if op == 0x55 else None)
                         pos = stop
-                    elif op == 0x95:  # FRAME
+                    elif op == 0x52 or op == 0x81:  # REDUCE / NEWOBJ: callable, args -> result
+                        if len(stack) - 2 < floor:
+                            raise _underflow(op, base + pos, marks)
+                        args = stack.pop()
+                        func = stack.pop()
+                        _called(func, OPCODE_NAMES[op])
+                        push(self._make_call(func, args))
+                        pos += 1
+                    elif op == 0x62:  # BUILD: obj.__setstate__(state) or attribute updates
+                        if len(stack) - 2 < floor:
+                            raise _underflow(op, base + pos, marks)
+                        state = stack.pop()
+                        target = stack[-1]
+                        tt = type(target)
+                        if tt is call_:
+                            target.state = state
+                            _called(target, "BUILD")
+                            gname = target.global_name
+                            hook = _BUILD_HOOKS.get(gname) if gname is not None and not self.trial else None
+                            if hook is not None:
+                                resume = hook(self, target, base + pos + 1, end)
+                                stack[-1] = None  # the loader replaces the placeholder (e.g. by the array)
+                                base = resume
+                                buf = fill(base, end)
+                                pos = 0
+                                eof = base + len(buf) >= end
+                                guard = len(buf) if eof else len(buf) - GUARD
+                                continue
+                        elif tt is global_:
+                            self._build_on_global(target, base + pos)
+                        pos += 1
+                    elif op == 0x63 or op == 0x69:  # GLOBAL / INST: "module\nname\n"
+                        got = _line(buf, pos + 1, eof, base)
+                        got2 = _line(buf, got[1], eof, base) if got is not None and got[1] >= 0 else got
+                        if got2 is None:
+                            guard = pos
+                            continue
+                        opname = OPCODE_NAMES[op]
+                        if got[1] < 0 or got2[1] < 0:  # type: ignore[index]
+                            raise _Stop(f"{opname} argument longer than {MAX_LINE} bytes", base + pos)
+                        mod_raw, name_raw = got[0], got2[0]  # type: ignore[index]
+                        try:
+                            module, name = mod_raw.decode("utf-8"), name_raw.decode("utf-8")
+                        except UnicodeDecodeError:
+                            module, name = mod_raw.decode("latin-1"), name_raw.decode("latin-1")
+                            self.malformed(f"{opname} module/name are not UTF-8", base + pos)
+                        g = self._import(result, module, name, opname, base + pos)
+                        if op == 0x69:
+                            args, floor = _pop_mark(stack, marks, op, base + pos)
+                            g.record.called("INST")  # type: ignore[union-attr]
+                            push(self._make_call(g, tuple(args) if len(args) <= MAX_ITEMS else None))
+                        else:
+                            push(g)
+                        pos = got2[1]
+                    elif op == 0x2E:  # STOP
+                        if len(stack) <= floor:
+                            raise _underflow(op, base + pos, marks)
+                        result.value = stack[-1]
+                        result.stopped = True
+                        result.end = base + pos + 1
+                        if frame_end > result.end and self._once(f"frame-stop-{result.start}"):
+                            self.malformed(
+                                "STOP comes before the end of the current FRAME: the rest of the frame is "
+                                "data a loader never reads",
+                                base + pos,
+                                Severity.MEDIUM,
+                            )
+                        return
+                    elif op == 0x6F:  # OBJ: MARK cls args... -> cls(*args)
+                        items, floor = _pop_mark(stack, marks, op, base + pos)
+                        if not items:
+                            raise _Stop(
+                                "OBJ without a class after its MARK: a real unpickler fails here", base + pos
+                            )
+                        _called(items[0], "OBJ")
+                        push(self._make_call(items[0], tuple(items[1:]) if len(items) <= MAX_ITEMS else None))
+                        pos += 1
+                    elif op == 0x91 or op == 0x6C or op == 0x64:  # FROZENSET / LIST / DICT
+                        items, floor = _pop_mark(stack, marks, op, base + pos)
+                        if op == 0x6C:
+                            lst = tlist()
+                            _extend(lst, items)
+                            push(lst)
+                        elif op == 0x64:
+                            if len(items) % 2:
+                                raise _Stop("DICT with an odd number of items", base + pos)
+                            d = tdict()
+                            for i in range(0, len(items), 2):
+                                _setitem(d, items[i], items[i + 1])
+                            push(d)
+                        else:
+                            push(None)
+                        pos += 1
+                    elif op == 0x30:  # POP (pops the MARK itself when nothing is above it)
+                        if len(stack) > floor:
+                            stack.pop()
+                        else:
+                            _, floor = _pop_mark(stack, marks, op, base + pos)
+                        pos += 1
+                    elif op == 0x31:  # POP_MARK
+                        _, floor = _pop_mark(stack, marks, op, base + pos)
+                        pos += 1
+                    elif op == 0x32:  # DUP
+                        if len(stack) <= floor:
+                            raise _underflow(op, base + pos, marks)
+                        push(stack[-1])
+                        pos += 1
+                    elif op in _TEXT_OPS:  # INT LONG FLOAT STRING UNICODE PERSID GET PUT: "...\n" arguments
+                        got = _line(buf, pos + 1, eof, base)
+                        if got is None:
+                            guard = pos
+                            continue
+                        raw, after = got
+                        if after < 0:  # longer than MAX_LINE: only data opcodes may be that long
+                            if op in (0x67, 0x70):
+                                raise _Stop(
+                                    f"{OPCODE_NAMES[op]} index longer than {MAX_LINE} bytes", base + pos
+                                )
+                            push(Opaque("a long text argument"))
+                            base = self._skip_line(base + pos + 1, end)
+                            buf = fill(base, end)
+                            pos = 0
+                            eof = base + len(buf) >= end
+                            guard = len(buf) if eof else len(buf) - GUARD
+                            continue
+                        if op == 0x49 or op == 0x4C:
+                            push(_parse_int_line(raw))
+                        elif op == 0x46:
+                            push(None)
+                        elif op == 0x53:
+                            s = _string_line(raw)
+                            if s is None:
+                                raise _Stop(
+                                    "STRING argument is not quoted: a real unpickler fails here", base + pos
+                                )
+                            push(s if len(s) <= MAX_SHORT else Opaque("a long string"))
+                        elif op == 0x56:
+                            s = raw.decode("raw_unicode_escape")
+                            push(s if len(s) <= MAX_SHORT else Opaque("a long string"))
+                        elif op == 0x50:
+                            if len(result.persistent_ids) < MAX_LIST_ITEMS:
+                                result.persistent_ids.append(raw[:MAX_SHORT])
+                            push(None)
+                        else:
+                            idx = _parse_int_line(raw)
+                            if type(idx) is not int:
+                                raise _Stop(f"{OPCODE_NAMES[op]} index is not an integer", base + pos)
+                            if op == 0x67:
+                                v = memo_get_(idx)
+                                push(
+                                    v
+                                    if v is not None or 0 <= idx < dense
+                                    else self._memo_missing(idx, base + pos)
+                                )
+                            else:
+                                if len(stack) <= floor:
+                                    raise _underflow(op, base + pos, marks)
+                                dense = self._memo_put(memo, idx, stack[-1], dense, base + pos)
+                                slow_memo = bool(self._sparse) or self._memo_full
+                        pos = after
+                    elif op == 0x51:  # BINPERSID
+                        if len(stack) <= floor:
+                            raise _underflow(op, base + pos, marks)
+                        pid = stack.pop()
+                        if len(result.persistent_ids) < MAX_LIST_ITEMS:
+                            result.persistent_ids.append(pid)
+                        push(None)
+                        pos += 1
+                    else:
+                        raise _Stop(f"invalid opcode 0x{op:02x}: a real unpickler stops here", base + pos)
+                else:  # protocol 2+ opcodes
+                    if op == 0x94:  # MEMOIZE
+                        if len(stack) <= floor:
+                            raise _underflow(op, base + pos, marks)
+                        v = stack[-1]
+                        t = type(v)
+                        if slow_memo:
+                            dense = self._memo_put(memo, dense + len(self._sparse), v, dense, base + pos)
+                            slow_memo = bool(self._sparse) or self._memo_full
+                        elif t is bytes_ or t is str_ or t is global_ or (t is call_ and v.keep):
+                            if len(memo) < max_memo:
+                                memo[dense] = v
+                                dense += 1
+                            else:
+                                dense = self._memo_put(memo, dense, v, dense, base + pos)
+                                slow_memo = True
+                        else:
+                            dense += 1
+                        pos += 1
+                    elif op == 0x8C:  # SHORT_BINUNICODE: kept as raw UTF-8, decoded only if it is used
+                        stop = pos + 2 + buf[pos + 1]
+                        if stop > len(buf):
+                            if not eof:
+                                guard = pos
+                                continue
+                            raise _Stop("pickle truncated inside a string", base + pos)
+                        v = buf[pos + 2 : stop]
+                        push(v)
+                        pos = stop
+                        if pos < guard and buf[pos] == 0x94 and not slow_memo and len(memo) < max_memo:
+                            memo[dense] = v  # MEMOIZE right after the string (protocol 4 always does this)
+                            dense += 1
+                            pos += 1
+                    elif 0x85 <= op <= 0x87:  # TUPLE1..3
+                        n = op - 0x84
+                        if len(stack) - n < floor:
+                            raise _underflow(op, base + pos, marks)
+                        t3 = tuple(stack[-n:])
+                        del stack[-n:]
+                        push(t3)
+                        pos += 1
+                    elif op == 0x88 or op == 0x89:  # NEWTRUE / NEWFALSE
+                        push(op == 0x88)
+                        pos += 1
+                    elif op == 0x95:  # FRAME: a length hint; the C unpickler reads on across frame ends
                         n = _u8(buf, pos + 1)[0]
                         here = base + pos
                         if here < frame_end and self._once(f"frame-overlap-{result.start}"):
@@ -695,201 +788,83 @@ class PickleWalker:
                             )
                         frame_end = here + 9 + n
                         pos += 9
+                    elif op == 0x93:  # STACK_GLOBAL
+                        if len(stack) - 2 < floor:
+                            raise _underflow(op, base + pos, marks)
+                        name_v = stack.pop()
+                        module_v = stack.pop()
+                        name = _as_str(name_v)
+                        module = _as_str(module_v)
+                        if module is not None and name is not None:
+                            push(self._import(result, module, name, "STACK_GLOBAL", base + pos))
+                        else:
+                            what = (
+                                "a module/name that are not literal strings traced through the stack and memo"
+                            )
+                            if type(module_v) is Opaque or type(name_v) is Opaque:
+                                what = "a module/name string too long to track"
+                            push(self._unresolved(result, what, base + pos, "STACK_GLOBAL"))
+                        pos += 1
+                    elif op == 0x52 or op == 0x81:  # REDUCE / NEWOBJ: callable, args -> result
+                        if len(stack) - 2 < floor:
+                            raise _underflow(op, base + pos, marks)
+                        args = stack.pop()
+                        func = stack.pop()
+                        _called(func, OPCODE_NAMES[op])
+                        push(self._make_call(func, args))
+                        pos += 1
+                    elif op == 0x92:  # NEWOBJ_EX
+                        if len(stack) - 3 < floor:
+                            raise _underflow(op, base + pos, marks)
+                        kwargs = stack.pop()
+                        args = stack.pop()
+                        cls = stack.pop()
+                        _called(cls, "NEWOBJ_EX")
+                        push(self._make_call(cls, (args, kwargs)))
+                        pos += 1
                     elif op == 0x80:  # PROTO
                         proto = buf[pos + 1]
                         if proto > 5 and self._once(f"proto-{result.start}"):
                             self.malformed(f"unsupported pickle protocol {proto}", base + pos)
                         pos += 2
-                    elif op == 0x93:  # STACK_GLOBAL
-                        if len(stack) - 2 < floor:
-                            raise underflow(op, base + pos)
-                        name = stack.pop()
-                        module = stack.pop()
-                        if type(module) is str_ and type(name) is str_:
-                            push(self._import(result, module, name, "STACK_GLOBAL", base + pos))
-                        else:
-                            what = (
-                                "module/name that are not literal strings traced through the stack and memo"
+                    elif op in _PAYLOAD_OPS:  # BINUNICODE, BINBYTES, *8 variants, BYTEARRAY8, BINSTRING
+                        hdr, fmt, textual = _PAYLOAD_OPS[op]
+                        n = fmt(buf, pos + 1)[0]
+                        if n < 0:
+                            raise _Stop(f"{OPCODE_NAMES[op]} with a negative length", base + pos)
+                        stop = pos + hdr + n
+                        if base + stop > end:
+                            ctx.incomplete(
+                                f"{OPCODE_NAMES[op]} declares {n} bytes but only {end - base - pos - hdr} "
+                                "remain: the pickle is truncated or lies about a length",
+                                offset=base + pos,
                             )
-                            if isinstance(module, Opaque) or isinstance(name, Opaque):
-                                what = "a module/name string too long to track"
-                            push(self._unresolved(result, what, base + pos, "STACK_GLOBAL"))
-                        pos += 1
-                    elif op == 0x63 or op == 0x69:  # GLOBAL / INST
-                        got = line(pos + 1)
-                        if got is None:
-                            guard = pos
-                            opcodes -= 1
-                            continue
-                        mod_raw, after = got
-                        got2 = line(after) if after >= 0 else (b"", -1)
-                        if got2 is None:
-                            guard = pos
-                            opcodes -= 1
-                            continue
-                        name_raw, after2 = got2
-                        opname = OPCODE_NAMES[op]
-                        if after < 0 or after2 < 0:
-                            raise _Stop(f"{opname} argument longer than {MAX_LINE} bytes", base + pos)
-                        try:
-                            module, name = mod_raw.decode("utf-8"), name_raw.decode("utf-8")
-                        except UnicodeDecodeError:
-                            module, name = mod_raw.decode("latin-1"), name_raw.decode("latin-1")
-                            self.malformed(f"{opname} module/name are not UTF-8", base + pos)
-                        g = self._import(result, module, name, opname, base + pos)
-                        if op == 0x69:
-                            args = pop_mark(base + pos, op)
-                            g.record.called("INST")  # type: ignore[union-attr]
-                            push(make_call(g, tracked(args)))
+                            raise _Stop("declared length beyond the end of the data", base + pos, limit=True)
+                        if textual and n <= MAX_SHORT:
+                            if stop > len(buf):
+                                guard = pos
+                                continue
+                            raw = buf[pos + hdr : stop]
+                            push(raw.decode("latin-1") if op == 0x54 else raw)
+                            pos = stop
                         else:
-                            push(g)
-                        pos = after2
-                    elif op == 0x52:  # REDUCE
-                        if len(stack) - 2 < floor:
-                            raise underflow(op, base + pos)
-                        args = stack.pop()
-                        func = stack.pop()
-                        called(func, "REDUCE")
-                        push(make_call(func, args))
-                        pos += 1
-                    elif op == 0x62:  # BUILD
-                        if len(stack) - 2 < floor:
-                            raise underflow(op, base + pos)
-                        state = stack.pop()
-                        target = stack[-1]
-                        tt = type(target)
-                        if tt is call_:
-                            target.state = state
-                            called(target.func, "BUILD")
-                            gname = target.global_name
-                            hook = _BUILD_HOOKS.get(gname) if gname is not None and not self.trial else None
-                            if hook is not None:
-                                resume = hook(self, target, base + pos + 1, end)
-                                stack[-1] = None  # the loader replaces the placeholder by the array
-                                base = resume
+                            push(Opaque(f"a string of {n} bytes") if textual else None)
+                            if stop <= len(buf):
+                                pos = stop
+                            else:  # skip the payload without reading it
+                                base += stop
                                 buf = fill(base, end)
                                 pos = 0
                                 eof = base + len(buf) >= end
                                 guard = len(buf) if eof else len(buf) - GUARD
-                                continue
-                        elif tt is global_:
-                            if target.record is not None:
-                                target.record.called("BUILD on the global itself")
-                            if self._once(f"build-global-{base + pos}"):
-                                ctx.add(
-                                    RuleId.CODE_EXEC,
-                                    Severity.CRITICAL,
-                                    f"BUILD sets attributes on the imported global {target.module}."
-                                    f"{target.name} itself (monkey-patching code the loader will run)",
-                                    offset=base + pos,
-                                    opcode="BUILD",
-                                    **{"global": f"{target.module}.{target.name}"},
-                                )
-                        pos += 1
-                    elif op == 0x81:  # NEWOBJ
-                        if len(stack) - 2 < floor:
-                            raise underflow(op, base + pos)
-                        args = stack.pop()
-                        cls = stack.pop()
-                        called(cls, "NEWOBJ")
-                        push(make_call(cls, args))
-                        pos += 1
-                    elif op == 0x92:  # NEWOBJ_EX
-                        if len(stack) - 3 < floor:
-                            raise underflow(op, base + pos)
-                        kwargs = stack.pop()
-                        args = stack.pop()
-                        cls = stack.pop()
-                        called(cls, "NEWOBJ_EX")
-                        push(make_call(cls, (args, kwargs)))
-                        pos += 1
-                    elif op == 0x6F:  # OBJ
-                        items = pop_mark(base + pos, op)
-                        if not items:
-                            raise _Stop(
-                                "OBJ without a class after its MARK: a real unpickler fails here", base + pos
-                            )
-                        called(items[0], "OBJ")
-                        push(make_call(items[0], tracked(items[1:])))
-                        pos += 1
-                    elif op == 0x2E:  # STOP
-                        if len(stack) <= floor:
-                            raise underflow(op, base + pos)
-                        result.value = stack[-1]
-                        result.stopped = True
-                        result.end = base + pos + 1
-                        result.opcodes = opcodes
-                        if frame_end > result.end and self._once(f"frame-stop-{result.start}"):
-                            self.malformed(
-                                "STOP comes before the end of the current FRAME: the rest of the frame is "
-                                "data a loader never reads",
-                                base + pos,
-                                Severity.MEDIUM,
-                            )
-                        return
-                    elif op == 0x61:  # APPEND
-                        if len(stack) - 2 < floor:
-                            raise underflow(op, base + pos)
-                        value = stack.pop()
-                        target = stack[-1]
-                        tt = type(target)
-                        if tt is TList:
-                            if len(target) < MAX_LIST_ITEMS:
-                                target.append(value)
-                            else:
-                                target.full = True
-                        elif tt is global_ or tt is call_:
-                            called(target if tt is global_ else target.func, "APPEND")
-                        pos += 1
-                    elif op == 0x73:  # SETITEM
-                        if len(stack) - 3 < floor:
-                            raise underflow(op, base + pos)
-                        value = stack.pop()
-                        key = stack.pop()
-                        target = stack[-1]
-                        tt = type(target)
-                        if tt is TDict:
-                            self._setitem(target, key, value)
-                        elif tt is global_ or tt is call_:
-                            called(target if tt is global_ else target.func, "SETITEM")
-                        pos += 1
                     elif op == 0x8F:  # EMPTY_SET
                         push(None)
-                        pos += 1
-                    elif op == 0x91 or op == 0x6C or op == 0x64:  # FROZENSET / LIST / DICT
-                        items = pop_mark(base + pos, op)
-                        if op == 0x6C:
-                            push(TList(items) if len(items) <= MAX_LIST_ITEMS else None)
-                        elif op == 0x64:
-                            if len(items) % 2:
-                                raise _Stop("DICT with an odd number of items", base + pos)
-                            d = TDict()
-                            for i in range(0, len(items), 2):
-                                self._setitem(d, items[i], items[i + 1])
-                            push(d)
-                        else:
-                            push(None)
-                        pos += 1
-                    elif op == 0x30:  # POP
-                        if len(stack) > floor:
-                            stack.pop()
-                        else:
-                            pop_mark(base + pos, op)
-                        pos += 1
-                    elif op == 0x31:  # POP_MARK
-                        pop_mark(base + pos, op)
-                        pos += 1
-                    elif op == 0x32:  # DUP
-                        if len(stack) <= floor:
-                            raise underflow(op, base + pos)
-                        push(stack[-1])
                         pos += 1
                     elif op == 0x8A:  # LONG1
                         n = buf[pos + 1]
                         if pos + 2 + n > len(buf):
                             if not eof:
                                 guard = pos
-                                opcodes -= 1
                                 continue
                             raise _Stop("pickle truncated inside LONG1", base + pos)
                         push(
@@ -914,72 +889,13 @@ class PickleWalker:
                             pos = 0
                             eof = base + len(buf) >= end
                             guard = len(buf) if eof else len(buf) - GUARD
-                    elif op in (0x49, 0x4C, 0x46, 0x53, 0x56, 0x50, 0x67, 0x70):
-                        # INT / LONG / FLOAT / STRING / UNICODE / PERSID / GET / PUT: text arguments
-                        got = line(pos + 1)
-                        if got is None:
-                            guard = pos
-                            opcodes -= 1
-                            continue
-                        raw, after = got
-                        if after < 0:  # longer than MAX_LINE: only data opcodes may be that long
-                            if op in (0x67, 0x70):
-                                raise _Stop(
-                                    f"{OPCODE_NAMES[op]} index longer than {MAX_LINE} bytes", base + pos
-                                )
-                            push(Opaque("a long text argument"))
-                            base = long_line(base + pos + 1)
-                            buf = fill(base, end)
-                            pos = 0
-                            eof = base + len(buf) >= end
-                            guard = len(buf) if eof else len(buf) - GUARD
-                            continue
-                        if op == 0x49 or op == 0x4C:
-                            push(_parse_int_line(raw))
-                        elif op == 0x46:
-                            push(None)
-                        elif op == 0x53:
-                            s = _string_line(raw)
-                            if s is None:
-                                raise _Stop(
-                                    "STRING argument is not quoted: a real unpickler fails here", base + pos
-                                )
-                            push(s if len(s) <= MAX_SHORT else Opaque("a long string"))
-                        elif op == 0x56:
-                            s = raw.decode("raw_unicode_escape")
-                            push(s if len(s) <= MAX_SHORT else Opaque("a long string"))
-                        elif op == 0x50:
-                            result.persistent_ids.append(raw[:MAX_SHORT])
-                            push(None)
-                        else:
-                            idx = _parse_int_line(raw)
-                            if type(idx) is not int:
-                                raise _Stop(f"{OPCODE_NAMES[op]} index is not an integer", base + pos)
-                            if op == 0x67:
-                                push(memo_get(idx, base + pos))
-                            else:
-                                if len(stack) <= floor:
-                                    raise underflow(op, base + pos)
-                                memo_put(idx, stack[-1], base + pos)
-                        pos = after
-                    elif op == 0x51:  # BINPERSID
-                        if len(stack) <= floor:
-                            raise underflow(op, base + pos)
-                        pid = stack.pop()
-                        if len(result.persistent_ids) < MAX_LIST_ITEMS:
-                            result.persistent_ids.append(pid)
-                        push(None)
-                        pos += 1
                     elif op == 0x82 or op == 0x83 or op == 0x84:  # EXT1 / EXT2 / EXT4
                         if op == 0x82:
-                            code = buf[pos + 1]
-                            width = 1
+                            code, width = buf[pos + 1], 1
                         elif op == 0x83:
-                            code = _u2(buf, pos + 1)[0]
-                            width = 2
+                            code, width = _u2(buf, pos + 1)[0], 2
                         else:
-                            code = _i4(buf, pos + 1)[0]
-                            width = 4
+                            code, width = _i4(buf, pos + 1)[0], 4
                         push(self._ext(result, code, OPCODE_NAMES[op], base + pos))
                         pos += 1 + width
                     elif op == 0x97:  # NEXT_BUFFER
@@ -994,27 +910,182 @@ class PickleWalker:
                         pos += 1
                     elif op == 0x98:  # READONLY_BUFFER
                         if len(stack) <= floor:
-                            raise underflow(op, base + pos)
+                            raise _underflow(op, base + pos, marks)
+                        pos += 1
+                    elif op == 0x90 or op == 0x91:  # ADDITEMS / FROZENSET
+                        items, floor = _pop_mark(stack, marks, op, base + pos)
+                        if op == 0x91:
+                            push(None)
+                        elif len(stack) <= floor:
+                            raise _underflow(op, base + pos, marks)
+                        else:
+                            _called(stack[-1], "ADDITEMS")
                         pos += 1
                     else:
                         raise _Stop(f"invalid opcode 0x{op:02x}: a real unpickler stops here", base + pos)
-                except (IndexError, struct.error):
-                    if not eof:
-                        raise
-                    raise _Stop("pickle truncated inside an opcode argument", base + pos) from None
-        except _Stop:
-            result.opcodes = opcodes
-            raise
+        except (IndexError, struct.error):
+            if not eof:
+                raise
+            raise _Stop("pickle truncated inside an opcode argument", base + pos) from None
 
-    @staticmethod
-    def _setitem(target: TDict, key: Any, value: Any) -> None:
-        if len(target) >= MAX_ITEMS:
-            target.full = True
-            return
+    # -- helpers of the hot loop (explicit arguments: no closures over its locals) ------------------
+    def _memo_put(self, memo: dict[int, Any], key: int, value: Any, dense: int, at: int) -> int:
+        """PUT/MEMOIZE the careful way; returns the new dense-key counter."""
+        sparse = self._sparse
+        if key < 0:
+            raise _Stop("negative memo index", at)
+        if key >= dense and key not in sparse:
+            if key == dense:
+                dense += 1
+                while dense in sparse:
+                    sparse.discard(dense)
+                    dense += 1
+            else:
+                if len(sparse) >= self.max_memo:
+                    raise _Stop(f"memo over {self.max_memo} scattered entries", at, limit=True)
+                sparse.add(key)
+        t = type(value)
+        if t is bytes or t is str or t is Global or (t is Call and value.keep):
+            if len(memo) >= self.max_memo and key not in memo:
+                if not self._memo_full:
+                    self._memo_full = True
+                    self.ctx.incomplete(
+                        f"pickle memo holds more than {self.max_memo} strings/globals: later memo lookups "
+                        "are not traced (raise Limits.max_pickle_memo to trace them)",
+                        offset=at,
+                    )
+                memo.pop(key, None)
+            else:
+                memo[key] = value
+        else:
+            memo.pop(key, None)
+        return dense
+
+    def _memo_missing(self, key: int, at: int) -> Any:
+        """A GET of a key holding nothing we track: opaque if the key exists, else the loader fails."""
+        if key in self._sparse or self._memo_full:
+            return None
+        raise _Stop(f"memo index {key} read before it was written: a real unpickler fails here", at)
+
+    def _skip_line(self, at_abs: int, end: int) -> int:
+        """Skip a text argument longer than MAX_LINE; return the offset after its newline."""
+        offset = at_abs
+        while offset < end:
+            self.ctx.check()
+            self.stream.seek(offset)
+            chunk = self.stream.read(min(CHUNK, end - offset))
+            if not chunk:
+                break
+            nl = chunk.find(b"\n")
+            if nl >= 0:
+                return offset + nl + 1
+            offset += len(chunk)
+        raise _Stop("pickle truncated inside a text argument", at_abs)
+
+    def _make_call(self, func: Any, args: Any) -> Call:
+        keep = False
+        if type(func) is Global and func.record is not None:
+            keep = (
+                func.record.judgement.verdict is not GlobalVerdict.ALLOW
+                or func.record.qualified in _KEEP_CALLS
+            )
+        return Call(func, args, keep)
+
+    def _build_on_global(self, target: Global, at: int) -> None:
+        if target.record is not None:
+            target.record.called("BUILD on the global itself")
+        if self._once(f"build-global-{at}"):
+            self.ctx.add(
+                RuleId.CODE_EXEC,
+                Severity.CRITICAL,
+                f"BUILD sets attributes on the imported global {target.module}.{target.name} itself "
+                "(monkey-patching code the loader will run)",
+                offset=at,
+                opcode="BUILD",
+                **{"global": f"{target.module}.{target.name}"},
+            )
+
+
+_PAYLOAD_OPS: dict[int, tuple[int, Callable[[bytes, int], tuple[int]], bool]] = {
+    0x58: (5, _u4, True),  # BINUNICODE
+    0x8D: (9, _u8, True),  # BINUNICODE8
+    0x54: (5, _i4, True),  # BINSTRING (a str under the default encoding)
+    0x42: (5, _u4, False),  # BINBYTES
+    0x8E: (9, _u8, False),  # BINBYTES8
+    0x96: (9, _u8, False),  # BYTEARRAY8
+}
+_TEXT_OPS = frozenset({0x49, 0x4C, 0x46, 0x53, 0x56, 0x50, 0x67, 0x70})
+
+
+def _underflow(op: int, at: int, marks: list[int]) -> _Stop:
+    below = " (items below the MARK are out of reach)" if marks else ""
+    return _Stop(
+        f"stack underflow at {OPCODE_NAMES.get(op, hex(op))}{below}: a real unpickler fails here", at
+    )
+
+
+def _pop_mark(stack: list[Any], marks: list[int], op: int, at: int) -> tuple[list[Any], int]:
+    if not marks:
+        raise _Stop(f"{OPCODE_NAMES[op]} without a MARK: a real unpickler fails here", at)
+    m = marks.pop()
+    items = stack[m:]
+    del stack[m:]
+    return items, (marks[-1] if marks else 0)
+
+
+def _line(buf: bytes, at: int, eof: bool, base: int) -> tuple[bytes, int] | None:
+    """The newline-terminated argument at buf[at]: (text, offset after it); None = refill and retry;
+    offset -1 = longer than MAX_LINE."""
+    nl = buf.find(b"\n", at, at + MAX_LINE + 1)
+    if nl >= 0:
+        return buf[at:nl], nl + 1
+    if len(buf) - at <= MAX_LINE:
+        if not eof:
+            return None
+        raise _Stop("pickle truncated inside a text argument", base + at)
+    return b"", -1
+
+
+def _called(obj: Any, how: str) -> None:
+    """Note who calls an import: the callable itself, or the instance whose methods run."""
+    func = obj.func if type(obj) is Call else obj
+    if type(func) is Global and func.record is not None:
+        func.record.called(how)
+
+
+_PLAIN = (bytes, str, int, bool)
+
+
+def _extend(target: TList, items: list[Any]) -> None:
+    """Track a list only while it holds plain strings/ints: retaining containers would grow memory
+    (and make the cyclic GC crawl) on dense pickles, and nothing needs them."""
+    if len(target) + len(items) > MAX_LIST_ITEMS or any(type(i) not in _PLAIN for i in items):
+        target.full = True
+        target.clear()
+    else:
+        target.extend(items)
+
+
+def _setitem(target: TDict, key: Any, value: Any) -> None:
+    if len(target) >= MAX_ITEMS:
+        target.full = True
+        return
+    try:
+        target[key] = value
+    except TypeError:  # an unhashable key (a bytearray tuple, a list): not tracked
+        target.full = True
+
+
+def _as_str(value: Any) -> str | None:
+    """A string value as the unpickler would see it (our raw UTF-8 bytes decoded), else None."""
+    if type(value) is str:
+        return value
+    if type(value) is bytes:
         try:
-            target[key] = value
-        except TypeError:  # an unhashable key (a list): the loader may differ; we just do not track it
-            target.full = True
+            return value.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return None
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1176,14 +1247,12 @@ def looks_like_pickle(head: bytes) -> bool:
 
     probe = ScanContext(limits=Limits(), location="<sniff>")
     probe.shared.deadline = time.monotonic() + 5.0
-    walk = PickleWalker(io.BytesIO(head), probe).walk(0, len(head), max_opcodes=256)
+    walk = PickleWalker(io.BytesIO(head), probe).walk(0, len(head), trial=True)
     if walk.stopped:
-        return walk.opcodes >= 2
-    if walk.error is None:
-        return walk.opcodes >= 16
+        return walk.end >= 2
     # running off the end of the sniff window is fine; any other error means "not a pickle"
-    cut_short = "truncated" in walk.error or "without STOP" in walk.error
-    return cut_short and walk.opcodes >= 16
+    cut_short = walk.error is not None and ("truncated" in walk.error or "without STOP" in walk.error)
+    return cut_short and (walk.error_offset or 0) >= min(len(head), 256)
 
 
 def _sniff_pickle(head: bytes, stream: BinaryIO) -> bool:
@@ -1207,7 +1276,6 @@ def scan_pickle(stream: BinaryIO, ctx: ScanContext) -> None:
 __all__ = [
     "VALID_OPCODES",
     "Call",
-    "FastTuple",
     "Global",
     "ImportRecord",
     "PickleWalker",

@@ -138,7 +138,9 @@ class ProtoReader:
         if field.wire_type != LEN:
             raise WireError(f"field {field.number} is not length-delimited", field.offset)
         if field.value > limit:
-            raise WireError(f"field {field.number} is {field.value} bytes, over the {limit}-byte limit", field.offset)
+            raise WireError(
+                f"field {field.number} is {field.value} bytes, over the {limit}-byte limit", field.offset
+            )
         return self.read(field.offset, field.value)
 
     def text_of(self, field: Field, limit: int) -> str:

@@ -107,7 +107,9 @@ def scan_safetensors(stream: BinaryIO, ctx: ScanContext) -> None:
         ctx.add(RuleId.MALFORMED, Severity.HIGH, f"safetensors header repeats the key {exc}", offset=8)
         return
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        ctx.add(RuleId.MALFORMED, Severity.HIGH, f"safetensors header is not valid UTF-8 JSON: {exc}", offset=8)
+        ctx.add(
+            RuleId.MALFORMED, Severity.HIGH, f"safetensors header is not valid UTF-8 JSON: {exc}", offset=8
+        )
         return
     if not isinstance(header, dict):
         ctx.add(RuleId.MALFORMED, Severity.HIGH, "safetensors header is not a JSON object", offset=8)
@@ -133,7 +135,12 @@ def check_header(header: dict[str, Any], *, data_size: int, ctx: ScanContext) ->
     cursor = 0
     for begin, end, name in spans:
         if begin < cursor:
-            ctx.add(RuleId.MALFORMED, Severity.HIGH, f"tensor {name!r} overlaps the previous tensor's bytes", offset=8)
+            ctx.add(
+                RuleId.MALFORMED,
+                Severity.HIGH,
+                f"tensor {name!r} overlaps the previous tensor's bytes",
+                offset=8,
+            )
         elif begin > cursor:
             ctx.add(
                 RuleId.MALFORMED,
@@ -161,7 +168,9 @@ def check_header(header: dict[str, Any], *, data_size: int, ctx: ScanContext) ->
 
 def _check_metadata(metadata: Any, ctx: ScanContext) -> None:
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        ctx.add(RuleId.MALFORMED, Severity.HIGH, "safetensors __metadata__ must map strings to strings", offset=8)
+        ctx.add(
+            RuleId.MALFORMED, Severity.HIGH, "safetensors __metadata__ must map strings to strings", offset=8
+        )
         return
     for key in LICENSE_KEYS:
         value = metadata.get(key)

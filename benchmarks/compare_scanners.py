@@ -1,0 +1,980 @@
+"""Compare ModelShield with picklescan, modelscan, fickling and ModelAudit, side by side in one run.
+
+Two measurements, both written to docs/scanner-comparison.md:
+
+* Detection on the test corpus (tests/corpus/*.py build malicious samples with harmless payloads and
+  benign ones with the real libraries): per tool, what it detected, missed and falsely flagged.
+* Large files (a 1 GiB PyTorch checkpoint, a ~200 MB opcode-dense pickle, a 2 GiB safetensors file):
+  per tool, wall time, peak memory and verdict.
+
+Every external tool runs from its own virtualenv under benchmarks/.venvs/<tool>/ (created and pinned by
+its adapter in benchmarks/tools/), one file per process. Time and peak RSS are measured from here with
+os.wait4, which returns the child's resource usage (ru_maxrss in KiB on Linux, including any children
+it waited for). Tools run one at a time for the large files, so they do not compete for the two cores.
+Nothing here loads a scanned file: the only code that touches the samples is the tools under test.
+
+    .venv/bin/python benchmarks/compare_scanners.py            # the full run the docs quote
+    .venv/bin/python benchmarks/compare_scanners.py --quick    # 64 MiB / 20 MB / 256 MiB, shorter timeouts
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any, BinaryIO
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+from tools import Adapter, Classification, Outcome, ToolOutput  # noqa: E402
+from tools import fickling as fickling_tool  # noqa: E402
+from tools import modelaudit as modelaudit_tool  # noqa: E402
+from tools import modelscan as modelscan_tool  # noqa: E402
+from tools import modelshield as modelshield_tool  # noqa: E402
+from tools import picklescan as picklescan_tool  # noqa: E402
+
+ADAPTERS: tuple[Adapter, ...] = (
+    modelshield_tool.ADAPTER,
+    picklescan_tool.ADAPTER,
+    modelscan_tool.ADAPTER,
+    fickling_tool.ADAPTER,
+    modelaudit_tool.ADAPTER,
+)
+DATA = BENCH / ".data"
+VENVS = BENCH / ".venvs"
+DOC = REPO / "docs" / "scanner-comparison.md"
+CORPUS_MODULES = (REPO / "tests" / "corpus" / "pickle_family.py", REPO / "tests" / "corpus" / "formats.py")
+BEGIN, END = "<!-- BEGIN GENERATED: benchmarks/compare_scanners.py -->", "<!-- END GENERATED -->"
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+MB = 1_000_000
+FULL_SIZES = {"torch": 1 * GiB, "pickle": 200 * MB, "safetensors": 2 * GiB}
+QUICK_SIZES = {"torch": 64 * MiB, "pickle": 20 * MB, "safetensors": 256 * MiB}
+OUTPUT_CAP = 4 * MiB  # of each captured stdout/stderr, enough for any report we parse
+
+
+# -- measuring one process -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Measurement:
+    returncode: int
+    wall_seconds: float
+    max_rss_kib: int
+    timed_out: bool
+    stdout: str
+    stderr: str
+
+
+def run_measured(
+    argv: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float
+) -> Measurement:
+    """Run argv to completion (or kill its process group at `timeout`), with wall time and peak RSS.
+
+    Output goes to files, not pipes, so a chatty tool can never block on a full pipe and skew timing.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            list(argv), cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        timed_out = False
+        delay = 0.002
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                break
+            if time.monotonic() - start > timeout:
+                timed_out = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        wall = time.monotonic() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
+        return Measurement(
+            returncode=proc.returncode,
+            wall_seconds=wall,
+            max_rss_kib=int(usage.ru_maxrss),
+            timed_out=timed_out,
+            stdout=_read_capped(out),
+            stderr=_read_capped(err),
+        )
+
+
+def _read_capped(stream: BinaryIO) -> str:
+    stream.seek(0)
+    return stream.read(OUTPUT_CAP).decode("utf-8", errors="replace")
+
+
+# -- the tools -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ToolStatus:
+    name: str
+    venv: Path
+    version: str = ""
+    ready: bool = False
+    reason: str = ""  # why not ready ("not run: ...")
+    packages: tuple[str, ...] = ()
+
+
+def venv_of(adapter: Adapter) -> Path:
+    return adapter.venv or VENVS / adapter.name
+
+
+def ensure_tool(adapter: Adapter, *, install: bool, python: str) -> ToolStatus:
+    """Make sure the tool's venv exists with its pinned packages; report why not if it cannot."""
+    venv = venv_of(adapter)
+    marker = venv / ".compare-installed"
+    wanted = "\n".join(adapter.packages)
+    if adapter.packages and not (marker.is_file() and marker.read_text() == wanted):
+        if not install:
+            return ToolStatus(adapter.name, venv, reason="not installed (run without --no-install)")
+        reason = _install(venv, adapter.packages, python)
+        if reason:
+            return ToolStatus(adapter.name, venv, reason=f"install failed: {reason}")
+        marker.write_text(wanted)
+    version = _version(venv, adapter.distribution)
+    if not version:
+        return ToolStatus(adapter.name, venv, reason=f"{adapter.distribution} not importable in {venv}")
+    if adapter.name == "modelshield":
+        version += _git_revision()
+    return ToolStatus(adapter.name, venv, version=version, ready=True, packages=tuple(adapter.packages))
+
+
+def _install(venv: Path, packages: Sequence[str], python: str) -> str:
+    if not (venv / "bin" / "python").exists():
+        made = subprocess.run([python, "-m", "venv", str(venv)], capture_output=True, text=True)
+        if made.returncode:
+            return _tail(made.stderr)
+    pip = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *packages],
+        capture_output=True,
+        text=True,
+    )
+    return _tail(pip.stderr) if pip.returncode else ""
+
+
+def _tail(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip() and "WARNING: Location" not in line]
+    return lines[-1][:200] if lines else "unknown error"
+
+
+def _version(venv: Path, distribution: str) -> str:
+    probe = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            f"import importlib.metadata as m; print(m.version({distribution!r}))",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    return probe.stdout.strip() if probe.returncode == 0 else ""
+
+
+def _git_revision() -> str:
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+    )
+    if rev.returncode:
+        return ""
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "layers"],
+        capture_output=True,
+        text=True,
+    )
+    return f" (git {rev.stdout.strip()}{' + uncommitted changes' if dirty.stdout.strip() else ''})"
+
+
+# -- samples ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sample:
+    name: str  # file name, unique within its kind
+    path: Path
+    kind: str  # "malicious", "benign" or "large"
+    description: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    name: str
+    data: bytes
+    description: str = ""
+
+
+def load_module(path: Path) -> ModuleType:
+    """Import a corpus module by path (tests/ is not a package); its own imports resolve from the repo."""
+    for entry in (str(REPO), str(path.parent)):
+        if entry not in sys.path:
+            sys.path.append(entry)
+    spec = importlib.util.spec_from_file_location(f"_corpus_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def generators(module: ModuleType, prefix: str) -> list[tuple[str, Callable[..., Any]]]:
+    """The module's own functions named `<prefix>_*`, in source order (the corpus API by convention)."""
+    found = []
+    for name, value in vars(module).items():
+        if (
+            name.startswith(prefix + "_")
+            and inspect.isfunction(value)
+            and value.__module__ == module.__name__
+        ):
+            found.append((name, value))
+    return sorted(found, key=lambda item: item[1].__code__.co_firstlineno)
+
+
+def call_generator(name: str, function: Callable[..., Any], workdir: Path) -> list[GeneratedFile]:
+    """Call one generator and turn what it returns into files.
+
+    Accepted shapes: bytes; (filename, bytes); an object with `.name`/`.data` (or `.filename`/
+    `.content`); a list of those; or, for a generator that takes a directory, the files it wrote.
+    """
+    doc = (inspect.getdoc(function) or "").strip().splitlines()
+    description = doc[0] if doc else ""
+    params = [
+        p
+        for p in inspect.signature(function).parameters.values()
+        if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    stem = name.split("_", 1)[1]
+    if params:
+        out = workdir / stem
+        out.mkdir(parents=True, exist_ok=True)
+        result = function(out)
+        if isinstance(result, (str, Path)) and Path(result).is_file():
+            path = Path(result)
+            return [GeneratedFile(path.name, path.read_bytes(), description)]
+        files = sorted(p for p in out.rglob("*") if p.is_file())
+        if len(files) == 1:
+            return [GeneratedFile(files[0].name, files[0].read_bytes(), description)]
+        return [
+            GeneratedFile(
+                f"{stem}__{p.relative_to(out).as_posix().replace('/', '__')}", p.read_bytes(), description
+            )
+            for p in files
+        ]
+    return list(_coerce(function(), stem, description))
+
+
+def _coerce(value: Any, stem: str, description: str) -> Iterator[GeneratedFile]:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        yield GeneratedFile(stem, bytes(value), description)
+    elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], (bytes, bytearray)):
+        yield GeneratedFile(str(value[0]), bytes(value[1]), description)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _coerce(item, stem, description)
+    else:
+        name = getattr(value, "name", None) or getattr(value, "filename", None)
+        data = getattr(value, "data", None)
+        if data is None:
+            data = getattr(value, "content", None)
+        if name is None or not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"generator {stem}: cannot turn {type(value).__name__} into a file")
+        text = getattr(value, "description", None) or description
+        yield GeneratedFile(str(name), bytes(data), str(text))
+
+
+def build_corpus(dest: Path, modules: Sequence[Path] = CORPUS_MODULES) -> tuple[list[Sample], list[str]]:
+    """Write every generated sample to dest/{malicious,benign}/; returns the samples and any problems."""
+    samples: list[Sample] = []
+    problems: list[str] = []
+    if dest.exists():
+        shutil.rmtree(dest)
+    for kind in ("malicious", "benign"):
+        (dest / kind).mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="corpus-") as scratch:
+        for module_path in modules:
+            if not module_path.is_file():
+                problems.append(f"{module_path.relative_to(REPO)} does not exist")
+                continue
+            try:
+                module = load_module(module_path)
+            except Exception as exc:  # a broken generator module is reported, not fatal
+                problems.append(f"{module_path.relative_to(REPO)}: import failed: {exc!r}")
+                continue
+            for kind in ("malicious", "benign"):
+                for name, function in generators(module, kind):
+                    try:
+                        files = call_generator(name, function, Path(scratch) / module_path.stem / kind)
+                    except Exception as exc:
+                        problems.append(f"{module_path.stem}.{name}: {type(exc).__name__}: {exc}")
+                        continue
+                    for generated in files:
+                        samples.append(_write_sample(dest / kind, kind, generated))
+    return samples, problems
+
+
+def _write_sample(folder: Path, kind: str, generated: GeneratedFile) -> Sample:
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", generated.name) or "sample"
+    path = folder / name
+    stem, suffix, n = path.stem, path.suffix, 2
+    while path.exists():
+        path = folder / f"{stem}-{n}{suffix}"
+        n += 1
+    path.write_bytes(generated.data)
+    return Sample(path.name, path, kind, generated.description, len(generated.data))
+
+
+# -- large files -----------------------------------------------------------------------------------
+FRAME_TARGET = 64 * KiB  # CPython's pickle frame size target (protocol 4+)
+BATCH = 1000  # CPython's APPENDS batch size
+
+
+class _FramedWriter:
+    """Protocol-4 framing as CPython's pickler does it: a frame is closed at an object boundary once it
+    holds at least 64 KiB. Lets the dense pickle below be written in pieces yet byte-identical."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.frame = bytearray()
+        self.written = 0
+
+    def boundary(self) -> None:
+        if len(self.frame) >= FRAME_TARGET:
+            self.commit()
+
+    def commit(self) -> None:
+        if len(self.frame) >= 4:  # tiny trailing frames are written unframed, as CPython does
+            header = b"\x95" + struct.pack("<Q", len(self.frame))
+            self.out.write(header)
+            self.written += len(header)
+        self.out.write(self.frame)
+        self.written += len(self.frame)
+        self.frame = bytearray()
+
+
+def _save_int(frame: bytearray, value: int) -> None:
+    if 0 <= value < 256:
+        frame += b"K" + bytes((value,))  # BININT1
+    elif 0 <= value < 65536:
+        frame += b"M" + struct.pack("<H", value)  # BININT2
+    else:
+        frame += b"J" + struct.pack("<i", value)  # BININT
+
+
+def dense_item(i: int) -> tuple[int, str]:
+    return (i, f"w{i}")
+
+
+def write_dense_pickle(out: BinaryIO, count: int | None = None, *, min_bytes: int = 0) -> int:
+    """Write exactly pickle.dumps([dense_item(i) for i in range(n)], protocol=4), streaming.
+
+    n is `count`, or (with min_bytes) the first multiple of 1000 whose pickle reaches min_bytes. Every
+    element costs five opcodes (an int, a short string, MEMOIZE, TUPLE2, MEMOIZE), so the file is as
+    opcode-dense as real pickles get, with a memo that grows by two entries per element. A unit test
+    checks the bytes against pickle.dumps. Returns the number of bytes written.
+    """
+    if count is None and min_bytes <= 0:
+        raise ValueError("give count or min_bytes")
+    out.write(b"\x80\x04")  # PROTO 4 (outside any frame)
+    writer = _FramedWriter(out)
+    writer.frame += b"]\x94"  # EMPTY_LIST, MEMOIZE
+    start = 0
+    while count is None or start < count:
+        end = start + BATCH if count is None else min(count, start + BATCH)
+        batched = count is None or count > 1  # CPython writes a lone element with APPEND, no MARK
+        if batched:
+            writer.frame += b"("  # MARK
+        for i in range(start, end):
+            writer.boundary()  # save(tuple)
+            writer.boundary()  # save(int)
+            _save_int(writer.frame, i)
+            writer.boundary()  # save(str)
+            text = f"w{i}".encode()
+            writer.frame += b"\x8c" + bytes((len(text),)) + text + b"\x94"  # SHORT_BINUNICODE, MEMOIZE
+            writer.frame += b"\x86\x94"  # TUPLE2, MEMOIZE
+        writer.frame += b"e" if batched else b"a"  # APPENDS / APPEND
+        start = end
+        if count is None and 2 + writer.written + len(writer.frame) + 10 >= min_bytes:
+            break
+    writer.frame += b"."  # STOP
+    writer.commit()
+    return writer.written + 2
+
+
+SAFETENSORS_TENSORS = 8
+
+
+def write_sparse_safetensors(path: Path, total_bytes: int) -> None:
+    """A valid safetensors file of exactly total_bytes: a real header, a zero-filled (sparse) body.
+
+    The header names SAFETENSORS_TENSORS F32 tensors that tile the data region exactly (sorted,
+    non-overlapping offsets), padded with spaces to 8 bytes as the reference writer does.
+    """
+    header_reserve = 1024
+    data_bytes = (total_bytes - 8 - header_reserve) // 4 * 4
+    per_tensor = data_bytes // SAFETENSORS_TENSORS // 4 * 4
+    tensors: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for index in range(SAFETENSORS_TENSORS):
+        size = per_tensor if index < SAFETENSORS_TENSORS - 1 else data_bytes - offset
+        tensors[f"layers.{index}.weight"] = {
+            "dtype": "F32",
+            "shape": [size // 4],
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    header = json.dumps(tensors, separators=(",", ":")).encode()
+    header_len = total_bytes - 8 - data_bytes
+    if len(header) > header_len:
+        raise ValueError("safetensors header does not fit its reserve")
+    header += b" " * (header_len - len(header))
+    with path.open("wb") as f:
+        f.write(struct.pack("<Q", len(header)))
+        f.write(header)
+        f.truncate(total_bytes)
+
+
+def write_torch_checkpoint(path: Path, data_bytes: int) -> None:
+    """torch.save of a state dict of four float32 tensors holding data_bytes in all (random values)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    per_tensor = max(1, data_bytes // 4 // 4)
+    state = {}
+    for index in range(4):
+        state[f"blocks.{index}.weight"] = torch.randn(per_tensor, generator=generator)
+    torch.save(state, path)
+    del state
+
+
+@dataclass(frozen=True)
+class LargeSpec:
+    key: str
+    filename: str
+    label: str
+    build: Callable[[Path, int], None]
+
+
+def _build_dense(path: Path, target: int) -> None:
+    with path.open("wb") as f:
+        write_dense_pickle(f, min_bytes=target)
+
+
+LARGE_SPECS = (
+    LargeSpec("torch", "checkpoint.pt", "PyTorch checkpoint (torch.save, zip)", write_torch_checkpoint),
+    LargeSpec("pickle", "dense.pkl", "opcode-dense pickle (protocol 4)", _build_dense),
+    LargeSpec("safetensors", "model.safetensors", "safetensors (sparse body)", write_sparse_safetensors),
+)
+
+
+def ensure_large(dest: Path, sizes: dict[str, int]) -> list[Sample]:
+    """Build each large file unless the same spec already sits there with its recorded size."""
+    dest.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for spec in LARGE_SPECS:
+        if spec.key not in sizes:
+            continue
+        target = sizes[spec.key]
+        path = dest / f"{_size_label(target).replace(' ', '')}-{spec.filename}"
+        manifest = path.with_name(path.name + ".json")
+        recorded = _read_json(manifest)
+        if not (
+            path.is_file()
+            and recorded.get("target") == target
+            and recorded.get("size") == path.stat().st_size
+        ):
+            print(f"  building {path.name} ...", flush=True)
+            started = time.monotonic()
+            spec.build(path, target)
+            manifest.write_text(json.dumps({"target": target, "size": path.stat().st_size}))
+            print(f"  built {path.name}: {path.stat().st_size:,} bytes in {time.monotonic() - started:.1f} s")
+        samples.append(Sample(path.name, path, "large", spec.label, path.stat().st_size))
+    return samples
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# -- running ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    tool: str
+    sample: str
+    kind: str
+    outcome: Outcome
+    detail: str = ""
+    wall_seconds: float = 0.0
+    max_rss_kib: int = 0
+    returncode: int | None = None
+
+
+def scan_one(adapter: Adapter, status: ToolStatus, sample: Sample, timeout: float) -> Row:
+    if not status.ready:
+        return Row(adapter.name, sample.name, sample.kind, Outcome.NOT_RUN, status.reason)
+    with tempfile.TemporaryDirectory(prefix=f"{adapter.name}-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        argv = adapter.build_command(status.venv, sample.path.resolve(), scratch)
+        env = {**os.environ, **adapter.environment, "PYTHONDONTWRITEBYTECODE": "1"}
+        env.pop("PYTHONPATH", None)
+        env["VIRTUAL_ENV"] = str(status.venv)
+        env["PATH"] = f"{status.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        measured = run_measured(argv, cwd=scratch, env=env, timeout=timeout)
+        if measured.timed_out:
+            verdict = Classification(Outcome.TIMEOUT, f"killed after {timeout:.0f} s")
+        else:
+            output = ToolOutput(measured.returncode, measured.stdout, measured.stderr, scratch)
+            try:
+                verdict = adapter.classify(output)
+            except Exception as exc:  # an adapter bug must not lose the whole run
+                verdict = Classification(Outcome.ERROR, f"adapter could not read the output: {exc!r}")
+    return Row(
+        adapter.name,
+        sample.name,
+        sample.kind,
+        verdict.outcome,
+        verdict.detail,
+        measured.wall_seconds,
+        measured.max_rss_kib,
+        None if measured.timed_out else measured.returncode,
+    )
+
+
+def run_matrix(
+    pairs: Iterable[tuple[Adapter, ToolStatus, Sample]], *, timeout: float, jobs: int, progress: str
+) -> list[Row]:
+    work = list(pairs)
+    done: list[Row] = []
+    started = time.monotonic()
+
+    def one(item: tuple[Adapter, ToolStatus, Sample]) -> Row:
+        row = scan_one(*item, timeout=timeout)
+        done.append(row)
+        if len(done) % 25 == 0 or len(done) == len(work):
+            print(
+                f"  {progress}: {len(done)}/{len(work)} runs, {time.monotonic() - started:.0f} s", flush=True
+            )
+        return row
+
+    if jobs <= 1:
+        return [one(item) for item in work]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, work))
+
+
+# -- aggregation -----------------------------------------------------------------------------------
+@dataclass
+class CorpusSummary:
+    tool: str
+    malicious: int = 0
+    benign: int = 0
+    detected: list[str] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)  # malicious, reported clean
+    malicious_other: list[str] = field(default_factory=list)  # malicious: error/unsupported/timeout
+    false_alarms: list[str] = field(default_factory=list)  # benign, flagged
+    benign_other: list[str] = field(default_factory=list)  # benign: error/unsupported/timeout
+    not_run: bool = False
+
+
+def summarize_corpus(rows: Iterable[Row], tools: Sequence[str]) -> list[CorpusSummary]:
+    summaries = {tool: CorpusSummary(tool) for tool in tools}
+    for row in rows:
+        if row.kind not in ("malicious", "benign") or row.tool not in summaries:
+            continue
+        s = summaries[row.tool]
+        if row.outcome is Outcome.NOT_RUN:
+            s.not_run = True
+        label = (
+            row.sample if row.outcome in (Outcome.FLAGGED, Outcome.CLEAN) else f"{row.sample} ({row.outcome})"
+        )
+        if row.kind == "malicious":
+            s.malicious += 1
+            if row.outcome is Outcome.FLAGGED:
+                s.detected.append(row.sample)
+            elif row.outcome is Outcome.CLEAN:
+                s.missed.append(row.sample)
+            else:
+                s.malicious_other.append(label)
+        else:
+            s.benign += 1
+            if row.outcome is Outcome.FLAGGED:
+                s.false_alarms.append(row.sample)
+            elif row.outcome is not Outcome.CLEAN:
+                s.benign_other.append(label)
+    return [summaries[tool] for tool in tools]
+
+
+# -- the report ------------------------------------------------------------------------------------
+SYMBOL = {
+    Outcome.FLAGGED: "flagged",
+    Outcome.CLEAN: "clean",
+    Outcome.UNSUPPORTED: "unsupported",
+    Outcome.ERROR: "error",
+    Outcome.TIMEOUT: "timeout",
+    Outcome.NOT_RUN: "not run",
+}
+
+
+@dataclass
+class RunInfo:
+    command: str
+    started: str
+    machine: dict[str, str]
+    tools: list[ToolStatus]
+    adapters: Sequence[Adapter]
+    samples: list[Sample]
+    rows: list[Row]
+    problems: list[str]
+    timeouts: dict[str, float]
+    duration_seconds: float = 0.0
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _names(items: Sequence[str]) -> str:
+    return ", ".join(f"`{_cell(i)}`" for i in items) if items else "-"
+
+
+def _size_label(n: int) -> str:
+    if n >= GiB and n % GiB == 0:
+        return f"{n // GiB} GiB"
+    if n >= MiB and n % MiB == 0:
+        return f"{n // MiB} MiB"
+    if n >= MB:
+        return f"{n / MB:.0f} MB"
+    return f"{n / KiB:.0f} KiB"
+
+
+def render_markdown(info: RunInfo) -> str:
+    """The generated part of docs/scanner-comparison.md: only what this run measured."""
+    tools = [t.name for t in info.tools]
+    corpus = [s for s in info.samples if s.kind != "large"]
+    large = [s for s in info.samples if s.kind == "large"]
+    by_key = {(r.tool, r.sample, r.kind): r for r in info.rows}
+    lines = [
+        BEGIN,
+        f"Run: {info.started} (took {info.duration_seconds / 60:.1f} min). "
+        "Command, from the repository root:",
+        "",
+        "```",
+        info.command,
+        "```",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.machine.items()) + ".",
+        "",
+        "| Tool | Version | How it was run and what counts as flagged |",
+        "|---|---|---|",
+    ]
+    adapters = {a.name: a for a in info.adapters}
+    for status in info.tools:
+        version = status.version if status.ready else f"not run: {status.reason}"
+        lines.append(f"| {status.name} | {_cell(version)} | {_cell(adapters[status.name].notes)} |")
+    lines += ["", "Pinned installs (each in its own virtualenv under `benchmarks/.venvs/`):", ""]
+    for status in info.tools:
+        if status.packages:
+            lines.append(f"- {status.name}: `pip install {' '.join(status.packages)}`")
+    lines.append("- modelshield: the project's `.venv` (`make install-dev`)")
+    lines.append("")
+
+    if corpus:
+        malicious = sum(1 for s in corpus if s.kind == "malicious")
+        benign = len(corpus) - malicious
+        lines += [
+            f"### Corpus: {malicious} malicious, {benign} benign samples",
+            "",
+            f"Per-file timeout {info.timeouts['corpus']:.0f} s. *Detected*: flagged malicious samples. "
+            "*Missed*: "
+            "malicious samples the tool reported clean (its exit code would pass a CI gate). *Errors* are "
+            "neither: the tool failed, timed out or declined the file (a non-zero exit a CI gate may or may "
+            "not treat as a failure). *False alarms*: benign samples flagged.",
+            "",
+            "| Tool | Detected | Missed | Malicious: error / unsupported | False alarms "
+            "| Benign: error / unsupported |",
+            "|---|---|---|---|---|---|",
+        ]
+        for s in summarize_corpus(info.rows, tools):
+            if s.not_run:
+                lines.append(f"| {s.tool} | not run | | | | |")
+                continue
+            lines.append(
+                f"| {s.tool} | {len(s.detected)}/{s.malicious} | {len(s.missed)} | {len(s.malicious_other)} "
+                f"| {len(s.false_alarms)}/{s.benign} | {len(s.benign_other)} |"
+            )
+        lines += ["", "Which samples, per tool:", ""]
+        for s in summarize_corpus(info.rows, tools):
+            if s.not_run:
+                continue
+            lines.append(f"- **{s.tool}** missed: {_names(s.missed)}")
+            lines.append(f"  - malicious, error/unsupported: {_names(s.malicious_other)}")
+            lines.append(f"  - false alarms: {_names(s.false_alarms)}")
+            lines.append(f"  - benign, error/unsupported: {_names(s.benign_other)}")
+        lines += ["", "#### Every sample, every tool", ""]
+        lines.append("| Sample | Kind | What it is | " + " | ".join(tools) + " |")
+        lines.append("|---|---|---|" + "---|" * len(tools))
+        for sample in corpus:
+            cells = []
+            for tool in tools:
+                row = by_key.get((tool, sample.name, sample.kind))
+                cells.append(SYMBOL[row.outcome] if row else "")
+            description = _cell(sample.description)[:120]
+            lines.append(
+                f"| `{_cell(sample.name)}` | {sample.kind} | {description} | " + " | ".join(cells) + " |"
+            )
+        lines += [
+            "",
+            "<details><summary>What each tool said (first line of its finding or error)</summary>",
+            "",
+        ]
+        lines.append("| Sample | Tool | Outcome | Detail |")
+        lines.append("|---|---|---|---|")
+        for sample in corpus:
+            for tool in tools:
+                row = by_key.get((tool, sample.name, sample.kind))
+                if row and row.detail:
+                    lines.append(f"| `{_cell(sample.name)}` | {tool} | {row.outcome} | {_cell(row.detail)} |")
+        lines += ["", "</details>", ""]
+
+    if large:
+        lines += [
+            "### Large files: wall time and peak memory",
+            "",
+            f"One tool at a time, one process per file, per-file timeout {info.timeouts['large']:.0f} s. "
+            "Wall "
+            "time includes interpreter start-up; peak RSS is the process's maximum resident set (os.wait4).",
+            "",
+            "| File | Size | Tool | Verdict | Wall time | Peak RSS | Detail |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for sample in large:
+            for tool in tools:
+                row = by_key.get((tool, sample.name, "large"))
+                if row is None:
+                    continue
+                if row.outcome is Outcome.NOT_RUN:
+                    lines.append(
+                        f"| {sample.description} | {_size_label(sample.size)} | {tool} | not run | | | |"
+                    )
+                    continue
+                wall = (
+                    f">{row.wall_seconds:.0f} s"
+                    if row.outcome is Outcome.TIMEOUT
+                    else f"{row.wall_seconds:.1f} s"
+                )
+                lines.append(
+                    f"| {sample.description} | {_size_label(sample.size)} ({sample.size:,} B) | {tool} "
+                    f"| {SYMBOL[row.outcome]} | {wall} | {row.max_rss_kib / KiB:,.0f} MiB "
+                    f"| {_cell(row.detail)[:140]} |"
+                )
+        lines.append("")
+    if info.problems:
+        lines += ["### Problems while building the corpus", ""]
+        lines += [f"- {_cell(p)}" for p in info.problems]
+        lines.append("")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+DOC_HEADER = """# ModelShield compared with picklescan, modelscan, fickling and ModelAudit
+
+How to read this: the section between the GENERATED markers is rewritten by every run of
+`benchmarks/compare_scanners.py` and holds only numbers that run measured. Everything outside the
+markers is commentary and is kept as it is.
+
+"""
+
+
+def write_doc(path: Path, generated: str) -> None:
+    """Replace the generated block, keeping any hand-written text around it."""
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if BEGIN in text and END in text:
+            before, rest = text.split(BEGIN, 1)
+            after = rest.split(END, 1)[1]
+            path.write_text(before + generated + after, encoding="utf-8")
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(DOC_HEADER + generated + "\n", encoding="utf-8")
+
+
+def machine_info() -> dict[str, str]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
+        memory = f"{kib / KiB / KiB:.0f} GiB"
+    info = {
+        "nproc": str(os.cpu_count() or "?"),
+        "CPU": cpu or platform.processor() or "?",
+        "RAM": memory or "?",
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python (tools)": _python_version(sys.executable),
+    }
+    return info
+
+
+def _python_version(python: str) -> str:
+    probe = subprocess.run([python, "--version"], capture_output=True, text=True)
+    return (probe.stdout or probe.stderr).strip().removeprefix("Python ")
+
+
+# -- command line ----------------------------------------------------------------------------------
+def parse_sizes(text: str) -> dict[str, int]:
+    """`torch=1GiB,pickle=200MB,safetensors=2GiB` -> bytes per large file (a subset is fine)."""
+    units = {"": 1, "B": 1, "KB": 1000, "MB": MB, "GB": 1000 * MB, "KIB": KiB, "MIB": MiB, "GIB": GiB}
+    sizes: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
+        if key not in FULL_SIZES or not match or match.group(2).upper() not in units:
+            raise argparse.ArgumentTypeError(
+                f"bad size {part!r}; e.g. torch=1GiB,pickle=200MB,safetensors=2GiB"
+            )
+        sizes[key] = int(float(match.group(1)) * units[match.group(2).upper()])
+    return sizes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small large files (64 MiB / 20 MB / 256 MiB)")
+    parser.add_argument("--sizes", type=parse_sizes, help="large-file sizes, e.g. torch=1GiB,pickle=200MB")
+    parser.add_argument("--tools", default=",".join(a.name for a in ADAPTERS), help="comma-separated subset")
+    parser.add_argument("--skip-corpus", action="store_true")
+    parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel corpus runs")
+    parser.add_argument("--timeout", type=float, default=60.0, help="per corpus file, seconds")
+    parser.add_argument(
+        "--timeout-large", type=float, default=None, help="per large file (default 300, quick 60)"
+    )
+    parser.add_argument("--no-install", action="store_true", help="do not create or update tool venvs")
+    parser.add_argument("--python", default="python3", help="interpreter for the tool venvs")
+    parser.add_argument("--doc", type=Path, default=DOC, help="markdown file to update")
+    parser.add_argument("--no-doc", action="store_true", help="print the tables only")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
+    adapters = [a for a in ADAPTERS if a.name in wanted]
+    unknown = set(wanted) - {a.name for a in ADAPTERS}
+    if unknown:
+        parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
+    sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
+    timeout_large = args.timeout_large or (60.0 if args.quick else 300.0)
+
+    print("tools:", flush=True)
+    statuses = []
+    for adapter in adapters:
+        status = ensure_tool(adapter, install=not args.no_install, python=args.python)
+        statuses.append(status)
+        print(
+            f"  {adapter.name}: {status.version if status.ready else 'not run: ' + status.reason}", flush=True
+        )
+
+    samples: list[Sample] = []
+    problems: list[str] = []
+    rows: list[Row] = []
+    pairs = list(zip(adapters, statuses, strict=True))
+    if not args.skip_corpus:
+        print("corpus:", flush=True)
+        corpus, problems = build_corpus(DATA / "corpus")
+        for problem in problems:
+            print(f"  problem: {problem}", flush=True)
+        print(
+            f"  {sum(s.kind == 'malicious' for s in corpus)} malicious, "
+            f"{sum(s.kind == 'benign' for s in corpus)} benign"
+        )
+        samples += corpus
+        work = [(a, st, s) for s in corpus for a, st in pairs]
+        rows += run_matrix(work, timeout=args.timeout, jobs=args.jobs, progress="corpus")
+    if not args.skip_large:
+        print("large files:", flush=True)
+        large = ensure_large(DATA / "large", sizes)
+        samples += large
+        for sample in large:
+            for adapter, status in pairs:
+                row = scan_one(adapter, status, sample, timeout_large)
+                rows.append(row)
+                print(
+                    f"  {sample.name:<28} {adapter.name:<12} {row.outcome!s:<11} {row.wall_seconds:7.1f} s "
+                    f"{row.max_rss_kib / KiB:8.0f} MiB  {row.detail[:70]}",
+                    flush=True,
+                )
+
+    command = "KERAS_BACKEND=torch .venv/bin/python benchmarks/compare_scanners.py"
+    if argv is None:
+        extra = sys.argv[1:]
+        command += (" " + " ".join(extra)) if extra else ""
+    info = RunInfo(
+        command=command,
+        started=stamp,
+        machine=machine_info(),
+        tools=statuses,
+        adapters=adapters,
+        samples=samples,
+        rows=rows,
+        problems=problems,
+        timeouts={"corpus": args.timeout, "large": timeout_large},
+        duration_seconds=time.monotonic() - started,
+    )
+    generated = render_markdown(info)
+    print()
+    print(generated)
+    results = DATA / "compare" / "results.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(
+        json.dumps(
+            {
+                "started": stamp,
+                "machine": info.machine,
+                "tools": [{**asdict(t), "venv": str(t.venv)} for t in statuses],
+                "samples": [{**asdict(s), "path": str(s.path)} for s in samples],
+                "rows": [asdict(r) for r in rows],
+                "problems": problems,
+            },
+            indent=1,
+        )
+    )
+    if not args.no_doc:
+        write_doc(args.doc, generated)
+        print(f"\nwrote {args.doc} and {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    sys.exit(main())

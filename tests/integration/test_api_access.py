@@ -1,0 +1,220 @@
+"""ApiFunction with events/api_*.json under moto: IAM identity, validation, statuses, access and audit."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from modelshield.access import AccessService, vault_context_reader
+from modelshield.api import access_routes, audit_routes
+from modelshield.audit import AuditLog
+from modelshield.crypto.keyring import KmsKeyring
+from modelshield.crypto.s3 import encrypt_to_s3
+from modelshield.models import (
+    ArtifactRef,
+    ArtifactState,
+    EncryptionState,
+    Format,
+    Verdict,
+    encryption_context,
+)
+from modelshield.store.access import DynamoAccessStore, create_access_table
+from modelshield.store.artifacts import ArtifactStore
+from modelshield.store.audit import DynamoAuditStore, create_audit_table
+from moto import mock_aws
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACT = "modelshield-ingest/models/resnet50.safetensors"
+CONSUMER = "arn:aws:sts::123456789012:assumed-role/InferenceService/i-0abc"
+ALICE = "arn:aws:sts::123456789012:assumed-role/ModelShieldSecurityEngineer/alice"
+
+
+def _event(
+    name: str, *, user: str | None = None, body: Any = None, path: str | None = None
+) -> dict[str, Any]:
+    event = copy.deepcopy(json.loads((ROOT / "events" / name).read_text()))
+    if user is not None:
+        event["requestContext"]["identity"]["userArn"] = user
+    if body is not None:
+        event["body"] = json.dumps(body)
+    if path is not None:
+        event["path"] = path
+    return event
+
+
+def _context() -> Any:
+    return SimpleNamespace(
+        function_name="ApiFunction",
+        memory_limit_in_mb=512,
+        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:ApiFunction",
+        aws_request_id="api-1",
+        get_remaining_time_in_millis=lambda: 29_000,
+    )
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "ModelShieldTest",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        ddb = boto3.client("dynamodb")
+        create_audit_table(ddb, "audit")
+        create_access_table(ddb, "access")
+        ddb.create_table(
+            TableName="artifacts",
+            KeySchema=[
+                {"AttributeName": "artifact_id", "KeyType": "HASH"},
+                {"AttributeName": "version_id", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "artifact_id", "AttributeType": "S"},
+                {"AttributeName": "version_id", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        s3 = boto3.client(
+            "s3",
+            config=Config(
+                request_checksum_calculation="when_required", response_checksum_validation="when_required"
+            ),
+        )
+        s3.create_bucket(Bucket="vault")
+        s3.put_bucket_versioning(Bucket="vault", VersioningConfiguration={"Status": "Enabled"})
+        kms = boto3.client("kms")
+        key_arn = kms.create_key()["KeyMetadata"]["Arn"]
+        data = os.urandom(20_000)
+        plain = tmp_path / "plain"
+        plain.write_bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        bucket, key = ARTIFACT.split("/", 1)
+        stored = encrypt_to_s3(
+            plain,
+            s3=s3,
+            keyring=KmsKeyring(kms),
+            key_id=key_arn,
+            bucket="vault",
+            key=key,
+            context=encryption_context(
+                ArtifactRef(bucket=bucket, key=key, version_id="v1"), sha256=sha, group="g"
+            ),
+            frame_length=4096,
+        )
+        now = datetime(2026, 11, 20, tzinfo=UTC)
+        artifacts = ArtifactStore("artifacts")
+        artifacts.save(
+            ArtifactState(
+                artifact_id=ARTIFACT,
+                version_id="v1",
+                bucket=bucket,
+                key=key,
+                sha256=sha,
+                size=len(data),
+                format=Format.SAFETENSORS,
+                group="g",
+                verdict=Verdict.ALLOWED,
+                encryption_state=EncryptionState.ENCRYPTED,
+                vault_bucket="vault",
+                vault_key=key,
+                vault_version_id=stored.version_id,
+                wrapping_key_arn=stored.key_arn,
+                data_key_created_at=now,
+                latest_scan_ref="s",
+                updated_at=now,
+            ),
+            expected_revision=None,
+        )
+        audit = AuditLog(DynamoAuditStore("audit"))
+        service = AccessService(
+            store=DynamoAccessStore("access"),
+            artifacts=artifacts,
+            kms=kms,
+            audit=audit,
+            security_engineer_role="arn:aws:iam::*:role/ModelShieldSecurityEngineer",
+            context_reader=vault_context_reader(s3),
+        )
+        access_routes.use_service(lambda: service)
+        audit_routes.use_audit_log(lambda: audit)
+        spec = importlib.util.spec_from_file_location("api_function_app", ROOT / "functions/api/app.py")
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        try:
+            yield SimpleNamespace(call=lambda e: _call(module, e), kms=kms, key_arn=key_arn)
+        finally:
+            access_routes.use_service(None)
+            audit_routes.use_audit_log(None)
+
+
+def _call(module: Any, event: dict[str, Any]) -> tuple[int, Any]:
+    response = module.lambda_handler(event, _context())
+    return response["statusCode"], json.loads(response["body"]) if response.get("body") else None
+
+
+def test_request_approve_and_audit_over_the_api(api: Any) -> None:
+    # Given a consumer's request made through the API (the requester comes from the IAM identity)
+    status, created = api.call(_event("api_access_request.json"))
+    assert status == 201
+    assert created["requester"] == CONSUMER and created["status"] == "PENDING"
+    request_id = created["request_id"]
+    approve_path = f"/access/requests/{request_id}/approve"
+
+    # When the requester approves their own request, the API refuses with 403 and a clear message
+    status, body = api.call(_event("api_access_approve.json", user=CONSUMER, path=approve_path))
+    assert status == 403 and "not a Security Engineer" in body["message"]
+
+    # When a Security Engineer approves it
+    status, approved = api.call(_event("api_access_approve.json", path=approve_path))
+    # Then it is approved, the grant exists, and the token is not exposed
+    assert status == 200 and approved["status"] == "APPROVED" and approved["decided_by"] == ALICE
+    assert "grant_token" not in approved
+    assert len(api.kms.list_grants(KeyId=api.key_arn)["Grants"]) == 1
+
+    # And deciding again is a conflict; an unknown request is 404
+    status, body = api.call(_event("api_access_approve.json", path=approve_path))
+    assert status == 409 and "already APPROVED" in body["message"]
+    status, _ = api.call(_event("api_access_deny.json", path="/access/requests/req-missing/deny"))
+    assert status == 404
+
+    # And list and audit routes show the state and the trail
+    status, listed = api.call(_event("api_access_list.json"))
+    assert status == 200 and listed["requests"] == []  # nothing pending any more
+    status, records = api.call(_event("api_audit_list.json"))
+    assert status == 200
+    assert [(r["action"], r["decision"]) for r in records["records"]] == [
+        ("grant.create", "ALLOWED"),
+        ("access.approve", "ALLOWED"),
+        ("access.approve", "DENIED"),
+        ("access.request", "ALLOWED"),
+    ]
+    status, verified = api.call(_event("api_audit_verify.json"))
+    assert status == 200 and verified["ok"] is True and verified["checked"] == 4
+
+
+def test_invalid_bodies_and_missing_identity_are_rejected(api: Any) -> None:
+    # Given malformed requests
+    too_long = {"artifact_id": ARTIFACT, "reason": "x", "hours": 100_000}
+    extra = {"artifact_id": ARTIFACT, "reason": "x", "hours": 1, "requester": ALICE}
+    no_identity = _event("api_access_request.json")
+    no_identity["requestContext"]["identity"]["userArn"] = None
+    # Then validation answers 422, and an unauthenticated call 403, without creating anything
+    assert api.call(_event("api_access_request.json", body=too_long))[0] == 422
+    assert api.call(_event("api_access_request.json", body=extra))[0] == 422  # no impersonation by body
+    status, body = api.call(no_identity)
+    assert status == 403 and "no IAM identity" in body["message"]
+    status, listed = api.call(_event("api_access_list.json", path="/access/requests"))
+    assert status == 200 and listed["requests"] == []

@@ -1,0 +1,295 @@
+"""Envelope encryption into and out of S3 (moto): verified uploads, aborts, decryption, in-place encryption.
+
+Objects stay small (<= ~12 MiB); a 64 KiB frame length gives multipart uploads of two or three parts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelshield.crypto.envelope import parse_header, sealed_frame_size
+from modelshield.crypto.keyring import KmsKeyring
+from modelshield.crypto.s3 import (
+    MIN_PART_SIZE,
+    decrypt_s3_to,
+    encrypt_in_place,
+    encrypt_to_s3,
+    open_model,
+    parse_s3_uri,
+)
+from modelshield.errors import ArtifactNotFound, EnvelopeError, IntegrityError, ModelShieldError, UsageError
+
+FRAME = 64 * 1024
+CONTEXT = {"artifact": "models/llm.safetensors", "group": "S3-Production", "purpose": "vault"}
+BIG = 11 * 1024 * 1024 + 12345  # two parts: 8 MiB + rest
+SMALL = 5000  # one PUT
+
+
+class Env:
+    def __init__(self, s3: Any, kms: Any, key_arn: str) -> None:
+        self.s3, self.kms, self.key_arn = s3, kms, key_arn
+        self.keyring = KmsKeyring(kms)
+
+    def versions(self, bucket: str, key: str) -> list[str]:
+        listing = self.s3.list_object_versions(Bucket=bucket, Prefix=key)
+        return [v["VersionId"] for v in listing.get("Versions", []) if v["Key"] == key]
+
+    def body(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
+        extra = {"VersionId": version_id} if version_id else {}
+        return bytes(self.s3.get_object(Bucket=bucket, Key=key, **extra)["Body"].read())
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    import boto3
+    from botocore.config import Config
+    from moto import mock_aws
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    config = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    with mock_aws():
+        s3 = boto3.client("s3", config=config)
+        kms = boto3.client("kms")
+        for bucket in ("vault", "ingest"):
+            s3.create_bucket(Bucket=bucket)
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        s3.create_bucket(Bucket="legacy")  # unversioned
+        yield Env(s3, kms, kms.create_key()["KeyMetadata"]["Arn"])
+
+
+class Faulty:
+    """Wraps the S3 client; `hooks` replace individual operations to inject failures."""
+
+    def __init__(self, inner: Any, **hooks: Any) -> None:
+        self._inner, self._hooks = inner, hooks
+
+    def __getattr__(self, name: str) -> Any:
+        return self._hooks.get(name) or getattr(self._inner, name)
+
+
+def _sha256_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _sdk_decrypt(message: bytes, key_arn: str) -> tuple[bytes, dict[str, str]]:
+    import aws_encryption_sdk
+    from aws_encryption_sdk import StrictAwsKmsMasterKeyProvider
+    from aws_encryption_sdk.identifiers import CommitmentPolicy
+
+    client = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    plaintext, header = client.decrypt(source=message, key_provider=StrictAwsKmsMasterKeyProvider(key_ids=[key_arn]))
+    return plaintext, dict(header.encryption_context)
+
+
+def test_a_small_object_is_one_verified_put_that_the_reference_library_decrypts(env: Env) -> None:
+    # Given a small model
+    data = os.urandom(SMALL)
+    # When it is encrypted into the vault
+    stored = encrypt_to_s3(io.BytesIO(data), s3=env.s3, keyring=env.keyring, key_id=env.key_arn, bucket="vault",
+                           key="m/small.enc", context=CONTEXT, frame_length=FRAME,
+                           tags={"modelshield:state": "ENCRYPTED"}, metadata={"message-id": "x"})  # fmt: skip
+    # Then one PUT holds it, S3's SHA-256 is the object's digest, and the result names the version
+    body = env.body("vault", "m/small.enc", stored.version_id)
+    assert stored.part_sizes == (len(body),) == (stored.size,)
+    assert stored.checksum == _sha256_b64(body)
+    assert env.versions("vault", "m/small.enc") == [stored.version_id]
+    assert stored.key_arn == env.key_arn and stored.plaintext_sha256 == hashlib.sha256(data).hexdigest()
+    tags = env.s3.get_object_tagging(Bucket="vault", Key="m/small.enc")["TagSet"]
+    assert tags == [{"Key": "modelshield:state", "Value": "ENCRYPTED"}]
+    assert env.s3.head_object(Bucket="vault", Key="m/small.enc")["Metadata"] == {"message-id": "x"}
+    # And the official library decrypts the stored object
+    assert _sdk_decrypt(body, env.key_arn) == (data, CONTEXT)
+
+
+def test_a_large_object_is_a_multipart_upload_of_whole_frames_verified_by_composite_checksum(
+    env: Env, tmp_path: Path
+) -> None:
+    data = os.urandom(BIG)
+    source = tmp_path / "model.bin"
+    source.write_bytes(data)
+    stored = encrypt_to_s3(source, s3=env.s3, keyring=env.keyring, key_id=env.key_arn, bucket="vault",
+                           key="m/big.enc", context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    body = env.body("vault", "m/big.enc", stored.version_id)
+    # Then: parts >= 5 MiB except the last; part 1 is header + whole frames, the others whole frames
+    assert len(stored.part_sizes) == 2 and stored.part_sizes[0] >= MIN_PART_SIZE
+    sealed = sealed_frame_size(FRAME, False)
+    assert (stored.part_sizes[0] - stored.header_length) % sealed == 0
+    # And the checksum S3 reports is the composite of the parts' SHA-256 digests
+    first = body[: stored.part_sizes[0]]
+    second = body[stored.part_sizes[0] :]
+    composite = base64.b64encode(
+        hashlib.sha256(hashlib.sha256(first).digest() + hashlib.sha256(second).digest()).digest()
+    ).decode()
+    assert stored.checksum.split("-")[0] == composite
+    assert stored.part_checksums == (_sha256_b64(first), _sha256_b64(second))
+    # And it decrypts back to the plaintext, whose digest decrypt_s3_to returns
+    out = tmp_path / "back.bin"
+    digest = decrypt_s3_to("vault", "m/big.enc", stored.version_id, out, s3=env.s3, keyring=env.keyring,
+                           expected_context=CONTEXT)  # fmt: skip
+    assert digest == hashlib.sha256(data).hexdigest() and out.read_bytes() == data
+
+
+def test_a_part_damaged_in_transit_is_caught_by_verification_and_the_object_removed(env: Env) -> None:
+    # Given an S3 client that corrupts one byte of part 2 after its checksum was computed
+    # (real S3 would refuse the part; moto accepts it, so this exercises the after-upload verification)
+    def upload_part(**kwargs: Any) -> Any:
+        if kwargs["PartNumber"] == 2:
+            body = bytearray(kwargs["Body"])
+            body[100] ^= 0xFF
+            kwargs["Body"] = bytes(body)
+        return env.s3.upload_part(**kwargs)
+
+    faulty = Faulty(env.s3, upload_part=upload_part)
+    # When a large object is uploaded through it, Then IntegrityError, and no version remains
+    with pytest.raises(IntegrityError, match="S3 reports SHA-256"):
+        encrypt_to_s3(io.BytesIO(os.urandom(BIG)), s3=faulty, keyring=env.keyring, key_id=env.key_arn,
+                      bucket="vault", key="m/corrupt.enc", context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    assert env.versions("vault", "m/corrupt.enc") == []
+
+
+def test_a_failed_part_aborts_the_multipart_upload(env: Env) -> None:
+    from botocore.exceptions import ClientError
+
+    def upload_part(**kwargs: Any) -> Any:
+        if kwargs["PartNumber"] == 2:
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "try later"}}, "UploadPart")
+        return env.s3.upload_part(**kwargs)
+
+    with pytest.raises(ModelShieldError, match="UploadPart 2 failed: SlowDown"):
+        encrypt_to_s3(io.BytesIO(os.urandom(BIG)), s3=Faulty(env.s3, upload_part=upload_part),
+                      keyring=env.keyring, key_id=env.key_arn, bucket="vault", key="m/fail.enc",
+                      context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    assert env.s3.list_multipart_uploads(Bucket="vault").get("Uploads", []) == []
+    assert env.versions("vault", "m/fail.enc") == []
+
+
+def test_an_object_without_a_reported_checksum_is_not_trusted(env: Env) -> None:
+    def head_object(**kwargs: Any) -> Any:
+        response = dict(env.s3.head_object(**kwargs))
+        response.pop("ChecksumSHA256", None)
+        return response
+
+    with pytest.raises(IntegrityError, match="reports SHA-256 None"):
+        encrypt_to_s3(io.BytesIO(b"x" * SMALL), s3=Faulty(env.s3, head_object=head_object), keyring=env.keyring,
+                      key_id=env.key_arn, bucket="vault", key="m/nock.enc", context=CONTEXT,
+                      frame_length=FRAME)  # fmt: skip
+    assert env.versions("vault", "m/nock.enc") == []
+
+
+def test_a_plaintext_that_changed_since_it_was_hashed_is_not_stored(env: Env) -> None:
+    with pytest.raises(IntegrityError, match="changed since hashing"):
+        encrypt_to_s3(io.BytesIO(os.urandom(BIG)), s3=env.s3, keyring=env.keyring, key_id=env.key_arn,
+                      bucket="vault", key="m/changed.enc", context=CONTEXT, frame_length=FRAME,
+                      plaintext_sha256="00" * 32)  # fmt: skip
+    assert env.s3.list_multipart_uploads(Bucket="vault").get("Uploads", []) == []
+    assert env.versions("vault", "m/changed.enc") == []
+
+
+@pytest.mark.parametrize("size", [SMALL, BIG])
+def test_header_after_body_on_s3_records_the_digest_and_decrypts_with_the_library(env: Env, size: int) -> None:
+    # Given a plaintext whose digest is computed while it is encrypted
+    data = os.urandom(size)
+    # When the body goes first and part 1 (header + first frames) is sent last
+    stored = encrypt_to_s3(io.BytesIO(data), s3=env.s3, keyring=env.keyring, key_id=env.key_arn, bucket="vault",
+                           key="m/late-header.enc", context=CONTEXT, frame_length=FRAME,
+                           context_digest_key="sha256")  # fmt: skip
+    # Then the stored message carries the digest in its context and the official library reads it
+    digest = hashlib.sha256(data).hexdigest()
+    body = env.body("vault", "m/late-header.enc", stored.version_id)
+    header, _ = parse_header(io.BytesIO(body))
+    assert header.context["sha256"] == digest == stored.plaintext_sha256
+    assert _sdk_decrypt(body, env.key_arn) == (data, {**CONTEXT, "sha256": digest})
+
+
+def test_decrypting_with_the_wrong_context_publishes_nothing(env: Env, tmp_path: Path) -> None:
+    stored = encrypt_to_s3(io.BytesIO(b"m" * SMALL), s3=env.s3, keyring=env.keyring, key_id=env.key_arn,
+                           bucket="vault", key="m/ctx.enc", context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    with pytest.raises(EnvelopeError, match="different value for group"):
+        decrypt_s3_to("vault", "m/ctx.enc", stored.version_id, tmp_path / "m", s3=env.s3, keyring=env.keyring,
+                      expected_context={**CONTEXT, "group": "HuggingFace-Research"})  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_open_model_reads_s3_uris_with_versions_and_reports_missing_objects(env: Env, tmp_path: Path) -> None:
+    data = b"gguf" * 1000
+    first = encrypt_to_s3(io.BytesIO(data), s3=env.s3, keyring=env.keyring, key_id=env.key_arn, bucket="vault",
+                          key="m/v.enc", context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    encrypt_to_s3(io.BytesIO(b"newer"), s3=env.s3, keyring=env.keyring, key_id=env.key_arn, bucket="vault",
+                  key="m/v.enc", context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    result = open_model(f"s3://vault/m/v.enc?versionId={first.version_id}", tmp_path / "m", keyring=env.keyring,
+                        expected_context=CONTEXT, s3=env.s3)  # fmt: skip
+    assert (tmp_path / "m").read_bytes() == data and result.plaintext_size == len(data)
+    with pytest.raises(ArtifactNotFound, match="NoSuchKey"):
+        open_model("s3://vault/m/absent.enc", tmp_path / "x", keyring=env.keyring, expected_context=None, s3=env.s3)
+    assert parse_s3_uri("s3://b/a/b?c.bin").key == "a/b?c.bin"  # only ?versionId= is special
+
+
+def test_in_place_encryption_deletes_the_plaintext_version_only_after_verifying(env: Env, tmp_path: Path) -> None:
+    # Given a plaintext model uploaded to a versioned ingest bucket
+    data = os.urandom(BIG)
+    plain_version = env.s3.put_object(Bucket="ingest", Key="team/model.bin", Body=data)["VersionId"]
+    # When it is encrypted in place
+    stored = encrypt_in_place(env.s3, "ingest", "team/model.bin", plain_version, keyring=env.keyring,
+                              key_id=env.key_arn, context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    # Then only the encrypted version remains, and it decrypts to the original
+    assert env.versions("ingest", "team/model.bin") == [stored.version_id] != [plain_version]
+    out = tmp_path / "model.bin"
+    decrypt_s3_to("ingest", "team/model.bin", None, out, s3=env.s3, keyring=env.keyring, expected_context=CONTEXT)
+    assert out.read_bytes() == data
+    # And running it again refuses: the object is already an envelope
+    with pytest.raises(UsageError, match="already envelope-encrypted"):
+        encrypt_in_place(env.s3, "ingest", "team/model.bin", stored.version_id, keyring=env.keyring,
+                         key_id=env.key_arn, context=CONTEXT, frame_length=FRAME)  # fmt: skip
+
+
+def test_in_place_encryption_keeps_the_plaintext_when_verification_fails(env: Env) -> None:
+    plain_version = env.s3.put_object(Bucket="ingest", Key="m.bin", Body=b"p" * SMALL)["VersionId"]
+
+    def head_object(**kwargs: Any) -> Any:
+        response = dict(env.s3.head_object(**kwargs))
+        if kwargs.get("ChecksumMode"):
+            response["ChecksumSHA256"] = _sha256_b64(b"something else")
+        return response
+
+    with pytest.raises(IntegrityError):
+        encrypt_in_place(Faulty(env.s3, head_object=head_object), "ingest", "m.bin", plain_version,
+                         keyring=env.keyring, key_id=env.key_arn, context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    assert env.versions("ingest", "m.bin") == [plain_version]
+    assert env.body("ingest", "m.bin") == b"p" * SMALL
+
+
+def test_in_place_encryption_refuses_a_version_that_is_no_longer_current(env: Env) -> None:
+    old = env.s3.put_object(Bucket="ingest", Key="m.bin", Body=b"old")["VersionId"]
+    new = env.s3.put_object(Bucket="ingest", Key="m.bin", Body=b"new")["VersionId"]
+    with pytest.raises(IntegrityError, match="no longer the current version"):
+        encrypt_in_place(env.s3, "ingest", "m.bin", old, keyring=env.keyring, key_id=env.key_arn,
+                         context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    assert sorted(env.versions("ingest", "m.bin")) == sorted([old, new])
+
+
+@pytest.mark.parametrize("size", [SMALL, BIG])
+def test_in_place_encryption_in_an_unversioned_bucket_goes_through_a_verified_staging_copy(
+    env: Env, size: int, tmp_path: Path
+) -> None:
+    data = os.urandom(size)
+    env.s3.put_object(Bucket="legacy", Key="old/model.bin", Body=data)
+    stored = encrypt_in_place(env.s3, "legacy", "old/model.bin", None, keyring=env.keyring, key_id=env.key_arn,
+                              context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    keys = [o["Key"] for o in env.s3.list_objects_v2(Bucket="legacy")["Contents"]]
+    assert keys == ["old/model.bin"]  # the staging object is gone
+    assert stored.key == "old/model.bin" and stored.version_id is None
+    digest = decrypt_s3_to("legacy", "old/model.bin", None, tmp_path / "m", s3=env.s3, keyring=env.keyring,
+                           expected_context=CONTEXT)  # fmt: skip
+    assert digest == hashlib.sha256(data).hexdigest()
