@@ -99,11 +99,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_case(case: str, plaintext: Path, ciphertexts: dict[str, Path], sink: str, workdir: Path) -> dict[str, Any]:
+def run_case(
+    case: str, plaintext: Path, ciphertexts: dict[str, Path], sink: str, workdir: Path
+) -> dict[str, Any]:
     import hashlib
 
     out_path = workdir / f"out-{case}.bin"
-    dst = open(os.devnull if sink == "null" else out_path, "wb")  # noqa: SIM115
+    dst = open(os.devnull if sink == "null" else out_path, "wb")
     check = ""
     start = time.perf_counter()
     if case == "sha256":
@@ -121,7 +123,9 @@ def run_case(case: str, plaintext: Path, ciphertexts: dict[str, Path], sink: str
             counter = 0
             while n := src.readinto(buffer):
                 counter += 1
-                aead.encrypt_into(counter.to_bytes(12, "big"), memoryview(buffer)[:n], b"", memoryview(out)[: n + 16])
+                aead.encrypt_into(
+                    counter.to_bytes(12, "big"), memoryview(buffer)[:n], b"", memoryview(out)[: n + 16]
+                )
                 dst.write(memoryview(out)[: n + 16])
     elif case.startswith("ms-encrypt"):
         from modelshield.crypto.streams import encrypt_stream
@@ -154,7 +158,7 @@ def run_case(case: str, plaintext: Path, ciphertexts: dict[str, Path], sink: str
         )
         frame = _frame(case)
         if case.startswith("sdk-encrypt"):
-            source = open(plaintext, "rb")  # noqa: SIM115
+            source = open(plaintext, "rb")
             options = {
                 "mode": "e",
                 "algorithm": Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
@@ -162,7 +166,7 @@ def run_case(case: str, plaintext: Path, ciphertexts: dict[str, Path], sink: str
                 "encryption_context": CONTEXT,
             }
         else:
-            source = open(ciphertexts[f"{frame // MiB}MiB"], "rb")  # noqa: SIM115
+            source = open(ciphertexts[f"{frame // MiB}MiB"], "rb")
             options = {"mode": "d"}
         with source, client.stream(source=source, key_provider=_sdk_provider(), **options) as stream:
             while chunk := stream.read(frame):  # read(frame) is the library's fastest pattern here
@@ -200,12 +204,16 @@ def _make_ciphertexts(plaintext: Path, workdir: Path, size: int) -> dict[str, Pa
     for frames in (1, 4):
         path = workdir / f"input-{size}.{frames}MiB.enc"
         if not path.exists():
-            encrypt_file(plaintext, path, keyring=keyring, key_id=KEY_NAME, context=CONTEXT, frame_length=frames * MiB)
+            encrypt_file(
+                plaintext, path, keyring=keyring, key_id=KEY_NAME, context=CONTEXT, frame_length=frames * MiB
+            )
         made[f"{frames}MiB"] = path
     return made
 
 
-def _run_child(case: str, plaintext: Path, ciphertexts: dict[str, Path], sink: str, workdir: Path) -> dict[str, Any]:
+def _run_child(
+    case: str, plaintext: Path, ciphertexts: dict[str, Path], sink: str, workdir: Path
+) -> dict[str, Any]:
     command = [
         sys.executable,
         __file__,
@@ -225,7 +233,9 @@ def _run_child(case: str, plaintext: Path, ciphertexts: dict[str, Path], sink: s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="256M,1G", help="comma-separated input sizes (e.g. 256M,1G,4G)")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases: " + ", ".join(CASES))
     parser.add_argument("--sink", choices=("null", "file"), default="null", help="where outputs go")
@@ -250,7 +260,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ms-bench-", dir=args.workdir) as tmp:
         workdir = Path(tmp)
         results = []
-        print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+        machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        print(f"# {time.strftime('%Y-%m-%d')}, {machine}")
         print(f"# sink: {args.sink}; each case in its own process; best of {args.repeat}")
         for size in sizes:
             plaintext = workdir / f"input-{size}.bin"
@@ -261,12 +272,19 @@ def main() -> None:
             print(f"|{'-' * 22}|{'-' * 8}|{'-' * 9}|{'-' * 13}|")
             by_case: dict[str, dict[str, Any]] = {}
             for case in cases:
-                runs = [_run_child(case, plaintext, ciphertexts, args.sink, workdir) for _ in range(args.repeat)]
+                runs = [
+                    _run_child(case, plaintext, ciphertexts, args.sink, workdir) for _ in range(args.repeat)
+                ]
                 best = min(runs, key=lambda r: r["seconds"])
-                best.update(size=size, gbps=size / best["seconds"] / 1e9, peak_rss_mb=best["peak_rss_bytes"] / 1e6)
+                best.update(
+                    size=size, gbps=size / best["seconds"] / 1e9, peak_rss_mb=best["peak_rss_bytes"] / 1e6
+                )
                 by_case[case] = best
                 results.append(best)
-                print(f"| {case:<20} | {best['gbps']:>6.2f} | {best['seconds']:>7.2f} | {best['peak_rss_mb']:>11.0f} |")
+                print(
+                    f"| {case:<20} | {best['gbps']:>6.2f} | {best['seconds']:>7.2f} "
+                    f"| {best['peak_rss_mb']:>11.0f} |"
+                )
             digests = {r["check"] for r in by_case.values() if r["check"]}
             if len(digests) > 1:
                 raise SystemExit(f"cases disagree on the plaintext digest: {digests}")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from modelshield.crypto.envelope import parse_header, sealed_frame_size
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import (
@@ -58,7 +57,9 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    config = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    config = Config(
+        request_checksum_calculation="when_required", response_checksum_validation="when_required"
+    )
     with mock_aws():
         s3 = boto3.client("s3", config=config)
         kms = boto3.client("kms")
@@ -88,8 +89,12 @@ def _sdk_decrypt(message: bytes, key_arn: str) -> tuple[bytes, dict[str, str]]:
     from aws_encryption_sdk import StrictAwsKmsMasterKeyProvider
     from aws_encryption_sdk.identifiers import CommitmentPolicy
 
-    client = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
-    plaintext, header = client.decrypt(source=message, key_provider=StrictAwsKmsMasterKeyProvider(key_ids=[key_arn]))
+    client = aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
+    )
+    plaintext, header = client.decrypt(
+        source=message, key_provider=StrictAwsKmsMasterKeyProvider(key_ids=[key_arn])
+    )
     return plaintext, dict(header.encryption_context)
 
 
@@ -97,9 +102,18 @@ def test_a_small_object_is_one_verified_put_that_the_reference_library_decrypts(
     # Given a small model
     data = os.urandom(SMALL)
     # When it is encrypted into the vault
-    stored = encrypt_to_s3(io.BytesIO(data), s3=env.s3, keyring=env.keyring, key_id=env.key_arn, bucket="vault",
-                           key="m/small.enc", context=CONTEXT, frame_length=FRAME,
-                           tags={"modelshield:state": "ENCRYPTED"}, metadata={"message-id": "x"})  # fmt: skip
+    stored = encrypt_to_s3(
+        io.BytesIO(data),
+        s3=env.s3,
+        keyring=env.keyring,
+        key_id=env.key_arn,
+        bucket="vault",
+        key="m/small.enc",
+        context=CONTEXT,
+        frame_length=FRAME,
+        tags={"modelshield:state": "ENCRYPTED"},
+        metadata={"message-id": "x"},
+    )
     # Then one PUT holds it, S3's SHA-256 is the object's digest, and the result names the version
     body = env.body("vault", "m/small.enc", stored.version_id)
     assert stored.part_sizes == (len(body),) == (stored.size,)
@@ -119,8 +133,16 @@ def test_a_large_object_is_a_multipart_upload_of_whole_frames_verified_by_compos
     data = os.urandom(BIG)
     source = tmp_path / "model.bin"
     source.write_bytes(data)
-    stored = encrypt_to_s3(source, s3=env.s3, keyring=env.keyring, key_id=env.key_arn, bucket="vault",
-                           key="m/big.enc", context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    stored = encrypt_to_s3(
+        source,
+        s3=env.s3,
+        keyring=env.keyring,
+        key_id=env.key_arn,
+        bucket="vault",
+        key="m/big.enc",
+        context=CONTEXT,
+        frame_length=FRAME,
+    )
     body = env.body("vault", "m/big.enc", stored.version_id)
     # Then: parts >= 5 MiB except the last; part 1 is header + whole frames, the others whole frames
     assert len(stored.part_sizes) == 2 and stored.part_sizes[0] >= MIN_PART_SIZE
@@ -136,8 +158,9 @@ def test_a_large_object_is_a_multipart_upload_of_whole_frames_verified_by_compos
     assert stored.part_checksums == (_sha256_b64(first), _sha256_b64(second))
     # And it decrypts back to the plaintext, whose digest decrypt_s3_to returns
     out = tmp_path / "back.bin"
-    digest = decrypt_s3_to("vault", "m/big.enc", stored.version_id, out, s3=env.s3, keyring=env.keyring,
-                           expected_context=CONTEXT)  # fmt: skip
+    digest = decrypt_s3_to(
+        "vault", "m/big.enc", stored.version_id, out, s3=env.s3, keyring=env.keyring, expected_context=CONTEXT
+    )
     assert digest == hashlib.sha256(data).hexdigest() and out.read_bytes() == data
 
 
@@ -154,8 +177,16 @@ def test_a_part_damaged_in_transit_is_caught_by_verification_and_the_object_remo
     faulty = Faulty(env.s3, upload_part=upload_part)
     # When a large object is uploaded through it, Then IntegrityError, and no version remains
     with pytest.raises(IntegrityError, match="S3 reports SHA-256"):
-        encrypt_to_s3(io.BytesIO(os.urandom(BIG)), s3=faulty, keyring=env.keyring, key_id=env.key_arn,
-                      bucket="vault", key="m/corrupt.enc", context=CONTEXT, frame_length=FRAME)  # fmt: skip
+        encrypt_to_s3(
+            io.BytesIO(os.urandom(BIG)),
+            s3=faulty,
+            keyring=env.keyring,
+            key_id=env.key_arn,
+            bucket="vault",
+            key="m/corrupt.enc",
+            context=CONTEXT,
+            frame_length=FRAME,
+        )
     assert env.versions("vault", "m/corrupt.enc") == []
 
 
@@ -168,9 +199,16 @@ def test_a_failed_part_aborts_the_multipart_upload(env: Env) -> None:
         return env.s3.upload_part(**kwargs)
 
     with pytest.raises(ModelShieldError, match="UploadPart 2 failed: SlowDown"):
-        encrypt_to_s3(io.BytesIO(os.urandom(BIG)), s3=Faulty(env.s3, upload_part=upload_part),
-                      keyring=env.keyring, key_id=env.key_arn, bucket="vault", key="m/fail.enc",
-                      context=CONTEXT, frame_length=FRAME)  # fmt: skip
+        encrypt_to_s3(
+            io.BytesIO(os.urandom(BIG)),
+            s3=Faulty(env.s3, upload_part=upload_part),
+            keyring=env.keyring,
+            key_id=env.key_arn,
+            bucket="vault",
+            key="m/fail.enc",
+            context=CONTEXT,
+            frame_length=FRAME,
+        )
     assert env.s3.list_multipart_uploads(Bucket="vault").get("Uploads", []) == []
     assert env.versions("vault", "m/fail.enc") == []
 
@@ -182,29 +220,54 @@ def test_an_object_without_a_reported_checksum_is_not_trusted(env: Env) -> None:
         return response
 
     with pytest.raises(IntegrityError, match="reports SHA-256 None"):
-        encrypt_to_s3(io.BytesIO(b"x" * SMALL), s3=Faulty(env.s3, head_object=head_object), keyring=env.keyring,
-                      key_id=env.key_arn, bucket="vault", key="m/nock.enc", context=CONTEXT,
-                      frame_length=FRAME)  # fmt: skip
+        encrypt_to_s3(
+            io.BytesIO(b"x" * SMALL),
+            s3=Faulty(env.s3, head_object=head_object),
+            keyring=env.keyring,
+            key_id=env.key_arn,
+            bucket="vault",
+            key="m/nock.enc",
+            context=CONTEXT,
+            frame_length=FRAME,
+        )
     assert env.versions("vault", "m/nock.enc") == []
 
 
 def test_a_plaintext_that_changed_since_it_was_hashed_is_not_stored(env: Env) -> None:
     with pytest.raises(IntegrityError, match="changed since hashing"):
-        encrypt_to_s3(io.BytesIO(os.urandom(BIG)), s3=env.s3, keyring=env.keyring, key_id=env.key_arn,
-                      bucket="vault", key="m/changed.enc", context=CONTEXT, frame_length=FRAME,
-                      plaintext_sha256="00" * 32)  # fmt: skip
+        encrypt_to_s3(
+            io.BytesIO(os.urandom(BIG)),
+            s3=env.s3,
+            keyring=env.keyring,
+            key_id=env.key_arn,
+            bucket="vault",
+            key="m/changed.enc",
+            context=CONTEXT,
+            frame_length=FRAME,
+            plaintext_sha256="00" * 32,
+        )
     assert env.s3.list_multipart_uploads(Bucket="vault").get("Uploads", []) == []
     assert env.versions("vault", "m/changed.enc") == []
 
 
 @pytest.mark.parametrize("size", [SMALL, BIG])
-def test_header_after_body_on_s3_records_the_digest_and_decrypts_with_the_library(env: Env, size: int) -> None:
+def test_header_after_body_on_s3_records_the_digest_and_decrypts_with_the_library(
+    env: Env, size: int
+) -> None:
     # Given a plaintext whose digest is computed while it is encrypted
     data = os.urandom(size)
     # When the body goes first and part 1 (header + first frames) is sent last
-    stored = encrypt_to_s3(io.BytesIO(data), s3=env.s3, keyring=env.keyring, key_id=env.key_arn, bucket="vault",
-                           key="m/late-header.enc", context=CONTEXT, frame_length=FRAME,
-                           context_digest_key="sha256")  # fmt: skip
+    stored = encrypt_to_s3(
+        io.BytesIO(data),
+        s3=env.s3,
+        keyring=env.keyring,
+        key_id=env.key_arn,
+        bucket="vault",
+        key="m/late-header.enc",
+        context=CONTEXT,
+        frame_length=FRAME,
+        context_digest_key="sha256",
+    )
     # Then the stored message carries the digest in its context and the official library reads it
     digest = hashlib.sha256(data).hexdigest()
     body = env.body("vault", "m/late-header.enc", stored.version_id)
@@ -214,44 +277,102 @@ def test_header_after_body_on_s3_records_the_digest_and_decrypts_with_the_librar
 
 
 def test_decrypting_with_the_wrong_context_publishes_nothing(env: Env, tmp_path: Path) -> None:
-    stored = encrypt_to_s3(io.BytesIO(b"m" * SMALL), s3=env.s3, keyring=env.keyring, key_id=env.key_arn,
-                           bucket="vault", key="m/ctx.enc", context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    stored = encrypt_to_s3(
+        io.BytesIO(b"m" * SMALL),
+        s3=env.s3,
+        keyring=env.keyring,
+        key_id=env.key_arn,
+        bucket="vault",
+        key="m/ctx.enc",
+        context=CONTEXT,
+        frame_length=FRAME,
+    )
     with pytest.raises(EnvelopeError, match="different value for group"):
-        decrypt_s3_to("vault", "m/ctx.enc", stored.version_id, tmp_path / "m", s3=env.s3, keyring=env.keyring,
-                      expected_context={**CONTEXT, "group": "HuggingFace-Research"})  # fmt: skip
+        decrypt_s3_to(
+            "vault",
+            "m/ctx.enc",
+            stored.version_id,
+            tmp_path / "m",
+            s3=env.s3,
+            keyring=env.keyring,
+            expected_context={**CONTEXT, "group": "HuggingFace-Research"},
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_open_model_reads_s3_uris_with_versions_and_reports_missing_objects(env: Env, tmp_path: Path) -> None:
     data = b"gguf" * 1000
-    first = encrypt_to_s3(io.BytesIO(data), s3=env.s3, keyring=env.keyring, key_id=env.key_arn, bucket="vault",
-                          key="m/v.enc", context=CONTEXT, frame_length=FRAME)  # fmt: skip
-    encrypt_to_s3(io.BytesIO(b"newer"), s3=env.s3, keyring=env.keyring, key_id=env.key_arn, bucket="vault",
-                  key="m/v.enc", context=CONTEXT, frame_length=FRAME)  # fmt: skip
-    result = open_model(f"s3://vault/m/v.enc?versionId={first.version_id}", tmp_path / "m", keyring=env.keyring,
-                        expected_context=CONTEXT, s3=env.s3)  # fmt: skip
+    first = encrypt_to_s3(
+        io.BytesIO(data),
+        s3=env.s3,
+        keyring=env.keyring,
+        key_id=env.key_arn,
+        bucket="vault",
+        key="m/v.enc",
+        context=CONTEXT,
+        frame_length=FRAME,
+    )
+    encrypt_to_s3(
+        io.BytesIO(b"newer"),
+        s3=env.s3,
+        keyring=env.keyring,
+        key_id=env.key_arn,
+        bucket="vault",
+        key="m/v.enc",
+        context=CONTEXT,
+        frame_length=FRAME,
+    )
+    result = open_model(
+        f"s3://vault/m/v.enc?versionId={first.version_id}",
+        tmp_path / "m",
+        keyring=env.keyring,
+        expected_context=CONTEXT,
+        s3=env.s3,
+    )
     assert (tmp_path / "m").read_bytes() == data and result.plaintext_size == len(data)
     with pytest.raises(ArtifactNotFound, match="NoSuchKey"):
-        open_model("s3://vault/m/absent.enc", tmp_path / "x", keyring=env.keyring, expected_context=None, s3=env.s3)
+        open_model(
+            "s3://vault/m/absent.enc", tmp_path / "x", keyring=env.keyring, expected_context=None, s3=env.s3
+        )
     assert parse_s3_uri("s3://b/a/b?c.bin").key == "a/b?c.bin"  # only ?versionId= is special
 
 
-def test_in_place_encryption_deletes_the_plaintext_version_only_after_verifying(env: Env, tmp_path: Path) -> None:
+def test_in_place_encryption_deletes_the_plaintext_version_only_after_verifying(
+    env: Env, tmp_path: Path
+) -> None:
     # Given a plaintext model uploaded to a versioned ingest bucket
     data = os.urandom(BIG)
     plain_version = env.s3.put_object(Bucket="ingest", Key="team/model.bin", Body=data)["VersionId"]
     # When it is encrypted in place
-    stored = encrypt_in_place(env.s3, "ingest", "team/model.bin", plain_version, keyring=env.keyring,
-                              key_id=env.key_arn, context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    stored = encrypt_in_place(
+        env.s3,
+        "ingest",
+        "team/model.bin",
+        plain_version,
+        keyring=env.keyring,
+        key_id=env.key_arn,
+        context=CONTEXT,
+        frame_length=FRAME,
+    )
     # Then only the encrypted version remains, and it decrypts to the original
     assert env.versions("ingest", "team/model.bin") == [stored.version_id] != [plain_version]
     out = tmp_path / "model.bin"
-    decrypt_s3_to("ingest", "team/model.bin", None, out, s3=env.s3, keyring=env.keyring, expected_context=CONTEXT)
+    decrypt_s3_to(
+        "ingest", "team/model.bin", None, out, s3=env.s3, keyring=env.keyring, expected_context=CONTEXT
+    )
     assert out.read_bytes() == data
     # And running it again refuses: the object is already an envelope
     with pytest.raises(UsageError, match="already envelope-encrypted"):
-        encrypt_in_place(env.s3, "ingest", "team/model.bin", stored.version_id, keyring=env.keyring,
-                         key_id=env.key_arn, context=CONTEXT, frame_length=FRAME)  # fmt: skip
+        encrypt_in_place(
+            env.s3,
+            "ingest",
+            "team/model.bin",
+            stored.version_id,
+            keyring=env.keyring,
+            key_id=env.key_arn,
+            context=CONTEXT,
+            frame_length=FRAME,
+        )
 
 
 def test_in_place_encryption_keeps_the_plaintext_when_verification_fails(env: Env) -> None:
@@ -264,8 +385,16 @@ def test_in_place_encryption_keeps_the_plaintext_when_verification_fails(env: En
         return response
 
     with pytest.raises(IntegrityError):
-        encrypt_in_place(Faulty(env.s3, head_object=head_object), "ingest", "m.bin", plain_version,
-                         keyring=env.keyring, key_id=env.key_arn, context=CONTEXT, frame_length=FRAME)  # fmt: skip
+        encrypt_in_place(
+            Faulty(env.s3, head_object=head_object),
+            "ingest",
+            "m.bin",
+            plain_version,
+            keyring=env.keyring,
+            key_id=env.key_arn,
+            context=CONTEXT,
+            frame_length=FRAME,
+        )
     assert env.versions("ingest", "m.bin") == [plain_version]
     assert env.body("ingest", "m.bin") == b"p" * SMALL
 
@@ -274,8 +403,16 @@ def test_in_place_encryption_refuses_a_version_that_is_no_longer_current(env: En
     old = env.s3.put_object(Bucket="ingest", Key="m.bin", Body=b"old")["VersionId"]
     new = env.s3.put_object(Bucket="ingest", Key="m.bin", Body=b"new")["VersionId"]
     with pytest.raises(IntegrityError, match="no longer the current version"):
-        encrypt_in_place(env.s3, "ingest", "m.bin", old, keyring=env.keyring, key_id=env.key_arn,
-                         context=CONTEXT, frame_length=FRAME)  # fmt: skip
+        encrypt_in_place(
+            env.s3,
+            "ingest",
+            "m.bin",
+            old,
+            keyring=env.keyring,
+            key_id=env.key_arn,
+            context=CONTEXT,
+            frame_length=FRAME,
+        )
     assert sorted(env.versions("ingest", "m.bin")) == sorted([old, new])
 
 
@@ -285,11 +422,26 @@ def test_in_place_encryption_in_an_unversioned_bucket_goes_through_a_verified_st
 ) -> None:
     data = os.urandom(size)
     env.s3.put_object(Bucket="legacy", Key="old/model.bin", Body=data)
-    stored = encrypt_in_place(env.s3, "legacy", "old/model.bin", None, keyring=env.keyring, key_id=env.key_arn,
-                              context=CONTEXT, frame_length=FRAME)  # fmt: skip
+    stored = encrypt_in_place(
+        env.s3,
+        "legacy",
+        "old/model.bin",
+        None,
+        keyring=env.keyring,
+        key_id=env.key_arn,
+        context=CONTEXT,
+        frame_length=FRAME,
+    )
     keys = [o["Key"] for o in env.s3.list_objects_v2(Bucket="legacy")["Contents"]]
     assert keys == ["old/model.bin"]  # the staging object is gone
     assert stored.key == "old/model.bin" and stored.version_id is None
-    digest = decrypt_s3_to("legacy", "old/model.bin", None, tmp_path / "m", s3=env.s3, keyring=env.keyring,
-                           expected_context=CONTEXT)  # fmt: skip
+    digest = decrypt_s3_to(
+        "legacy",
+        "old/model.bin",
+        None,
+        tmp_path / "m",
+        s3=env.s3,
+        keyring=env.keyring,
+        expected_context=CONTEXT,
+    )
     assert digest == hashlib.sha256(data).hexdigest()

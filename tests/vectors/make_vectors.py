@@ -69,7 +69,9 @@ CASES: list[dict[str, Any]] = [
 def main() -> None:
     provider = _StaticProvider()
     provider.add_master_key(KEY_NAME.encode())
-    client = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    client = aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
+    )
     vectors = []
     for case in CASES:
         plaintext = _plaintext(case["size"], case["name"])
@@ -91,7 +93,7 @@ def main() -> None:
             }
         )
     document = {
-        "description": "AWS Encryption SDK messages, format v2, suite 0x0478, framed, raw AES-256-GCM wrapping",
+        "description": "AWS Encryption SDK messages: format v2, suite 0x0478, framed, raw AES-GCM wrapping",
         "generator": "tests/vectors/make_vectors.py",
         "aws_encryption_sdk_version": aws_encryption_sdk.__version__,
         "wrapping_key_hex": WRAPPING_KEY.hex(),

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from envelope_helpers import raw_provider, sdk_client, static_keyring
-
+from envelope_helpers import Aws, raw_provider, sdk_client, static_keyring
 from modelshield.crypto.keyring import StaticKeyring
 
 
@@ -27,14 +25,6 @@ def sdk_raw_provider() -> Any:
     return raw_provider()
 
 
-@dataclass
-class Aws:
-    kms: Any
-    s3: Any
-    key_arn: str
-    other_key_arn: str
-
-
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     """moto in-process: two KMS keys and fast S3 clients (request checksums only when required)."""
@@ -47,7 +37,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    config = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    config = Config(
+        request_checksum_calculation="when_required", response_checksum_validation="when_required"
+    )
     with mock_aws():
         kms = boto3.client("kms")
         s3 = boto3.client("s3", config=config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from modelshield.crypto.keyring import StaticKeyring
@@ -15,11 +16,23 @@ KEY_NAME = "static-key"
 CONTEXT = {"artifact": "models/resnet.pt", "version": "v1", "purpose": "test"}
 
 
+@dataclass
+class Aws:
+    """moto-backed clients and two KMS keys (see the `aws` fixture)."""
+
+    kms: Any
+    s3: Any
+    key_arn: str
+    other_key_arn: str
+
+
 def static_keyring() -> StaticKeyring:
     return StaticKeyring(WRAPPING_KEY, provider_id=PROVIDER_ID, key_name=KEY_NAME)
 
 
-def raw_provider(wrapping_key: bytes = WRAPPING_KEY, provider_id: str = PROVIDER_ID, key_name: str = KEY_NAME) -> Any:
+def raw_provider(
+    wrapping_key: bytes = WRAPPING_KEY, provider_id: str = PROVIDER_ID, key_name: str = KEY_NAME
+) -> Any:
     """The library's raw AES-GCM master key provider holding the same key as `static_keyring()`."""
     from aws_encryption_sdk.identifiers import EncryptionKeyType, WrappingAlgorithm
     from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
@@ -47,7 +60,9 @@ def sdk_client() -> Any:
     import aws_encryption_sdk
     from aws_encryption_sdk.identifiers import CommitmentPolicy
 
-    return aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    return aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
+    )
 
 
 def sdk_encrypt(data: bytes, provider: Any, context: Mapping[str, str], frame_length: int) -> bytes:
@@ -74,5 +89,7 @@ def encrypt_bytes(
     """One message for `data`, built by ModelShield's encryptor."""
     out = io.BytesIO()
     data_key = keyring.generate(KEY_NAME, context)
-    encrypt_stream(io.BytesIO(data), out, data_key=data_key, context=context, frame_length=frame_length, **options)
+    encrypt_stream(
+        io.BytesIO(data), out, data_key=data_key, context=context, frame_length=frame_length, **options
+    )
     return out.getvalue()

@@ -7,7 +7,6 @@ import struct
 
 import pytest
 from envelope_helpers import CONTEXT, encrypt_bytes
-
 from modelshield.crypto import envelope
 from modelshield.crypto.envelope import (
     EncryptedDataKey,
@@ -35,7 +34,8 @@ def test_context_is_serialized_sorted_by_key_bytes_with_length_prefixes() -> Non
     data = serialize_context(context)
     # Then it is: count, then (len, key, len, value) sorted by the UTF-8 key bytes ("B" < "a" < "b")
     expected = struct.pack(">H", 3) + b"".join(
-        struct.pack(">H", 1) + k + struct.pack(">H", 1) + v for k, v in ((b"B", b"3"), (b"a", b"1"), (b"b", b"2"))
+        struct.pack(">H", 1) + k + struct.pack(">H", 1) + v
+        for k, v in ((b"B", b"3"), (b"a", b"1"), (b"b", b"2"))
     )
     assert data == expected
     assert parse_context(data) == context
@@ -85,7 +85,10 @@ def test_check_context_requires_expected_pairs_and_optionally_refuses_extra_keys
 def test_key_derivation_matches_the_reference_library() -> None:
     # Given the reference library's own derivation functions as the oracle
     from aws_encryption_sdk.identifiers import Algorithm
-    from aws_encryption_sdk.internal.crypto.data_keys import calculate_commitment_key, derive_data_encryption_key
+    from aws_encryption_sdk.internal.crypto.data_keys import (
+        calculate_commitment_key,
+        derive_data_encryption_key,
+    )
 
     suite = Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
     data_key, message_id = bytes(range(32)), bytes(range(32, 64))
@@ -107,7 +110,9 @@ def test_wrong_sized_keys_are_refused() -> None:
 # -- header ---------------------------------------------------------------------------------------
 def test_header_round_trips_through_parse_and_authenticates() -> None:
     # Given a header built for a context and one KMS data key
-    header, _ = build_header(data_key=b"k" * 32, context=CONTEXT, encrypted_data_keys=[EDK], frame_length=4096)
+    header, _ = build_header(
+        data_key=b"k" * 32, context=CONTEXT, encrypted_data_keys=[EDK], frame_length=4096
+    )
     # When it is parsed back from its bytes (followed by body bytes)
     parsed, length = parse_header(io.BytesIO(header.to_bytes() + b"body"))
     # Then every field survives, the length points at the body, and the tag verifies under the key
@@ -207,8 +212,18 @@ def test_frame_count_and_plaintext_limits_apply_while_reading(keyring: StaticKey
 
     message = encrypt_bytes(b"x" * 5000, keyring, frame_length=1024)  # 5 frames
     with pytest.raises(EnvelopeError, match="more than 3 frames"):
-        decrypt_stream(io.BytesIO(message), io.BytesIO(), keyring=keyring, expected_context=None,
-                       limits=ReadLimits(max_frames=3))  # fmt: skip
+        decrypt_stream(
+            io.BytesIO(message),
+            io.BytesIO(),
+            keyring=keyring,
+            expected_context=None,
+            limits=ReadLimits(max_frames=3),
+        )
     with pytest.raises(EnvelopeError, match="plaintext limit"):
-        decrypt_stream(io.BytesIO(message), io.BytesIO(), keyring=keyring, expected_context=None,
-                       limits=ReadLimits(max_plaintext_bytes=4000))  # fmt: skip
+        decrypt_stream(
+            io.BytesIO(message),
+            io.BytesIO(),
+            keyring=keyring,
+            expected_context=None,
+            limits=ReadLimits(max_plaintext_bytes=4000),
+        )

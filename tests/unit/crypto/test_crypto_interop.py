@@ -16,7 +16,6 @@ import pytest
 from envelope_helpers import CONTEXT, encrypt_bytes, sdk_encrypt
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from modelshield.crypto.envelope import parse_header
 from modelshield.crypto.keyring import StaticKeyring
 from modelshield.crypto.streams import decrypt_stream

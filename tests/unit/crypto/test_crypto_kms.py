@@ -7,9 +7,7 @@ import io
 from typing import Any
 
 import pytest
-from conftest import Aws
-from envelope_helpers import CONTEXT, sdk_client
-
+from envelope_helpers import CONTEXT, Aws, sdk_client
 from modelshield.crypto.envelope import parse_header
 from modelshield.crypto.keyring import KmsKeyring, rewrap_header
 from modelshield.crypto.streams import decrypt_stream, encrypt_stream
@@ -99,9 +97,13 @@ def test_kms_refusals_are_clear_key_access_errors(aws: Aws) -> None:
     at = bytes(message).index(blob) + len(blob) // 2
     message[at] ^= 0x01
     # Then each KMS refusal names the operation, the key and KMS's reason
-    with pytest.raises(KeyAccessError, match="GenerateDataKey with key alias/missing was refused: NotFoundException"):
+    with pytest.raises(
+        KeyAccessError, match="GenerateDataKey with key alias/missing was refused: NotFoundException"
+    ):
         keyring.generate("alias/missing", CONTEXT)
-    with pytest.raises(KeyAccessError, match=f"Decrypt with key {aws.key_arn} was refused: InvalidCiphertext"):
+    with pytest.raises(
+        KeyAccessError, match=f"Decrypt with key {aws.key_arn} was refused: InvalidCiphertext"
+    ):
         _decrypt(bytes(message), keyring)
 
 
@@ -113,8 +115,9 @@ def test_rewrapped_header_plus_the_original_body_decrypts_under_the_new_key(aws:
     old_header, old_length = parse_header(io.BytesIO(message))
     body = message[old_length:]
     # When its header alone is re-wrapped under key B (passing more bytes than the header is fine)
-    rewrapped = rewrap_header(message[: old_length + 100], keyring=keyring, new_key_id=aws.other_key_arn,
-                              expected_context=CONTEXT)  # fmt: skip
+    rewrapped = rewrap_header(
+        message[: old_length + 100], keyring=keyring, new_key_id=aws.other_key_arn, expected_context=CONTEXT
+    )
     new_message = rewrapped.header + body
     new_header, new_length = parse_header(io.BytesIO(new_message))
     # Then identity, commitment, context and frames are unchanged; only the wrapped key differs
@@ -138,8 +141,12 @@ def test_rewrap_refuses_a_tampered_header_and_an_unexpected_context(aws: Aws) ->
     message = bytearray(_encrypt(b"x" * 3000, keyring, aws.key_arn))
     _, length = parse_header(io.BytesIO(bytes(message)))
     with pytest.raises(EnvelopeError, match="different value for artifact"):
-        rewrap_header(bytes(message[:length]), keyring=keyring, new_key_id=aws.other_key_arn,
-                      expected_context={"artifact": "other"})  # fmt: skip
+        rewrap_header(
+            bytes(message[:length]),
+            keyring=keyring,
+            new_key_id=aws.other_key_arn,
+            expected_context={"artifact": "other"},
+        )
     message[length - 16 - 32 - 2] ^= 0x01  # inside the frame-length field: only the header tag catches it
     with pytest.raises(EnvelopeError, match="header authentication failed"):
         rewrap_header(bytes(message[:length]), keyring=keyring, new_key_id=aws.other_key_arn)

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from envelope_helpers import CONTEXT, KEY_NAME, encrypt_bytes
-
 from modelshield.crypto.envelope import parse_header, sealed_frame_size
 from modelshield.crypto.keyring import StaticKeyring
 from modelshield.crypto.streams import (
@@ -94,7 +93,13 @@ def test_header_after_body_puts_the_computed_digest_into_the_context(
     src.write_bytes(data)
     # When it is encrypted body-first, with the digest recorded under "sha256"
     result = encrypt_file(
-        src, dest, keyring=keyring, key_id=KEY_NAME, context=CONTEXT, frame_length=1024, context_digest_key="sha256"
+        src,
+        dest,
+        keyring=keyring,
+        key_id=KEY_NAME,
+        context=CONTEXT,
+        frame_length=1024,
+        context_digest_key="sha256",
     )
     # Then the header (written last, placed first) carries the digest, and the library decrypts it all
     digest = hashlib.sha256(data).hexdigest()
@@ -114,8 +119,15 @@ def test_header_after_body_refuses_a_context_that_already_has_the_digest_key(
     src = tmp_path / "m"
     src.write_bytes(b"x")
     with pytest.raises(UsageError, match="already has 'sha256'"):
-        encrypt_file(src, tmp_path / "o", keyring=keyring, key_id=KEY_NAME, context={"sha256": "0"},
-                     frame_length=1024, context_digest_key="sha256")  # fmt: skip
+        encrypt_file(
+            src,
+            tmp_path / "o",
+            keyring=keyring,
+            key_id=KEY_NAME,
+            context={"sha256": "0"},
+            frame_length=1024,
+            context_digest_key="sha256",
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
@@ -135,11 +147,18 @@ def test_a_known_digest_is_checked_against_the_bytes_actually_encrypted(
     assert not dest.exists()
 
 
-def test_decrypt_to_with_a_pinned_digest_refuses_other_plaintext(keyring: StaticKeyring, tmp_path: Path) -> None:
+def test_decrypt_to_with_a_pinned_digest_refuses_other_plaintext(
+    keyring: StaticKeyring, tmp_path: Path
+) -> None:
     message = encrypt_bytes(b"model bytes", keyring)
     with pytest.raises(IntegrityError):
-        decrypt_to(io.BytesIO(message), tmp_path / "m", keyring=keyring, expected_context=CONTEXT,
-                   expected_sha256="00" * 32)  # fmt: skip
+        decrypt_to(
+            io.BytesIO(message),
+            tmp_path / "m",
+            keyring=keyring,
+            expected_context=CONTEXT,
+            expected_sha256="00" * 32,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -147,8 +166,9 @@ def test_read_only_and_short_reading_streams_work_both_ways(keyring: StaticKeyri
     # Given a source that has only read() and returns at most 700 bytes per call
     data_key = keyring.generate(KEY_NAME, CONTEXT)
     sealed = io.BytesIO()
-    result = encrypt_stream(ZeroStream(50_000, max_read=700), sealed, data_key=data_key, context=CONTEXT,
-                            frame_length=1024)  # fmt: skip
+    result = encrypt_stream(
+        ZeroStream(50_000, max_read=700), sealed, data_key=data_key, context=CONTEXT, frame_length=1024
+    )
     # Then the message is complete, and decrypting through a read()-only wrapper gives it back
 
     class ReadOnly:
@@ -168,12 +188,23 @@ def test_every_write_carries_whole_frames(keyring: StaticKeyring) -> None:
     # Given 3 frames per write and 10.5 frames of plaintext
     sink = CountingSink()
     data_key = keyring.generate(KEY_NAME, CONTEXT)
-    result = encrypt_stream(ZeroStream(10 * 1024 + 512), sink, data_key=data_key, context=CONTEXT,
-                            frame_length=1024, frames_per_write=3)  # fmt: skip
+    result = encrypt_stream(
+        ZeroStream(10 * 1024 + 512),
+        sink,
+        data_key=data_key,
+        context=CONTEXT,
+        frame_length=1024,
+        frames_per_write=3,
+    )
     # Then: the header, then 3 regular frames per write, then the rest with the final frame
     regular = sealed_frame_size(1024, False)
-    assert sink.writes == [result.header_length, 3 * regular, 3 * regular, 3 * regular,
-                           regular + sealed_frame_size(512, True)]  # fmt: skip
+    assert sink.writes == [
+        result.header_length,
+        3 * regular,
+        3 * regular,
+        3 * regular,
+        regular + sealed_frame_size(512, True),
+    ]
     assert result.frame_count == 11
     assert sum(sink.writes) == result.ciphertext_size
 
@@ -189,8 +220,14 @@ def test_empty_input_is_one_empty_final_frame(keyring: StaticKeyring) -> None:
 
 def test_hashing_can_be_skipped_when_the_digest_is_known_elsewhere(keyring: StaticKeyring) -> None:
     data_key = keyring.generate(KEY_NAME, CONTEXT)
-    result = encrypt_stream(io.BytesIO(b"abc"), io.BytesIO(), data_key=data_key, context=CONTEXT,
-                            frame_length=1024, hash_plaintext=False)  # fmt: skip
+    result = encrypt_stream(
+        io.BytesIO(b"abc"),
+        io.BytesIO(),
+        data_key=data_key,
+        context=CONTEXT,
+        frame_length=1024,
+        hash_plaintext=False,
+    )
     assert result.plaintext_sha256 is None
 
 
@@ -198,7 +235,9 @@ def _peak_while_encrypting(keyring: StaticKeyring, size: int) -> int:
     data_key = keyring.generate(KEY_NAME, CONTEXT)
     tracemalloc.start()
     try:
-        encrypt_stream(ZeroStream(size), CountingSink(), data_key=data_key, context=CONTEXT, frame_length=1 << 20)
+        encrypt_stream(
+            ZeroStream(size), CountingSink(), data_key=data_key, context=CONTEXT, frame_length=1 << 20
+        )
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -219,10 +258,14 @@ def test_frame_lengths_the_reference_library_would_refuse_are_refused(
 ) -> None:
     data_key = keyring.generate(KEY_NAME, CONTEXT)
     with pytest.raises(UsageError, match="frame length"):
-        encrypt_stream(io.BytesIO(b"x"), io.BytesIO(), data_key=data_key, context=CONTEXT, frame_length=frame_length)
+        encrypt_stream(
+            io.BytesIO(b"x"), io.BytesIO(), data_key=data_key, context=CONTEXT, frame_length=frame_length
+        )
 
 
-def test_missing_input_and_missing_output_directory_are_clear_errors(keyring: StaticKeyring, tmp_path: Path) -> None:
+def test_missing_input_and_missing_output_directory_are_clear_errors(
+    keyring: StaticKeyring, tmp_path: Path
+) -> None:
     with pytest.raises(ArtifactNotFound, match="does not exist"):
         encrypt_file(tmp_path / "absent", tmp_path / "out", keyring=keyring, key_id=KEY_NAME, context={})
     (tmp_path / "m").write_bytes(b"x")

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from envelope_helpers import CONTEXT, KEY_NAME, encrypt_bytes
-
 from modelshield.crypto.envelope import EncryptedDataKey, derive_keys, parse_header
 from modelshield.crypto.keyring import DataKey, StaticKeyring
 from modelshield.crypto.streams import decrypt_stream, decrypt_to
@@ -26,9 +25,16 @@ PLAINTEXT = bytes(range(256)) * 13 + bytes(172)  # 3500 bytes
 # Header fields the wrapped data key depends on: changing them makes unwrapping fail first
 # (the context is the wrap's AAD, and KMS binds it the same way), which is a KeyAccessError.
 KEY_FIELDS = {
-    "aad_length", "context", "edk_count", "provider_id_length", "provider_id",
-    "provider_info_length", "provider_info", "edk_length", "edk",
-}  # fmt: skip
+    "aad_length",
+    "context",
+    "edk_count",
+    "provider_id_length",
+    "provider_id",
+    "provider_info_length",
+    "provider_info",
+    "edk_length",
+    "edk",
+}
 
 
 def _layout(message: bytes, frame_length: int = FRAME) -> dict[str, tuple[int, int]]:
@@ -102,7 +108,9 @@ def _flip(data: bytes, position: int) -> bytes:
     return bytes(changed)
 
 
-def test_the_untouched_message_decrypts_and_has_the_expected_layout(message: bytes, keyring: StaticKeyring) -> None:
+def test_the_untouched_message_decrypts_and_has_the_expected_layout(
+    message: bytes, keyring: StaticKeyring
+) -> None:
     layout = _layout(message)
     assert "frame3.tag" in layout and "frame4.sequence" not in layout
     assert layout["final.tag"][1] == len(message)
@@ -174,7 +182,9 @@ def test_every_truncation_is_rejected_and_frame_boundaries_say_final_frame_missi
     message: bytes, keyring: StaticKeyring
 ) -> None:
     layout = _layout(message)
-    boundaries = {end for name, (_, end) in layout.items() if name.endswith("tag") and not name.startswith("final")}
+    boundaries = {
+        end for name, (_, end) in layout.items() if name.endswith("tag") and not name.startswith("final")
+    }
     assert len(boundaries) == 4  # after the header and after each regular frame
     for cut in range(len(message)):
         with pytest.raises(EnvelopeError, match="truncated") as failure:
@@ -250,7 +260,11 @@ def test_a_context_other_than_the_expected_one_is_refused_before_any_key_is_unwr
     _SpyKeyring.calls = 0
     with pytest.raises(EnvelopeError, match=problem):
         decrypt_to(
-            io.BytesIO(message), tmp_path / "m", keyring=spy, expected_context=expected, allow_extra_context=not exact
+            io.BytesIO(message),
+            tmp_path / "m",
+            keyring=spy,
+            expected_context=expected,
+            allow_extra_context=not exact,
         )
     assert _SpyKeyring.calls == 0
     assert list(tmp_path.iterdir()) == []

@@ -9,9 +9,9 @@ import tarfile
 import zipfile
 
 import pytest
-
 from modelshield.models import Format, RuleId, Severity
 from modelshield.scanning.archives import SubStream, compression_kind, path_problem
+
 from tests.corpus import formats as corpus
 from tests.corpus.formats import findings_of, problem_rules, rules_of, scan_bytes
 
@@ -124,7 +124,9 @@ def test_total_uncompressed_budget_is_artifact_wide() -> None:
     # When scanned
     report = scan_bytes(corpus.zip_of(members), "two.zip", max_uncompressed_bytes=4 << 20, max_ratio=1e9)
     # Then the second member trips the budget
-    assert any("decompressed in this artifact" in f.message for f in findings_of(report, RuleId.ARCHIVE_UNSAFE))
+    assert any(
+        "decompressed in this artifact" in f.message for f in findings_of(report, RuleId.ARCHIVE_UNSAFE)
+    )
     assert findings_of(report, RuleId.SCAN_INCOMPLETE)
 
 
@@ -190,7 +192,7 @@ def test_local_header_hidden_between_listed_members_is_found() -> None:
     # Given a zip whose central directory omits its second member
     data = corpus.zip_of({"a.txt": b"hello", "evil.pkl": corpus.EVIL_PICKLE}, compression=zipfile.ZIP_STORED)
     eocd = data.rfind(b"PK\x05\x06")
-    cd_size, cd_offset = struct.unpack("<II", data[eocd + 12 : eocd + 20])
+    cd_offset = struct.unpack("<I", data[eocd + 16 : eocd + 20])[0]
     first_len = 46 + len("a.txt")
     new_eocd = bytearray(data[eocd:])
     struct.pack_into("<HHI", new_eocd, 8, 1, 1, first_len)

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
-
 from modelshield.models import Format, RuleId, Severity
 from modelshield.scanning.keras import HDF5Reader, judge_config
 from modelshield.scanning.registry import Limits, ScanContext
+
 from tests.corpus import formats as corpus
 from tests.corpus.formats import findings_of, problem_rules, rules_of, scan_bytes
 
@@ -88,7 +88,9 @@ def test_hdf5_layouts_written_by_h5py_are_read(variant: dict[str, object]) -> No
 
 def test_training_config_is_judged_too() -> None:
     training = json.dumps({"loss": {"module": "os", "class_name": "function", "config": "system"}})
-    data = corpus.h5_with_attrs({"model_config": json.dumps(corpus.keras_sequential()), "training_config": training})
+    data = corpus.h5_with_attrs(
+        {"model_config": json.dumps(corpus.keras_sequential()), "training_config": training}
+    )
     report = scan_bytes(data, "train.h5")
     assert any("'os.system'" in f.message for f in findings_of(report, RuleId.CODE_EXEC))
 
@@ -148,12 +150,21 @@ def _judge(config: object) -> list[tuple[RuleId, str]]:
     ("obj", "rule"),
     [
         ({"module": "subprocess", "class_name": "Popen", "config": {}}, RuleId.CODE_EXEC),
-        ({"module": "keras.layers", "class_name": "TorchModuleWrapper", "config": {"name": "t"}}, RuleId.CODE_EXEC),
-        ({"class_name": "TFOpLambda", "config": {"name": "op", "function": "io.write_file"}}, RuleId.CODE_EXEC),
+        (
+            {"module": "keras.layers", "class_name": "TorchModuleWrapper", "config": {"name": "t"}},
+            RuleId.CODE_EXEC,
+        ),
+        (
+            {"class_name": "TFOpLambda", "config": {"name": "op", "function": "io.write_file"}},
+            RuleId.CODE_EXEC,
+        ),
         ({"class_name": "TFSMLayer", "config": {"name": "sm", "filepath": "/tmp/x"}}, RuleId.CODE_UNKNOWN),
         ({"class_name": "MyCustomDense", "config": {"name": "c"}}, RuleId.CODE_UNKNOWN),
         ({"class_name": "Custom>Thing", "config": {}}, RuleId.CODE_UNKNOWN),
-        ({"module": "keras", "class_name": "X", "registered_name": "acme>X", "config": {}}, RuleId.CODE_UNKNOWN),
+        (
+            {"module": "keras", "class_name": "X", "registered_name": "acme>X", "config": {}},
+            RuleId.CODE_UNKNOWN,
+        ),
     ],
 )
 def test_config_objects_are_judged(obj: dict[str, object], rule: RuleId) -> None:
@@ -165,8 +176,17 @@ def test_config_objects_are_judged(obj: dict[str, object], rule: RuleId) -> None
     "obj",
     [
         {"class_name": "TFOpLambda", "config": {"name": "add", "function": "math.add"}},
-        {"module": "keras.src.activations", "class_name": "function", "config": "relu", "registered_name": "function"},
-        {"module": "keras_hub.src.models", "class_name": "GemmaBackbone", "registered_name": "keras_hub>GemmaBackbone"},
+        {
+            "module": "keras.src.activations",
+            "class_name": "function",
+            "config": "relu",
+            "registered_name": "function",
+        },
+        {
+            "module": "keras_hub.src.models",
+            "class_name": "GemmaBackbone",
+            "registered_name": "keras_hub>GemmaBackbone",
+        },
         {"class_name": "__numpy__", "config": {"value": [1, 2], "dtype": "float32"}},
         {"class_name": "GlorotUniform", "config": {"seed": None}},
     ],

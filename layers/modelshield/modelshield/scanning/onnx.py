@@ -157,20 +157,16 @@ def sniff_onnx(head: bytes, stream: BinaryIO) -> bool:
 
 
 def _looks_like_onnx_prefix(reader: ProtoReader) -> bool:
-    """ir_version then at least one more ModelProto field with the right wire type before the damage."""
-    fields: list[Field] = []
+    """ir_version, then the tag of another ModelProto field with the right wire type (payload may be cut)."""
     try:
-        for f in reader.fields():
-            fields.append(f)
-            if len(fields) >= 2:
-                break
+        number, wire_type, pos = reader.tag_at(0)
+        if (number, wire_type) != (1, VARINT):
+            return False
+        version, pos = reader.varint_at(pos)
+        number, wire_type, _ = reader.tag_at(pos)
     except WireError:
-        pass
-    if len(fields) < 2:
         return False
-    first, second = fields
-    ok_first = first.number == 1 and first.wire_type == VARINT and 1 <= first.value <= 64
-    return ok_first and _MODEL_WIRE_TYPES.get(second.number) == second.wire_type
+    return 1 <= version <= 64 and _MODEL_WIRE_TYPES.get(number) == wire_type
 
 
 # -- scanning ------------------------------------------------------------------------------------------

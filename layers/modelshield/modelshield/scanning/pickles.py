@@ -75,7 +75,9 @@ VALID_OPCODES = frozenset(OPCODE_NAMES)
 # A tuple built only from inert scalars (ints, floats, None, bools, memo GETs), optionally memoized.
 # Dense pickles (lists of records) are mostly these; matching one in C is much cheaper than walking
 # its 5-10 opcodes in Python. The raw bytes are kept so a hook can still decode the tuple later.
-_FAST_TUPLE = re.compile(rb"\((?:K.|M..|J....|G.{8}|N|\x88|\x89|\)|h.|j....|\x95.{8})*t(\x94)?", re.DOTALL)
+_FAST_TUPLE = re.compile(
+    rb"\((?:K.|M..|J....|G.{8}|N|\x88|\x89|\)|h.|j....|\x95.{8}){0,24}t(\x94)?", re.DOTALL
+)
 
 
 class Opaque:
@@ -114,16 +116,20 @@ class Call:
         return f"{self.func.module}.{self.func.name}" if type(self.func) is Global else None
 
 
-class TList(list):  # type: ignore[type-arg]
-    """A list we track while it is small; `full` once items were dropped (no __init__: cheap to make)."""
+class _Full:
+    """Sentinel: a tracked list/dict whose contents were dropped (too big or not plain data).
 
-    full = False
+    Lists and dicts on the symbolic stack are plain `list`/`dict` objects (cheap to make on dense
+    pickles); a dropped list holds just this sentinel, a dropped dict has it as a key."""
+
+    __slots__ = ()
 
 
-class TDict(dict):  # type: ignore[type-arg]
-    """A dict we track while it is small; `full` once items were dropped."""
+FULL = _Full()
 
-    full = False
+
+def is_full(value: list[Any] | dict[Any, Any]) -> bool:
+    return (FULL in value) if type(value) is dict else (len(value) == 1 and value[0] is FULL)
 
 
 @dataclass
@@ -372,8 +378,8 @@ class PickleWalker:
         str_ = str
         global_ = Global
         call_ = Call
-        tlist = TList
-        tdict = TDict
+        tlist = list
+        tdict = dict
         try:
             while True:
                 if pos >= guard:
@@ -466,8 +472,7 @@ class PickleWalker:
                         target = stack[-1]
                         tt = type(target)
                         if op == 0x65 and tt is tlist:
-                            if not target.full:
-                                _extend(target, items)
+                            _extend(target, items)
                         elif op == 0x75:
                             if len(items) % 2:
                                 raise _Stop("SETITEMS with an odd number of items", base + pos)
@@ -513,8 +518,7 @@ class PickleWalker:
                         target = stack[-1]
                         tt = type(target)
                         if tt is tlist:
-                            if not target.full:
-                                _extend(target, [value])
+                            _extend(target, [value])
                         elif tt is global_ or tt is call_:
                             _called(target, "APPEND")
                         pos += 1
@@ -1056,24 +1060,29 @@ def _called(obj: Any, how: str) -> None:
 _PLAIN = (bytes, str, int, bool)
 
 
-def _extend(target: TList, items: list[Any]) -> None:
+def _extend(target: list[Any], items: list[Any]) -> None:
     """Track a list only while it holds plain strings/ints: retaining containers would grow memory
     (and make the cyclic GC crawl) on dense pickles, and nothing needs them."""
-    if len(target) + len(items) > MAX_LIST_ITEMS or any(type(i) not in _PLAIN for i in items):
-        target.full = True
+    if target and target[0] is FULL:
+        return
+    # a cheap look at the ends: list contents are hints (legacy torch keys), checked again by users
+    if len(target) + len(items) > MAX_LIST_ITEMS or (
+        items and (type(items[0]) not in _PLAIN or type(items[-1]) not in _PLAIN)
+    ):
         target.clear()
+        target.append(FULL)
     else:
         target.extend(items)
 
 
-def _setitem(target: TDict, key: Any, value: Any) -> None:
+def _setitem(target: dict[Any, Any], key: Any, value: Any) -> None:
     if len(target) >= MAX_ITEMS:
-        target.full = True
+        target[FULL] = True
         return
     try:
         target[key] = value
     except TypeError:  # an unhashable key (a bytearray tuple, a list): not tracked
-        target.full = True
+        target[FULL] = True
 
 
 def _as_str(value: Any) -> str | None:

@@ -102,6 +102,15 @@ class ProtoReader:
                 return result, offset + i + 1
         raise WireError("truncated or overlong varint", offset)
 
+    def tag_at(self, offset: int) -> tuple[int, int, int]:
+        """(field number, wire type, offset after the tag) of the tag at `offset`, without its payload."""
+        tag, pos = self._varint(offset, self.size)
+        return tag >> 3, tag & 7, pos
+
+    def varint_at(self, offset: int) -> tuple[int, int]:
+        """(value, offset after it) of the varint at `offset`."""
+        return self._varint(offset, self.size)
+
     # -- fields --------------------------------------------------------------------------------------
     def fields(self, start: int = 0, end: int | None = None) -> Iterator[Field]:
         """Yield the fields of the message spanning [start, end). Raises WireError when malformed."""

@@ -1,9 +1,9 @@
 """Text scanner: JSON, YAML, Markdown, plain text. Inert data: nothing here runs when a model loads.
 
-It still earns its place: (1) fail closed, it confirms the *whole* file is UTF-8 text without NUL bytes, so a
-text header cannot smuggle a binary payload past the sniffer; (2) model cards (`README.md` YAML front
-matter) and JSON configs declare a `license`, which the license rule needs; (3) Hugging Face
-`tokenizer_config.json` and `*.jinja` files carry chat templates, analysed like GGUF ones.
+It still earns its place: (1) fail closed, it confirms the *whole* file is UTF-8 text without binary
+control bytes, so a text header cannot smuggle a binary payload past the sniffer; (2) model cards
+(`README.md` YAML front matter) and JSON configs declare a `license`, which the license rule needs;
+(3) Hugging Face `tokenizer_config.json` and `*.jinja` files carry chat templates, analysed like GGUF ones.
 A protocol-0 pickle is also ASCII, which is why the pickle sniffer (priority 30) runs before this one (10).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from typing import Any, BinaryIO
 
 import yaml
@@ -23,9 +24,13 @@ READ_CHUNK = 1 * MiB
 FRONT_MATTER_MAX = 256 * 1024
 
 
+# C0 control bytes other than tab, newlines, form feed and escape: binary, not text.
+_BINARY_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
+
+
 def sniff_text(head: bytes, stream: BinaryIO) -> bool:
-    """UTF-8 (a multi-byte character may be cut at the end of the head) with no NUL bytes."""
-    if b"\x00" in head:
+    """UTF-8 (a multi-byte character may be cut at the end of the head) without binary control bytes."""
+    if _BINARY_BYTES.search(head):
         return False
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
@@ -48,7 +53,8 @@ def scan_text(stream: BinaryIO, ctx: ScanContext) -> None:
         chunk = stream.read(READ_CHUNK)
         if not chunk:
             break
-        nul = chunk.find(b"\x00")
+        binary = _BINARY_BYTES.search(chunk)
+        nul = binary.start() if binary else -1
         try:
             text = decoder.decode(chunk if nul < 0 else chunk[:nul], final=False)
         except UnicodeDecodeError as exc:
@@ -74,7 +80,7 @@ def scan_text(stream: BinaryIO, ctx: ScanContext) -> None:
 
 def _binary_tail(ctx: ScanContext, offset: int) -> None:
     ctx.incomplete(
-        f"text file turns into binary data at byte {offset} (not UTF-8 or a NUL byte); the binary part "
+        f"text file turns into binary data at byte {offset} (not UTF-8, or a control byte); the binary part "
         "was not scanned",
         offset=offset,
     )
