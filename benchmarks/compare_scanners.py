@@ -223,34 +223,135 @@ class Sample:
 
 @dataclass(frozen=True)
 class GeneratedFile:
-    name: str
+    name: str  # relative path; one folder level allowed ("savedmodel/saved_model.pb")
     data: bytes
     description: str = ""
+    companions: tuple[tuple[str, bytes], ...] = ()  # written next to it (external weights), not scanned
+
+
+@dataclass(frozen=True)
+class CorpusEntry:
+    """One sample built by calling the corpus module's own builders (their logic is not copied here)."""
+
+    kind: str  # "malicious" or "benign"
+    name: str
+    build: Callable[[ModuleType], bytes | dict[str, bytes]]  # dict: first key scanned, rest companions
+    description: str
+
+
+def _onnx_external_dir(formats: ModuleType) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(formats.onnx_benign_with_external_dir(Path(tmp)))
+        return {"model.onnx": model.read_bytes(), "weights.bin": (model.parent / "weights.bin").read_bytes()}
+
+
+def _h5_lambda(formats: ModuleType) -> bytes:
+    return formats.h5_with_attrs({"model_config": formats.keras2_lambda_config(), "keras_version": "2.15.0"})
+
+
+def _zip_hidden_pickle(formats: ModuleType) -> bytes:
+    return formats.zip_without_central_directory()
+
+
+# tests/corpus/formats.py exposes builders by format, not malicious_*/benign_* generators, so this table
+# says which call makes which sample. Kept to clear-cut cases: a sample is malicious when loading or
+# unpacking it runs code, reaches outside the model, or hides a backdoor; borderline builders
+# (a 20 MiB "bomb", renamed zip members, duplicate names) stay out so "N malicious" means something.
+FORMAT_SAMPLES: tuple[CorpusEntry, ...] = (
+    # -- malicious -----------------------------------------------------------------------------------
+    CorpusEntry("malicious", "keras_lambda.keras", lambda f: f.keras_lambda_file(),
+                "Keras 3 .keras with a Lambda layer (marshalled bytecode runs on load)"),
+    CorpusEntry("malicious", "keras_nested_lambda.keras", lambda f: f.keras_nested_lambda(),
+                "Lambda hidden in a Functional model inside TimeDistributed inside Sequential"),
+    CorpusEntry("malicious", "keras_safe_mode_escape.keras", lambda f: f.keras_safe_mode_escape(),
+                "Dense activation = builtins.exec referenced as a function (safe_mode escape)"),
+    CorpusEntry("malicious", "keras_get_file_gadget.keras", lambda f: f.keras_get_file_gadget(),
+                "keras.utils.get_file as a function reference (CVE-2025-8747 style file write)"),
+    CorpusEntry("malicious", "keras2_lambda.h5", _h5_lambda,
+                "legacy Keras 2 .h5 whose model_config has a Lambda layer"),
+    CorpusEntry("malicious", "onnx_where_backdoor.onnx", lambda f: f.onnx_where_backdoor(),
+                "ONNX graph: Where(input == trigger) switches the output to fixed logits"),
+    CorpusEntry("malicious", "onnx_if_backdoor.onnx", lambda f: f.onnx_if_backdoor(),
+                "ONNX graph: If(input[0] > 0.999) returns a constant"),
+    CorpusEntry("malicious", "onnx_custom_domain.onnx", lambda f: f.onnx_custom_domain(),
+                "ONNX node from a custom op domain (native code must be registered to run it)"),
+    CorpusEntry("malicious", "onnx_external_traversal.onnx",
+                lambda f: f.onnx_external_data("../../etc/passwd"),
+                "ONNX initializer whose external data is ../../etc/passwd"),
+    CorpusEntry("malicious", "gguf_ssti.gguf", lambda f: f.gguf_from_writer(f.SSTI_TEMPLATE),
+                "GGUF chat template with a Jinja sandbox escape (__class__.__mro__...__subclasses__)"),
+    CorpusEntry("malicious", "gguf_ssti_cycler.gguf",
+                lambda f: f.gguf_from_writer(f.OBFUSCATED_TEMPLATES["cycler globals"]),
+                "GGUF chat template reaching os.popen through cycler.__init__.__globals__"),
+    CorpusEntry("malicious", "gguf_ssti_concat.gguf",
+                lambda f: f.gguf_from_writer(f.OBFUSCATED_TEMPLATES["concatenated attr"]),
+                "GGUF chat template building '__class__' by string concatenation"),
+    CorpusEntry("malicious", "ssti_tokenizer/tokenizer_config.json",
+                lambda f: f.tokenizer_config(f.SSTI_TEMPLATE),
+                "tokenizer_config.json whose chat_template is a Jinja sandbox escape"),
+    CorpusEntry("malicious", "safetensors_huge_header.safetensors",
+                lambda f: f.safetensors_raw(b"{}", declared=1 << 60),
+                "safetensors header length field claims 1 EiB (allocation DoS on naive readers)"),
+    CorpusEntry("malicious", "zip_traversal.zip", lambda f: f.zip_traversal(),
+                "zip members ../../evil.txt and /etc/cron.d/evil (path traversal on extract)"),
+    CorpusEntry("malicious", "zip_symlink.zip", lambda f: f.zip_symlink(),
+                "zip member that is a symlink to /etc/passwd"),
+    CorpusEntry("malicious", "tar_unsafe.tar", lambda f: f.tar_unsafe(),
+                "tar with a symlink to /etc/passwd, a ../ hard link, an absolute path and a device"),
+    CorpusEntry("malicious", "zip_pickle_prefix.zip", lambda f: f.zip_with_prefix(),
+                "polyglot: an os.system pickle prepended to a valid zip"),
+    CorpusEntry("malicious", "zip_no_central_directory.zip", _zip_hidden_pickle,
+                "zip cut before its central directory; a local header still holds evil.pkl"),
+    CorpusEntry("malicious", "evil.pkl.gz", lambda f: f.compressed("gzip", f.EVIL_PICKLE),
+                "gzip of an os.system pickle"),
+    CorpusEntry("malicious", "savedmodel_pyfunc/saved_model.pb", lambda f: f.saved_model_pyfunc(),
+                "TensorFlow SavedModel graph with a PyFunc op (runs Python)"),
+    CorpusEntry("malicious", "savedmodel_fixed_write/saved_model.pb",
+                lambda f: f.saved_model_fixed_path_write(),
+                "SavedModel SaveV2 to a constant /tmp path (writes outside the model)"),
+    # -- benign, made with the real libraries ----------------------------------------------------------
+    CorpusEntry("benign", "model.keras", lambda f: f.keras_benign_files()[0],
+                "Keras 3 Sequential Dense model, model.save(.keras)"),
+    CorpusEntry("benign", "model.h5", lambda f: f.keras_benign_files()[1],
+                "the same model saved as legacy .h5"),
+    CorpusEntry("benign", "model.onnx", lambda f: f.onnx_benign(),
+                "ONNX MatMul/Add/Relu made with onnx.helper"),
+    CorpusEntry("benign", "onnx_masked.onnx", lambda f: f.onnx_benign_guard_and_mask(),
+                "ONNX with an attention-style mask and a Where activation (legit comparisons)"),
+    CorpusEntry("benign", "onnx_external/model.onnx", _onnx_external_dir,
+                "ONNX saved by onnx with external weights.bin beside it"),
+    CorpusEntry("benign", "model.gguf", lambda f: f.gguf_from_writer(f.BENIGN_CHAT_TEMPLATE),
+                "GGUF written by gguf-py with an ordinary chat template"),
+    CorpusEntry("benign", "model.safetensors", lambda f: f.safetensors_benign(), "safetensors.numpy.save"),
+    CorpusEntry("benign", "tokenizer/tokenizer_config.json",
+                lambda f: f.tokenizer_config(f.BENIGN_CHAT_TEMPLATE),
+                "tokenizer_config.json with an ordinary chat template"),
+    CorpusEntry("benign", "savedmodel/saved_model.pb", lambda f: f.saved_model_benign(),
+                "TF2-style SavedModel: MatMul plus the traced save function"),
+    CorpusEntry("benign", "model_bundle.zip", lambda f: f.zip_of(f.benign_archive_members()),
+                "zip of a model card, config, tokenizer config and safetensors"),
+    CorpusEntry("benign", "model_bundle.tar.gz",
+                lambda f: f.compressed("gzip", f.tar_of(f.benign_archive_members())),
+                "the same members as a .tar.gz"),
+)  # fmt: skip
+
+CORPUS_MANIFESTS: dict[str, tuple[CorpusEntry, ...]] = {"formats": FORMAT_SAMPLES}
 
 
 def load_module(path: Path) -> ModuleType:
-    """Import a corpus module by path (tests/ is not a package); its own imports resolve from the repo."""
-    for entry in (str(REPO), str(path.parent)):
-        if entry not in sys.path:
-            sys.path.append(entry)
-    spec = importlib.util.spec_from_file_location(f"_corpus_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import a corpus module as the tests do (`tests.corpus.<name>`, from the repository root)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    relative = path.relative_to(REPO).with_suffix("")
+    return importlib.import_module(".".join(relative.parts))
 
 
 def generators(module: ModuleType, prefix: str) -> list[tuple[str, Callable[..., Any]]]:
     """The module's own functions named `<prefix>_*`, in source order (the corpus API by convention)."""
     found = []
     for name, value in vars(module).items():
-        if (
-            name.startswith(prefix + "_")
-            and inspect.isfunction(value)
-            and value.__module__ == module.__name__
-        ):
+        own = inspect.isfunction(value) and value.__module__ == module.__name__
+        if name.startswith(prefix + "_") and own:
             found.append((name, value))
     return sorted(found, key=lambda item: item[1].__code__.co_firstlineno)
 
@@ -277,14 +378,7 @@ def call_generator(name: str, function: Callable[..., Any], workdir: Path) -> li
             path = Path(result)
             return [GeneratedFile(path.name, path.read_bytes(), description)]
         files = sorted(p for p in out.rglob("*") if p.is_file())
-        if len(files) == 1:
-            return [GeneratedFile(files[0].name, files[0].read_bytes(), description)]
-        return [
-            GeneratedFile(
-                f"{stem}__{p.relative_to(out).as_posix().replace('/', '__')}", p.read_bytes(), description
-            )
-            for p in files
-        ]
+        return [GeneratedFile(f"{stem}__{p.name}", p.read_bytes(), description) for p in files]
     return list(_coerce(function(), stem, description))
 
 
@@ -307,8 +401,23 @@ def _coerce(value: Any, stem: str, description: str) -> Iterator[GeneratedFile]:
         yield GeneratedFile(str(name), bytes(data), str(text))
 
 
+def build_entry(entry: CorpusEntry, module: ModuleType) -> GeneratedFile:
+    built = entry.build(module)
+    if isinstance(built, dict):
+        (_, data), *rest = built.items()
+        folder = str(Path(entry.name).parent)
+        return GeneratedFile(
+            entry.name, data, entry.description, tuple((str(Path(folder) / n), d) for n, d in rest)
+        )
+    return GeneratedFile(entry.name, bytes(built), entry.description)
+
+
 def build_corpus(dest: Path, modules: Sequence[Path] = CORPUS_MODULES) -> tuple[list[Sample], list[str]]:
-    """Write every generated sample to dest/{malicious,benign}/; returns the samples and any problems."""
+    """Write every sample to dest/{malicious,benign}/; returns the samples and any problems met.
+
+    A module with an entry in CORPUS_MANIFESTS is built from that table; any other module is read by
+    convention (its malicious_* and benign_* functions). A builder that fails is reported, not fatal.
+    """
     samples: list[Sample] = []
     problems: list[str] = []
     if dest.exists():
@@ -317,35 +426,55 @@ def build_corpus(dest: Path, modules: Sequence[Path] = CORPUS_MODULES) -> tuple[
         (dest / kind).mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="corpus-") as scratch:
         for module_path in modules:
+            label = module_path.relative_to(REPO).as_posix()
             if not module_path.is_file():
-                problems.append(f"{module_path.relative_to(REPO)} does not exist")
+                problems.append(f"{label} does not exist")
                 continue
             try:
                 module = load_module(module_path)
-            except Exception as exc:  # a broken generator module is reported, not fatal
-                problems.append(f"{module_path.relative_to(REPO)}: import failed: {exc!r}")
+            except Exception as exc:
+                problems.append(f"{label}: import failed: {exc!r}")
                 continue
-            for kind in ("malicious", "benign"):
-                for name, function in generators(module, kind):
+            built: list[tuple[str, GeneratedFile]] = []
+            manifest = CORPUS_MANIFESTS.get(module_path.stem)
+            if manifest is not None:
+                for entry in manifest:
                     try:
-                        files = call_generator(name, function, Path(scratch) / module_path.stem / kind)
+                        built.append((entry.kind, build_entry(entry, module)))
                     except Exception as exc:
-                        problems.append(f"{module_path.stem}.{name}: {type(exc).__name__}: {exc}")
-                        continue
-                    for generated in files:
-                        samples.append(_write_sample(dest / kind, kind, generated))
+                        problems.append(f"{label}: {entry.name}: {type(exc).__name__}: {exc}")
+            else:
+                for kind in ("malicious", "benign"):
+                    found = generators(module, kind)
+                    if not found:
+                        problems.append(f"{label}: no {kind}_* generators found")
+                    for name, function in found:
+                        try:
+                            files = call_generator(name, function, Path(scratch) / module_path.stem / kind)
+                        except Exception as exc:
+                            problems.append(f"{label}: {name}: {type(exc).__name__}: {exc}")
+                            continue
+                        built += [(kind, generated) for generated in files]
+            samples += [_write_sample(dest / kind, kind, generated) for kind, generated in built]
     return samples, problems
 
 
 def _write_sample(folder: Path, kind: str, generated: GeneratedFile) -> Sample:
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", generated.name) or "sample"
+    parts = [
+        re.sub(r"[^A-Za-z0-9._-]", "_", p) for p in Path(generated.name).parts if p not in ("", ".", "..")
+    ]
+    name = "/".join(parts[-2:]) or "sample"
     path = folder / name
-    stem, suffix, n = path.stem, path.suffix, 2
+    n = 2
     while path.exists():
-        path = folder / f"{stem}-{n}{suffix}"
+        path = folder / f"{Path(name).stem}-{n}{Path(name).suffix}"
         n += 1
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(generated.data)
-    return Sample(path.name, path, kind, generated.description, len(generated.data))
+    for companion, data in generated.companions:
+        (folder / companion).parent.mkdir(parents=True, exist_ok=True)
+        (folder / companion).write_bytes(data)
+    return Sample(path.relative_to(folder).as_posix(), path, kind, generated.description, len(generated.data))
 
 
 # -- large files -----------------------------------------------------------------------------------

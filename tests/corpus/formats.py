@@ -717,3 +717,35 @@ def problem_rules() -> frozenset[Any]:
             RuleId.SCAN_INCOMPLETE,
         }
     )
+
+
+# -- fuzzing seeds ---------------------------------------------------------------------------------------
+@cache
+def fuzz_seeds() -> dict[str, bytes]:
+    """Small valid samples of every format, the starting points for mutation."""
+    return {
+        "zip": zip_of({"a.json": b'{"x": 1}', "t.safetensors": safetensors_benign()}),
+        "tar": tar_of({"a.json": b'{"x": 1}', "README.md": model_card()}),
+        "gzip": compressed("gzip", safetensors_benign()),
+        "xz": compressed("xz", b'{"x": 1}'),
+        "keras": keras_zip(keras_sequential(keras_dense())),
+        "h5": h5_with_attrs({"model_config": json.dumps(keras_sequential(keras_dense()))}),
+        "onnx": onnx_where_backdoor(),
+        "savedmodel": saved_model_benign(),
+        "gguf": gguf_raw(
+            [("tokenizer.chat_template", 8, gguf_string_value(BENIGN_CHAT_TEMPLATE))],
+            [("w", [8], 0, 0)],
+            data=b"\x00" * 32,
+        ),
+        "safetensors": safetensors_benign(),
+        "text": tokenizer_config(BENIGN_CHAT_TEMPLATE),
+    }
+
+
+def crash_prefixes() -> tuple[str, ...]:
+    """How dispatch reports a crash of one of these scanners ("<format> scanner failed: ...")."""
+    from modelshield.models import Format
+
+    own = (Format.ZIP, Format.TAR, Format.COMPRESSED, Format.KERAS, Format.KERAS_H5, Format.ONNX)
+    own += (Format.TF_SAVEDMODEL, Format.GGUF, Format.SAFETENSORS, Format.TEXT)
+    return tuple(f"{f.value} scanner failed" for f in own)

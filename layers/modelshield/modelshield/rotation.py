@@ -181,7 +181,17 @@ class Rotator:
         start_left = remaining_ms() if remaining_ms is not None else None
         since_checkpoint = 0
         for artifact in self._scan(cursor):
-            plan = self._plan(artifact, groups)
+            try:
+                plan = self._plan(artifact, groups)
+            except ClientError as exc:  # e.g. the group names a key alias that does not exist
+                report.failures.append(
+                    {
+                        "artifact_id": artifact.artifact_id,
+                        "version_id": artifact.version_id,
+                        "error": str(exc),
+                    }
+                )
+                plan = None
             budget_ms = self.settings.margin_ms + (self._estimate_ms(plan) if plan else 0)
             if remaining_ms is not None and start_left is not None and remaining_ms() < budget_ms:
                 if plan is None or budget_ms <= start_left:
@@ -330,8 +340,10 @@ class Rotator:
         size = int(head["ContentLength"])
         head_bytes = self._read_head(bucket, key, old_version, size, self.settings.first_part_bytes, result)
         context = _check_context(_parse(head_bytes)[0], artifact)
+        # Unwrap only with the key the record names: a header pointing elsewhere is not ours to trust.
+        keyring = KmsKeyring(self.kms, allowed_key_arns=[str(artifact.wrapping_key_arn)])
         rewrapped = rewrap_header(
-            head_bytes, keyring=self.keyring, new_key_id=target_key, expected_context=context
+            head_bytes, keyring=keyring, new_key_id=target_key, expected_context=context
         )
         old_hlen = rewrapped.old_length
         body_len = size - old_hlen

@@ -128,6 +128,20 @@ def run_apply(args: argparse.Namespace) -> int:
             change = "unchanged"
         else:
             change = "updated"
+        if change != "unchanged":
+            from modelshield.audit import AuditAction
+            from modelshield.store.audit import append_if_configured
+
+            append_if_configured(
+                AuditAction.GROUP_CHANGE,
+                reason=f"group {group.name} {change} from {args.file}",
+                detail={
+                    "group": group.name,
+                    "change": change,
+                    "to_version": after.version,
+                    "from_version": before.version if before else None,
+                },
+            )
         changes.append(
             {
                 "name": group.name,

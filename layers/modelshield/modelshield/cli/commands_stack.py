@@ -274,6 +274,15 @@ def cmd_rescan(args: Any) -> int:
         return 0
     started = time.time()
     request_id = enqueue_rescans(boto3.client("sqs"), queue_url, states)
+    from modelshield.audit import AuditAction
+    from modelshield.store.audit import append_if_configured
+
+    append_if_configured(
+        AuditAction.RESCAN,
+        request_id=request_id,
+        reason=f"rescan of {args.group or 'all groups'}",
+        detail={"group": args.group, "artifacts": len(states)},
+    )
     print(
         f"queued {len(states)} rescans (request {request_id})",
         file=sys.stderr if args.format == "json" else sys.stdout,

@@ -569,7 +569,7 @@ class FrameReader:
         final = marker == FINAL_FRAME_MARKER
         if final:
             rest = self._read(_FINAL_FRAME_START.size - _UINT32.size, expected)
-            sequence_number, iv, length = struct.unpack(">I12sI", rest)
+            _, sequence_number, iv, length = _FINAL_FRAME_START.unpack(first + rest)
             if length > self._frame_length:
                 raise EnvelopeError(
                     f"final frame claims {length} bytes, more than the frame length {self._frame_length}"

@@ -136,6 +136,35 @@ def _wait(future: Future[Any] | None) -> None:
         future.result()
 
 
+class _Buffers:
+    """`count` reusable buffers of `size` bytes, each allocated on first use (small messages need one)."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self._size = size
+        self._views: list[memoryview | None] = [None] * count
+
+    def __getitem__(self, index: int) -> memoryview:
+        view = self._views[index]
+        if view is None:
+            view = self._views[index] = memoryview(bytearray(self._size))
+        return view
+
+
+class _Inline:
+    """Executor stand-in that runs a task at once: a message of one chunk is not worth any threads."""
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+_INLINE: Any = _Inline()
+
+
 @contextlib.contextmanager
 def _stages(*names: str) -> Iterator[list[ThreadPoolExecutor]]:
     """One single-thread executor per pipeline stage, so each stage processes chunks in order."""
@@ -179,29 +208,32 @@ def encrypt_frames(
     frames = frames_per_write or max(1, CHUNK_BYTES // frame_length)
     chunk = frames * frame_length
     out_size = frames * sealed_frame_size(frame_length, False) + sealed_frame_size(0, True)
-    inputs = [bytearray(chunk) for _ in range(3)]
-    outputs = [bytearray(out_size) for _ in range(2)]
+    inputs = _Buffers(3, chunk)
+    outputs = _Buffers(2, out_size)
     hashed: list[Future[Any] | None] = [None] * 3
     written: list[Future[Any] | None] = [None] * 2
     digest = hashlib.sha256() if hash_plaintext else None
     sequence = 1
     total_in = total_out = 0
-    with _stages("read", "hash", "write") as (reader, hasher, writer):
-        pending = reader.submit(read_exact_into, src, memoryview(inputs[0]))
+    with contextlib.ExitStack() as stack:
+        reader = hasher = writer = _INLINE
+        pending = reader.submit(read_exact_into, src, inputs[0])
         step = 0
         while True:
             n = pending.result()
-            view = memoryview(inputs[step % 3])[:n]
+            if step == 0 and n == chunk:  # more than one chunk: from here on, stages run on threads
+                reader, hasher, writer = stack.enter_context(_stages("read", "hash", "write"))
+            view = inputs[step % 3][:n]
             last = n < chunk
             if not last:  # prefetch the next chunk into the buffer whose hash is done
                 following = (step + 1) % 3
                 _wait(hashed[following])
-                pending = reader.submit(read_exact_into, src, memoryview(inputs[following]))
+                pending = reader.submit(read_exact_into, src, inputs[following])
             if digest is not None and n:
                 hashed[step % 3] = hasher.submit(digest.update, view)
             slot = step % 2
             _wait(written[slot])
-            out = memoryview(outputs[slot])
+            out = outputs[slot]
             used = offset = 0
             for _ in range(n // frame_length):
                 used += cipher.seal_into(sequence, False, view[offset : offset + frame_length], out[used:])
@@ -382,6 +414,8 @@ def encrypt_file(
     in an unnamed temporary file beside `dest`, then copied behind the header.
     """
     _check_write_frame_length(frame_length)
+    if not Path(dest).parent.is_dir():
+        raise ArtifactNotFound(f"output directory {Path(dest).parent} does not exist")
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(_open_input(Path(src))) if isinstance(src, str | Path) else src
         if context_digest_key is None:
@@ -453,16 +487,17 @@ def decrypt_stream(
     )
     frame_length = header.frame_length
     batch = max(1, CHUNK_BYTES // frame_length)
-    outputs = [bytearray(batch * frame_length) for _ in range(2)]
+    outputs = _Buffers(2, batch * frame_length)
     pending: list[tuple[Future[Any] | None, Future[Any] | None]] = [(None, None), (None, None)]
     digest = hashlib.sha256() if hash_plaintext else None
     step = 0
-    with _stages("hash", "write") as (hasher, writer):
+    with contextlib.ExitStack() as stack:
+        hasher = writer = _INLINE
         while not reader.finished:
             slot = step % 2
             for future in pending[slot]:
                 _wait(future)
-            out = memoryview(outputs[slot])
+            out = outputs[slot]
             used = 0
             for _ in range(batch):
                 n, final = reader.read_into(out[used:])
@@ -470,6 +505,8 @@ def decrypt_stream(
                 if final:
                     break
             view = out[:used]
+            if step == 0 and not reader.finished:  # more than one batch: hash and write on threads
+                hasher, writer = stack.enter_context(_stages("hash", "write"))
             hash_future = hasher.submit(digest.update, view) if digest is not None else None
             pending[slot] = (hash_future, writer.submit(_write_all, dst, view))
             step += 1

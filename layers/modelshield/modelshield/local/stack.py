@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,10 @@ class LocalStack:
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
+        # moto keeps its state per process: a fresh stack must not inherit an earlier one's resources.
+        urllib.request.urlopen(  # noqa: S310 - our own loopback server
+            urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10
+        ).close()
         base_env = {
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_DEFAULT_REGION": REGION,

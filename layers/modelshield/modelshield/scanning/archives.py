@@ -497,8 +497,14 @@ def _walk_local_headers(stream: BinaryIO, size: int, ctx: ScanContext) -> ZipLis
             if method != 8:
                 ctx.incomplete(f"zip member {name!r} has no recorded size (data descriptor); walk stopped")
                 break
-            csize = _deflate_length(stream, data_offset, ctx)
+            try:
+                csize = _deflate_length(stream, data_offset, ctx)
+            except zlib.error as exc:
+                ctx.add(RuleId.MALFORMED, Severity.HIGH, f"zip member {name!r} has corrupt deflate data: {exc}")
+                ctx.incomplete("zip local-header walk stopped at corrupt data")
+                break
             if csize < 0:
+                ctx.incomplete(f"zip member {name!r}: end of its deflate stream not found; walk stopped")
                 break
         entries.append(ZipEntry(name, pos, data_offset, csize, usize, method, flags, 0, 0))
         pos = data_offset + csize
@@ -660,7 +666,7 @@ def iter_zip_members(
     """
     for entry in listing.entries:
         ctx.check()
-        if entry.is_dir or entry.data_offset < 0:
+        if entry.is_dir:
             continue
         content = open_zip_member(stream, entry, ctx)
         if content is None:
@@ -679,6 +685,9 @@ def _declared_bomb(entry: ZipEntry, ctx: ScanContext) -> bool:
 def open_zip_member(stream: BinaryIO, entry: ZipEntry, ctx: ScanContext) -> BinaryIO | None:
     """The member's bytes, or None after reporting why they cannot be scanned."""
     where = f"zip member {entry.name!r}"
+    if entry.data_offset < 0:
+        ctx.incomplete(f"{where} has no readable local header; its content cannot be scanned")
+        return None
     if entry.encrypted:
         ctx.incomplete(f"{where} is encrypted; its content cannot be scanned")
         return None

@@ -15,7 +15,8 @@ one of three answers:
 
 Matching is on the dotted path after normalising: whitespace stripped, Python 2 aliases mapped the way
 the unpickler maps them (`__builtin__` -> `builtins`, `cPickle` -> `pickle`, `commands` -> `subprocess`),
-and both the original and the mapped name are judged (deny if either is denied). A denied module denies
+and both the original and the mapped name are judged (deny if either is denied, allow if the name the
+loader would really import is allowed). A denied module denies
 all its submodules (`os` denies `os.path.join`: harmless on its own, but no model needs it and allowing
 parts of `os` invites mistakes). A name component that is a dunder (`__globals__`, `__builtins__`,
 `__class__` ...) is denied anywhere: protocol 4 resolves dotted names attribute by attribute, so
@@ -226,7 +227,7 @@ DENY_GLOBALS: dict[str, str] = {
     "torch.save": _FILES,
     "torch.from_file": f"maps any file into a tensor: {_FILES}",
     "torch.storage._load_from_bytes": f"torch.load(weights_only=False) of embedded bytes: {_NESTED}",
-    "torch._utils._rebuild_device_tensor_from_numpy": "rebuilds from a numpy object; torch.save never needs it",
+    "torch._utils._rebuild_device_tensor_from_numpy": "rebuilds from a numpy object; unused by torch.save",
     "joblib.numpy_pickle_compat.NDArrayWrapper": f"np.load(allow_pickle=True) of a sidecar file: {_NESTED}",
     "joblib.numpy_pickle_compat.ZNDArrayWrapper": f"reads a sidecar zlib file as an array: {_FILES}",
     "sklearn.utils.fixes._joblib_parallel_args": _PROCESS,
@@ -574,12 +575,15 @@ def normalise(module: str, name: str) -> tuple[str, str]:
 
 
 def judge_global(module: str, name: str, *, torchscript: bool = False) -> GlobalJudgement:
-    """Judge one imported global. Deny wins over every alias; allow needs every alias to be allowed."""
+    """Judge one imported global. Deny wins over every alias; then an allowed alias; else unknown."""
     module, name = normalise(module, name)
     judgements = [_judge_one(m, n, torchscript=torchscript) for m, n in _aliases(module, name)]
     for j in judgements:
         if j.verdict is GlobalVerdict.DENY:
             return j
-    if all(j.verdict is GlobalVerdict.ALLOW for j in judgements):
-        return judgements[-1]
-    return next(j for j in judgements if j.verdict is GlobalVerdict.UNKNOWN)
+    # the loader imports the mapped name (protocol < 3) or fails to import the Python 2 one: either
+    # way an allowed alias is what can run
+    for j in reversed(judgements):
+        if j.verdict is GlobalVerdict.ALLOW:
+            return j
+    return judgements[0]

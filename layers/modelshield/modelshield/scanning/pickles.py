@@ -345,6 +345,8 @@ class PickleWalker:
             result.error_offset = stop.offset
             result.end = stop.offset
             result.aborted = stop.limit
+            if stop.limit:  # a limit, not the file, ended the walk: fail closed
+                self.ctx.incomplete(f"pickle walk stopped: {stop}", offset=stop.offset)
         return result
 
     def _fill(self, offset: int, end: int) -> bytes:
@@ -529,12 +531,12 @@ class PickleWalker:
                             raise _Stop(f"{OPCODE_NAMES[op]} with a negative length", base + pos)
                         stop = pos + hdr + n
                         if base + stop > end:
-                            ctx.incomplete(
+                            raise _Stop(
                                 f"{OPCODE_NAMES[op]} declares {n} bytes but only {end - base - pos - hdr} "
                                 "remain: the pickle is truncated or lies about a length",
-                                offset=base + pos,
+                                base + pos,
+                                limit=True,
                             )
-                            raise _Stop("declared length beyond the end of the data", base + pos, limit=True)
                         if textual and n <= MAX_SHORT:
                             if stop > len(buf):
                                 guard = pos
@@ -838,12 +840,12 @@ class PickleWalker:
                             raise _Stop(f"{OPCODE_NAMES[op]} with a negative length", base + pos)
                         stop = pos + hdr + n
                         if base + stop > end:
-                            ctx.incomplete(
+                            raise _Stop(
                                 f"{OPCODE_NAMES[op]} declares {n} bytes but only {end - base - pos - hdr} "
                                 "remain: the pickle is truncated or lies about a length",
-                                offset=base + pos,
+                                base + pos,
+                                limit=True,
                             )
-                            raise _Stop("declared length beyond the end of the data", base + pos, limit=True)
                         if textual and n <= MAX_SHORT:
                             if stop > len(buf):
                                 guard = pos
@@ -1085,6 +1087,9 @@ def _setitem(target: dict[Any, Any], key: Any, value: Any) -> None:
         target[FULL] = True
 
 
+WalkAbort = _Stop  # raised by format hooks to stop a walk (the message becomes the walk's error)
+
+
 def _as_str(value: Any) -> str | None:
     """A string value as the unpickler would see it (our raw UTF-8 bytes decoded), else None."""
     if type(value) is str:
@@ -1283,17 +1288,21 @@ def scan_pickle(stream: BinaryIO, ctx: ScanContext) -> None:
 
 
 __all__ = [
+    "FULL",
     "VALID_OPCODES",
     "Call",
     "Global",
     "ImportRecord",
     "PickleWalker",
+    "WalkAbort",
     "WalkResult",
     "as_tuple",
     "decompile_excerpt",
+    "is_full",
     "looks_like_pickle",
     "register_build_hook",
     "report_imports",
     "report_walk",
     "scan_pickle_region",
+    "stream_size",
 ]

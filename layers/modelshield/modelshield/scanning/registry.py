@@ -204,7 +204,7 @@ def dispatch(stream: BinaryIO, ctx: ScanContext) -> Format:
     try:
         scanner(stream, ctx)
     except ScanTimeout:
-        ctx.incomplete(f"scan deadline of {ctx.limits.timeout_seconds:.0f}s reached; file only partly scanned")
+        ctx.incomplete(f"scan deadline of {ctx.limits.timeout_seconds:.0f}s reached: file partly scanned")
     except MemoryError:
         ctx.incomplete("scanner ran out of memory on this file; treat as hostile")
     except Exception as exc:  # fail closed: a scanner bug is never "clean"

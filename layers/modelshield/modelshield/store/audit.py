@@ -295,3 +295,14 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return str(value)
+
+
+def append_if_configured(action: str, **fields: Any) -> None:
+    """Record `action` when this process has an audit table (AUDIT_TABLE); CLI paths that may run with
+    no stack (e.g. offline validation) call this instead of failing. The caller's IAM identity is the
+    principal unless one is given."""
+    if not os.environ.get("AUDIT_TABLE"):
+        return
+    if "principal" not in fields:
+        fields["principal"] = str(boto3.client("sts").get_caller_identity()["Arn"])
+    audit_log_from_env().append(action, **fields)

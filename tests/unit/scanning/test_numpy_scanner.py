@@ -1,0 +1,61 @@
+"""NumPy .npy/.npz: header parsed as a literal, object arrays walked as pickles, sizes checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from modelshield.models import Format, RuleId
+from modelshield.scanning.numpy_arrays import descr_itemsize, typestr_itemsize
+
+from tests.corpus import pickle_family as corpus
+from tests.corpus.pickle_family import globals_flagged, rules_of, scan_bytes
+
+
+def test_object_array_payload_is_found() -> None:
+    report = scan_bytes(corpus.npy_object_with_payload(), "a.npy")
+    assert report.format == Format.NUMPY
+    assert "posix.system" in globals_flagged(report)
+    assert report.metadata["numpy_object_array"] is True
+
+
+def test_npz_member_payload_is_found_and_located() -> None:
+    report = scan_bytes(corpus.npz_with_payload(), "a.npz")
+    assert report.format == Format.NUMPY_NPZ
+    hit = next(f for f in report.findings if f.rule == RuleId.CODE_EXEC)
+    assert hit.location.startswith("a.npz!evil.npy@")
+
+
+@pytest.mark.parametrize("cut", [1, 8])
+def test_data_size_mismatch_is_malformed(cut: int) -> None:
+    data = corpus.npy_bytes(np.arange(10.0))
+    assert RuleId.MALFORMED in rules_of(scan_bytes(data[:-cut], "a.npy"))
+    assert RuleId.MALFORMED in rules_of(scan_bytes(data + b"\x00" * cut, "a.npy"))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"__import__('os').system('echo pwned')", b"{'descr': '<f8'}", b"{'descr': '<f8', 'fortran_order': 0, 'shape': 3}"],
+    ids=["code, not a literal", "missing keys", "shape not a tuple"],
+)
+def test_bad_headers_are_malformed_and_never_evaluated(header: bytes) -> None:
+    data = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+    assert RuleId.MALFORMED in rules_of(scan_bytes(data, "a.npy"))
+
+
+def test_header_longer_than_the_file_is_malformed() -> None:
+    assert RuleId.MALFORMED in rules_of(scan_bytes(b"\x93NUMPY\x01\x00\xff\xff{}", "a.npy"))
+
+
+@pytest.mark.parametrize(
+    "dtype", ["<f8", "<i2", "|b1", "<U7", "|S5", "<c16", "<M8[ns]", "|V12", "<f2", "|u1"]
+)
+def test_itemsize_matches_numpy(dtype: str) -> None:
+    assert typestr_itemsize(np.dtype(dtype).str) == (np.dtype(dtype).itemsize, False)
+
+
+def test_structured_itemsize_matches_numpy() -> None:
+    dt = np.dtype([("a", "<i4"), ("b", "<f8", (2, 3)), ("c", [("x", "|u1"), ("o", "|O")])])
+    from numpy.lib import format as npformat
+
+    size, has_objects = descr_itemsize(npformat.dtype_to_descr(dt))
+    assert size == dt.itemsize and has_objects
