@@ -85,40 +85,47 @@ class Measurement:
     stderr: str
 
 
+LAUNCHER = BENCH / "tools" / "_measure.py"
+LAUNCHER_PYTHON = os.path.realpath(sys.executable)  # the real interpreter, not a shim or venv wrapper
+LAUNCHER_GRACE = 30.0  # extra seconds before the parent gives up on the launcher itself
+
+
 def run_measured(
     argv: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float
 ) -> Measurement:
     """Run argv to completion (or kill its process group at `timeout`), with wall time and peak RSS.
 
-    Output goes to files, not pipes, so a chatty tool can never block on a full pipe and skew timing.
+    The measuring is done by tools/_measure.py, a ~10 MiB launcher, because a child forked from this
+    (large) process would inherit our RSS as its starting peak. Output goes to files, not pipes, so a
+    chatty tool can never block on a full pipe and skew the timing.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.monotonic()
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory(prefix="measure-") as tmp,
+    ):
+        report = Path(tmp) / "measure.json"
+        launcher = [LAUNCHER_PYTHON, "-S", "-I", str(LAUNCHER), str(report), str(timeout), "--", *argv]
         proc = subprocess.Popen(
-            list(argv), cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            launcher, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
-        timed_out = False
-        delay = 0.002
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid == proc.pid:
-                break
-            if time.monotonic() - start > timeout:
-                timed_out = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        wall = time.monotonic() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
+        try:
+            proc.wait(timeout=timeout + LAUNCHER_GRACE)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        measured = _read_json(report)
+        if not measured:
+            raise RuntimeError(
+                f"launcher reported nothing (exit {proc.returncode}): {_tail(_read_capped(err))}"
+            )
         return Measurement(
-            returncode=proc.returncode,
-            wall_seconds=wall,
-            max_rss_kib=int(usage.ru_maxrss),
-            timed_out=timed_out,
+            returncode=int(measured["returncode"]),
+            wall_seconds=float(measured["wall_seconds"]),
+            max_rss_kib=int(measured["max_rss_kib"]),
+            timed_out=bool(measured["timed_out"]),
             stdout=_read_capped(out),
             stderr=_read_capped(err),
         )
@@ -676,7 +683,10 @@ def scan_one(adapter: Adapter, status: ToolStatus, sample: Sample, timeout: floa
         env.pop("PYTHONPATH", None)
         env["VIRTUAL_ENV"] = str(status.venv)
         env["PATH"] = f"{status.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        measured = run_measured(argv, cwd=scratch, env=env, timeout=timeout)
+        try:
+            measured = run_measured(argv, cwd=scratch, env=env, timeout=timeout)
+        except (OSError, RuntimeError) as exc:
+            return Row(adapter.name, sample.name, sample.kind, Outcome.ERROR, f"harness: {exc}")
         if measured.timed_out:
             verdict = Classification(Outcome.TIMEOUT, f"killed after {timeout:.0f} s")
         else:

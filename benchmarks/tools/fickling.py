@@ -63,7 +63,9 @@ def classify(out: ToolOutput) -> Classification:
         return Classification(Outcome.FLAGGED, shorten(f"{unsafe[0].get('severity', '?')}: {analysis[0]}"))
     if out.returncode == 0:
         return Classification(Outcome.CLEAN)
-    return Classification(Outcome.ERROR, f"exit {out.returncode}: {last_line(out.stderr or out.stdout)}")
+    text = out.stderr or out.stdout
+    reason = next((line for line in text.splitlines() if "Error" in line), "") or last_line(text)
+    return Classification(Outcome.ERROR, shorten(f"exit {out.returncode}: {reason.strip()}"))
 
 
 ADAPTER = Adapter(

@@ -1,9 +1,10 @@
 """Coverage-guided fuzzing of the non-pickle scanners with atheris (optional; the unit tests use hypothesis).
 
 Run: `.venv/bin/python tests/fuzz/fuzz_formats.py -max_len=8192 -atheris_runs=100000` (add a corpus
-directory to keep the inputs it learns; crash inputs go to the temp directory unless -artifact_prefix says). The first input byte picks a seed format; the rest is libFuzzer's mutation of that seed. A
-scanner that raises (reported by dispatch as "<format> scanner failed") or a scan slower than 10 s aborts
-the run with the input saved by libFuzzer.
+directory to keep the inputs it learns; crash inputs go to the temp directory unless -artifact_prefix
+says). The first input byte picks a seed format; the rest is overlaid on that seed. A scanner that raises
+(reported by dispatch as "<format> scanner failed") or a scan slower than 10 s stops the run, and
+libFuzzer saves the input.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ class MotoStack:
     handler: Any
     queue_url: str
     queue_arn: str
+    provisioned: Any = None
 
     @property
     def ingest(self) -> str:
@@ -128,5 +129,6 @@ def moto_stack(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS
             handler=handler,
             queue_url=out.names["ScanQueue"],
             queue_arn=out.arns["ScanQueue"],
+            provisioned=out,
         )
         config.scan_settings.cache_clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -200,3 +201,47 @@ def test_config_that_is_not_json_fails_closed() -> None:
     bad = data.replace(b"{}", b"{[", 1)
     report = scan_bytes(bad, "bad.keras")
     assert {RuleId.MALFORMED, RuleId.SCAN_INCOMPLETE} <= rules_of(report)
+
+
+# -- ways around the .keras sniffer ------------------------------------------------------------------------
+
+
+def _lambda_config() -> dict[str, object]:
+    lam = corpus.keras_layer(
+        "Lambda", {"name": "lam", "function": {"class_name": "__lambda__", "config": {}}}
+    )
+    return corpus.keras_sequential(lam)
+
+
+def test_keras_archive_with_prepended_bytes_is_still_judged() -> None:
+    # Given a .keras with junk before it (zipfile, and so Keras, still opens it)
+    data = b"\x00" * 100 + corpus.keras_zip(_lambda_config())
+    report = scan_bytes(data, "prefixed.keras")
+    assert report.format == Format.KERAS
+    assert findings_of(report, RuleId.CODE_EXEC)
+
+
+def test_keras_archive_without_metadata_is_still_judged() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("config.json", json.dumps(_lambda_config()))
+        z.writestr("model.weights.h5", b"")
+    report = scan_bytes(buf.getvalue(), "nometa.keras")
+    assert report.format == Format.KERAS
+    assert [f.location for f in findings_of(report, RuleId.CODE_EXEC)] == ["nometa.keras!config.json"]
+
+
+def test_loose_keras_config_json_is_judged_by_the_text_scanner() -> None:
+    report = scan_bytes(json.dumps(_lambda_config()).encode(), "config.json")
+    assert report.format == Format.TEXT
+    assert findings_of(report, RuleId.CODE_EXEC)
+
+
+def test_utf16_config_is_decoded_like_keras_does() -> None:
+    # Given a config.json in UTF-16 (json.loads on bytes, as Keras calls it, accepts that)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("metadata.json", b"{}")
+        z.writestr("config.json", json.dumps(_lambda_config()).encode("utf-16"))
+    report = scan_bytes(buf.getvalue(), "utf16.keras")
+    assert findings_of(report, RuleId.CODE_EXEC)

@@ -34,7 +34,11 @@ def test_data_size_mismatch_is_malformed(cut: int) -> None:
 
 @pytest.mark.parametrize(
     "header",
-    [b"__import__('os').system('echo pwned')", b"{'descr': '<f8'}", b"{'descr': '<f8', 'fortran_order': 0, 'shape': 3}"],
+    [
+        b"__import__('os').system('echo pwned')",
+        b"{'descr': '<f8'}",
+        b"{'descr': '<f8', 'fortran_order': 0, 'shape': 3}",
+    ],
     ids=["code, not a literal", "missing keys", "shape not a tuple"],
 )
 def test_bad_headers_are_malformed_and_never_evaluated(header: bytes) -> None:

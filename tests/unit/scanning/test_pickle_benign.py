@@ -16,7 +16,9 @@ SKLEARN = ["logistic", "forest", "pipeline"]
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 @pytest.mark.parametrize("model", SKLEARN)
-def test_sklearn_pickles_are_clean_and_their_globals_match_a_reference_walk(model: str, protocol: int) -> None:
+def test_sklearn_pickles_are_clean_and_their_globals_match_a_reference_walk(
+    model: str, protocol: int
+) -> None:
     # Given a fitted estimator pickled with the standard library
     data = corpus.sklearn_pickle(model, protocol)
     # When scanned
@@ -52,7 +54,12 @@ def test_compressed_joblib_goes_through_the_compressed_scanner_into_the_pickle_w
 
 @pytest.mark.parametrize(
     "make",
-    [corpus.torch_state_dict_zip, corpus.torch_optimizer_state, corpus.torch_misc_objects, corpus.legacy_torch],
+    [
+        corpus.torch_state_dict_zip,
+        corpus.torch_optimizer_state,
+        corpus.torch_misc_objects,
+        corpus.legacy_torch,
+    ],
     ids=["state dict", "optimizer state", "dtypes devices sizes parameters", "legacy format"],
 )
 def test_torch_checkpoints_are_clean(make) -> None:

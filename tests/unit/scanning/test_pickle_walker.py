@@ -30,7 +30,12 @@ CODE_EXEC_SAMPLES = [
     ("BUILD reaching __setstate__", corpus.build_setstate, "subprocess.Popen", "BUILD"),
     ("after a benign STOP", corpus.evil_after_benign_stop, "os.system", "REDUCE"),
     ("INT that pickletools rejects", corpus.int_fools_pickletools, "os.system", "REDUCE"),
-    ("dunder attribute traversal", corpus.dunder_traversal, "collections.OrderedDict.__init__.__globals__", ""),
+    (
+        "dunder attribute traversal",
+        corpus.dunder_traversal,
+        "collections.OrderedDict.__init__.__globals__",
+        "",
+    ),
     ("__builtin__ alias", corpus.alias_builtin_eval, "builtins.eval", "REDUCE"),
     ("commands alias", corpus.alias_commands, "subprocess.getoutput", "REDUCE"),
     ("whitespace in names", corpus.whitespace_module, "os.system", "REDUCE"),
@@ -39,14 +44,18 @@ CODE_EXEC_SAMPLES = [
 ]
 
 
-@pytest.mark.parametrize(("label", "make", "name", "caller"), CODE_EXEC_SAMPLES, ids=[s[0] for s in CODE_EXEC_SAMPLES])
+@pytest.mark.parametrize(
+    ("label", "make", "name", "caller"), CODE_EXEC_SAMPLES, ids=[s[0] for s in CODE_EXEC_SAMPLES]
+)
 def test_every_import_technique_is_flagged_as_code_exec(label, make, name, caller) -> None:
     # Given a pickle that imports a denied callable this way
     # When it is scanned
     report = scan_bytes(make(), "evil.pkl")
     # Then the import is a critical MS-CODE-EXEC finding naming the global, its location and its caller
     assert report.format == Format.PICKLE
-    exec_findings = [f for f in report.findings if f.rule == RuleId.CODE_EXEC and f.detail.get("global") == name]
+    exec_findings = [
+        f for f in report.findings if f.rule == RuleId.CODE_EXEC and f.detail.get("global") == name
+    ]
     assert exec_findings, report.findings
     finding = exec_findings[0]
     assert finding.severity == Severity.CRITICAL
@@ -54,7 +63,9 @@ def test_every_import_technique_is_flagged_as_code_exec(label, make, name, calle
     assert caller in finding.detail["called_by"]
 
 
-@pytest.mark.parametrize(("module", "name"), corpus.DENIED_CALLS, ids=[f"{m}.{n}" for m, n in corpus.DENIED_CALLS])
+@pytest.mark.parametrize(
+    ("module", "name"), corpus.DENIED_CALLS, ids=[f"{m}.{n}" for m, n in corpus.DENIED_CALLS]
+)
 def test_denylist_sweep(module: str, name: str) -> None:
     # Given a protocol 4 pickle calling module.name; When scanned; Then it is MS-CODE-EXEC
     report = scan_bytes(corpus.denied_call(module, name))

@@ -36,8 +36,14 @@ STATUS_BY_ERROR: list[tuple[type[Exception], HTTPStatus]] = [
 
 def status_for(exc: Exception) -> HTTPStatus:
     from modelshield.access import RequestConflict, RequestNotFound
+    from modelshield.store.groups import GroupNotFound, GroupVersionConflict
 
-    for cls, status in [(RequestNotFound, HTTPStatus.NOT_FOUND), (RequestConflict, HTTPStatus.CONFLICT)]:
+    for cls, status in [
+        (RequestNotFound, HTTPStatus.NOT_FOUND),
+        (RequestConflict, HTTPStatus.CONFLICT),
+        (GroupNotFound, HTTPStatus.NOT_FOUND),
+        (GroupVersionConflict, HTTPStatus.CONFLICT),
+    ]:
         if isinstance(exc, cls):
             return status
     for cls, status in STATUS_BY_ERROR:

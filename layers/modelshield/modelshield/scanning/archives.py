@@ -333,6 +333,38 @@ def sniff_zip(head: bytes, stream: BinaryIO) -> bool:
     return stream.read(4) == _CENTRAL_SIG
 
 
+def central_names(stream: BinaryIO, *, max_names: int = 4096, max_bytes: int = 4 * MiB) -> set[str]:
+    """Member names listed in the central directory, read cheaply for sniffers (empty when there is none).
+
+    Handles zip64 end records and data prepended to the archive, as loaders do."""
+    size = _stream_size(stream)
+    found = find_eocd(stream, size)
+    if found is None:
+        return set()
+    eocd_pos, record = found
+    _sig, _d, _cd, _n, _total, cd_size, cd_offset, _clen = struct.unpack("<4sHHHHIIH", record)
+    cd_end = eocd_pos
+    if cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
+        stream.seek(max(eocd_pos - 20 - 56, 0))
+        rec64 = stream.read(56)
+        if len(rec64) != 56 or rec64[:4] != _EOCD64_SIG:
+            return set()
+        cd_size = struct.unpack("<Q", rec64[40:48])[0]
+        cd_end = eocd_pos - 20 - 56
+    if cd_size > cd_end:
+        return set()
+    stream.seek(cd_end - cd_size)
+    cd = stream.read(min(cd_size, max_bytes))
+    names: set[str] = set()
+    pos = 0
+    while pos + 46 <= len(cd) and cd[pos : pos + 4] == _CENTRAL_SIG and len(names) < max_names:
+        flags = struct.unpack("<H", cd[pos + 8 : pos + 10])[0]
+        nlen, xlen, mlen = struct.unpack("<HHH", cd[pos + 28 : pos + 34])
+        names.add(_decode_name(cd[pos + 46 : pos + 46 + nlen], flags))
+        pos += 46 + nlen + xlen + mlen
+    return names
+
+
 def read_zip(stream: BinaryIO, ctx: ScanContext) -> ZipListing:
     """The members of a zip, by its central directory or, when that is broken, by its local headers."""
     size = _stream_size(stream)
@@ -500,7 +532,7 @@ def _walk_local_headers(stream: BinaryIO, size: int, ctx: ScanContext) -> ZipLis
             try:
                 csize = _deflate_length(stream, data_offset, ctx)
             except zlib.error as exc:
-                ctx.add(RuleId.MALFORMED, Severity.HIGH, f"zip member {name!r} has corrupt deflate data: {exc}")
+                ctx.add(RuleId.MALFORMED, Severity.HIGH, f"zip member {name!r}: corrupt deflate data: {exc}")
                 ctx.incomplete("zip local-header walk stopped at corrupt data")
                 break
             if csize < 0:
@@ -744,8 +776,15 @@ def listing_sizes_known(entry: ZipEntry) -> bool:
     return not (entry.flags & 0x8 and entry.uncompressed_size == 0)
 
 
-def scan_zip_archive(stream: BinaryIO, ctx: ScanContext, *, what: str = "zip") -> ZipListing:
-    """Read, check and recursively scan every member of a zip; shared with the Keras scanner."""
+def scan_zip_archive(
+    stream: BinaryIO,
+    ctx: ScanContext,
+    *,
+    what: str = "zip",
+    handled: Callable[[ZipEntry], bool] | None = None,
+) -> ZipListing:
+    """Read, check and recursively scan every member of a zip; shared with the Keras scanner, which
+    judges some members itself (`handled`) instead of dispatching them by content."""
     listing = read_zip(stream, ctx)
     if listing.prefix > 0:
         ctx.add(
@@ -756,7 +795,8 @@ def scan_zip_archive(stream: BinaryIO, ctx: ScanContext, *, what: str = "zip") -
         )
         ctx.scan_nested(window(stream, 0, listing.prefix), "<prefix>")
     for entry, content in iter_zip_members(stream, listing, ctx):
-        ctx.scan_nested(content, entry.name)
+        if handled is None or not handled(entry):
+            ctx.scan_nested(content, entry.name)
     ctx.set_metadata("archive_members", len(listing.entries))
     return listing
 

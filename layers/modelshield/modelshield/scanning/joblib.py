@@ -106,7 +106,9 @@ def _array_hook(walker: PickleWalker, wrapper: Call, offset: int, end: int) -> i
         offset += 1 + pad[0]
     nbytes = math.prod(shape) * itemsize
     if offset + nbytes > end:
-        raise WalkAbort(f"joblib array declares {nbytes} bytes beyond the end of the data", offset, limit=True)
+        raise WalkAbort(
+            f"joblib array declares {nbytes} bytes beyond the end of the data", offset, limit=True
+        )
     return offset + nbytes
 
 

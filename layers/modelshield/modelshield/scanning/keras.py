@@ -32,15 +32,17 @@ from typing import Any, BinaryIO
 from modelshield.models import Format, RuleId, Severity
 from modelshield.scanning.archives import (
     ZipEntry,
-    find_eocd,
+    central_names,
     open_zip_member,
     scan_zip_archive,
+    sniff_zip,
 )
 from modelshield.scanning.registry import ScanContext, register
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
+WEIGHTS_MEMBER = "model.weights.h5"
 MAX_CONFIG_NODES = 2_000_000  # JSON values visited in one config
 MAX_CONFIG_DEPTH = 200
 
@@ -355,33 +357,18 @@ def _dangerous_tf_function(fn: str) -> bool:
 
 # -- .keras zip ------------------------------------------------------------------------------------------
 def sniff_keras(head: bytes, stream: BinaryIO) -> bool:
-    """A zip whose central directory lists config.json and metadata.json at its root."""
-    if head[:4] != b"PK\x03\x04":
+    """A zip (data before it allowed, as zipfile allows) listing config.json at its root, beside
+    metadata.json or model.weights.h5. Keras needs neither of those to load the config, hence either."""
+    if head[:4] != b"PK\x03\x04" and not sniff_zip(head, stream):
         return False
-    stream.seek(0, io.SEEK_END)
-    size = stream.tell()
-    found = find_eocd(stream, size)
-    if found is None:
-        return False
-    eocd_pos, record = found
-    _sig, _d, _cd, _n, _total, cd_size, _cd_offset, _clen = struct.unpack("<4sHHHHIIH", record)
-    if cd_size > eocd_pos or cd_size > (4 << 20):
-        return False
-    stream.seek(eocd_pos - cd_size)
-    cd = stream.read(cd_size)
-    names: set[bytes] = set()
-    pos = 0
-    while pos + 46 <= len(cd) and cd[pos : pos + 4] == b"PK\x01\x02" and len(names) < 4096:
-        nlen, xlen, mlen = struct.unpack("<HHH", cd[pos + 28 : pos + 34])
-        names.add(cd[pos + 46 : pos + 46 + nlen])
-        pos += 46 + nlen + xlen + mlen
-    return CONFIG_MEMBER.encode() in names and METADATA_MEMBER.encode() in names
+    names = central_names(stream)
+    return CONFIG_MEMBER in names and bool(names & {METADATA_MEMBER, WEIGHTS_MEMBER})
 
 
 @register(Format.KERAS, sniff=sniff_keras, priority=90)
 def scan_keras(stream: BinaryIO, ctx: ScanContext) -> None:
     """Every member scanned as an archive member; config.json walked; metadata.json recorded."""
-    listing = scan_zip_archive(stream, ctx, what="Keras archive")
+    listing = scan_zip_archive(stream, ctx, what="Keras archive", handled=lambda e: e.name == CONFIG_MEMBER)
     configs = [e for e in listing.entries if e.name == CONFIG_MEMBER]
     if not configs:  # the sniffer saw it in the central directory, the structural read did not
         ctx.add(RuleId.MALFORMED, Severity.HIGH, "Keras archive without a readable config.json")
@@ -412,8 +399,7 @@ def _read_json_member(stream: BinaryIO, entry: ZipEntry, ctx: ScanContext) -> An
 
 def _parse_json(raw: bytes | str, ctx: ScanContext, *, what: str, member: str | None = None) -> Any:
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        return json.loads(text)
+        return json.loads(raw)  # bytes: UTF-8/16/32 detected exactly as Keras's own json.loads does
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         ctx.add(RuleId.MALFORMED, Severity.HIGH, f"{what} is not valid JSON: {exc}", member=member)
         ctx.incomplete(f"{what} could not be checked for code")

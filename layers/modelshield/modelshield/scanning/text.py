@@ -18,6 +18,7 @@ import yaml
 
 from modelshield.models import Format, RuleId, Severity
 from modelshield.scanning.jinja import analyse_template
+from modelshield.scanning.keras import judge_config
 from modelshield.scanning.registry import MiB, ScanContext, register
 
 READ_CHUNK = 1 * MiB
@@ -108,6 +109,10 @@ def _structured(text: str, ctx: ScanContext) -> None:
 
 
 def _from_json(data: dict[str, Any], ctx: ScanContext) -> None:
+    if "class_name" in data and "config" in data:
+        # A Keras config outside a recognisable .keras archive (e.g. metadata.json dropped, or a loose
+        # config.json): Keras would still deserialize it, so judge it the same way.
+        judge_config(data, ctx, member=None)
     template = data.get("chat_template")
     if isinstance(template, str):
         _template(template, "chat_template", ctx)

@@ -1,0 +1,95 @@
+"""ApiFunction's groups, verdicts and rescans routes, on the template's resources under moto."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from modelshield.local.samples import benign_checkpoint
+from modelshield.local.stack import LocalContext, load_handler
+from modelshield.store.scans import ScanStore
+from tests.integration.conftest import EVENTS, MotoStack
+
+ENGINEER = "arn:aws:sts::123456789012:assumed-role/ModelShieldSecurityEngineer/alice"
+CONSUMER = "arn:aws:sts::123456789012:assumed-role/InferenceService/i-0abc"
+
+
+@pytest.fixture
+def api(moto_stack: MotoStack, monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name, value in moto_stack.provisioned.functions["ApiFunction"].environment.items():
+        monkeypatch.setenv(name, value)
+    handler = load_handler(moto_stack.provisioned.functions["ApiFunction"])
+
+    def call(
+        method: str, path: str, *, user: str = ENGINEER, query: dict | None = None, body: Any = None
+    ) -> tuple:
+        event = copy.deepcopy(json.loads((EVENTS / "api_access_list.json").read_text()))
+        event.update(
+            resource=path,
+            path=path,
+            httpMethod=method,
+            queryStringParameters=query,
+            multiValueQueryStringParameters={k: [v] for k, v in (query or {}).items()} or None,
+            body=None if body is None else json.dumps(body),
+        )
+        event["requestContext"].update(resourcePath=path, httpMethod=method)
+        event["requestContext"]["identity"]["userArn"] = user
+        response = handler(event, LocalContext("ApiFunction", 512, 29))
+        return response["statusCode"], json.loads(response["body"] or "null")
+
+    return call
+
+
+def test_the_latest_verdict_is_served_and_an_unknown_artifact_is_404(moto_stack: MotoStack, api: Any) -> None:
+    # Given a scanned artifact
+    moto_stack.put("partner/acme/model.pt", benign_checkpoint())
+    moto_stack.deliver_queued()
+    artifact = f"{moto_stack.ingest}/partner/acme/model.pt"
+
+    # When its verdict is asked for, Then the stored record comes back
+    status, body = api("GET", "/verdicts", query={"artifact_id": artifact})
+    assert (
+        status == 200 and body["group"] == "Partner-S3-Audit" and body["verdict"] == "ALLOWED_WITH_WARNINGS"
+    )
+    status, body = api("GET", "/verdicts", query={"artifact_id": f"{moto_stack.ingest}/nope.pt"})
+    assert status == 404 and "no scan recorded" in body["message"]
+
+
+def test_only_a_security_engineer_changes_groups_and_bad_yaml_says_where(
+    moto_stack: MotoStack, api: Any
+) -> None:
+    yaml_text = "groups:\n  - name: Partner-S3-Audit\n    rules:\n      MS-FORMAT-SAFE: {blocking: true}\n"
+    # Given a consumer, When it tries to change a group, Then it is refused
+    status, body = api("PUT", "/groups", user=CONSUMER, body={"yaml": yaml_text})
+    assert status == 403 and "Security Engineer" in body["message"]
+    # When a security engineer sends broken YAML, Then the error names the line and field
+    status, body = api(
+        "PUT", "/groups", body={"yaml": yaml_text.replace("blocking: true", "blocking: maybe")}
+    )
+    assert status == 400 and ":4:" in body["message"] and "blocking" in body["message"]
+    # When the YAML is valid, Then it is applied and versioned
+    status, body = api("PUT", "/groups", body={"yaml": yaml_text})
+    assert status == 200 and body["applied"][0]["name"] == "Partner-S3-Audit"
+    status, body = api("GET", "/groups/Partner-S3-Audit")
+    assert status == 200 and body["rules"]["MS-FORMAT-SAFE"]["blocking"] is True
+
+
+def test_a_rescan_is_queued_for_the_scan_function_and_recorded(moto_stack: MotoStack, api: Any) -> None:
+    # Given an artifact scanned once
+    version = moto_stack.put("partner/acme/model.pt", benign_checkpoint())
+    moto_stack.deliver_queued()
+
+    # When a consumer asks for a rescan, Then it is refused; when an engineer does, it is queued
+    assert api("POST", "/rescans", user=CONSUMER, body={"group": "Partner-S3-Audit"})[0] == 403
+    status, body = api("POST", "/rescans", body={"group": "Partner-S3-Audit"})
+    assert status == 200 and body["queued"] == 1
+
+    # Then the ScanFunction picks it up and records a rescan of the same version
+    assert moto_stack.deliver_queued()["batchItemFailures"] == []
+    latest = ScanStore(moto_stack.env["SCANS_TABLE"], moto_stack.dynamodb).latest(
+        f"{moto_stack.ingest}/partner/acme/model.pt"
+    )
+    assert latest is not None and latest.trigger == "rescan" and latest.version_id == version
