@@ -342,7 +342,125 @@ FORMAT_SAMPLES: tuple[CorpusEntry, ...] = (
                 "the same members as a .tar.gz"),
 )  # fmt: skip
 
-CORPUS_MANIFESTS: dict[str, tuple[CorpusEntry, ...]] = {"formats": FORMAT_SAMPLES}
+
+def _denied(module: str, name: str) -> CorpusEntry:
+    return CorpusEntry(
+        "malicious",
+        f"call_{module.replace('.', '_')}_{name}.pkl",
+        lambda p: p.denied_call(module, name),
+        f"protocol 4 STACK_GLOBAL {module}.{name}('echo pwned') + REDUCE",
+    )
+
+
+def _npy(pickles: ModuleType) -> bytes:
+    import numpy as np
+
+    return pickles.npy_bytes(np.arange(12.0, dtype=np.float32).reshape(3, 4))
+
+
+def _npz(pickles: ModuleType) -> bytes:
+    import numpy as np
+
+    return pickles.npz_bytes(compressed=True, weights=np.ones((4, 4)), bias=np.zeros(4, dtype=np.int64))
+
+
+# The denylist sweep in tests/corpus/pickle_family.py (DENIED_CALLS) also holds calls that are harmless
+# on their own (os.path.join, pathlib.Path); these are the ones that run code, touch the network or
+# the file system, or load another pickle.
+CODE_RUNNING_CALLS = (
+    ("runpy", "run_path"), ("pty", "spawn"), ("pdb", "run"), ("timeit", "timeit"), ("cProfile", "run"),
+    ("pydoc", "pipepager"), ("builtins", "exec"), ("importlib", "import_module"), ("ctypes", "CDLL"),
+    ("pip", "main"), ("webbrowser", "open"), ("shutil", "rmtree"), ("torch", "load"), ("numpy", "load"),
+    ("pickle", "loads"), ("marshal", "loads"), ("posix", "system"), ("socket", "create_connection"),
+    ("urllib.request", "urlopen"),
+)  # fmt: skip
+
+PICKLE_SAMPLES: tuple[CorpusEntry, ...] = (
+    # -- malicious: ways to import and call ------------------------------------------------------------
+    CorpusEntry("malicious", "global_os_system.pkl", lambda p: p.global_os_system(),
+                "protocol 0 GLOBAL os.system + REDUCE"),
+    CorpusEntry("malicious", "stack_global_via_memo.pkl", lambda p: p.stack_global_via_memo(),
+                "STACK_GLOBAL with module/name fetched back from the memo (BINGET)"),
+    CorpusEntry("malicious", "stack_global_via_binput.pkl", lambda p: p.stack_global_via_binput(),
+                "protocol 2 BINPUT/LONG_BINGET shuffles to subprocess.getoutput"),
+    CorpusEntry("malicious", "memoize_numbering_trick.pkl", lambda p: p.memoize_numbering_trick(),
+                "BINPUT at a scattered index shifts MEMOIZE numbering (naive counters resolve 'builtins')"),
+    CorpusEntry("malicious", "inst_opcode.pkl", lambda p: p.inst_opcode(), "INST os system"),
+    CorpusEntry("malicious", "obj_opcode.pkl", lambda p: p.obj_opcode(), "OBJ on GLOBAL os.system"),
+    CorpusEntry("malicious", "newobj_opcode.pkl", lambda p: p.newobj_opcode(), "NEWOBJ subprocess.Popen"),
+    CorpusEntry("malicious", "newobj_ex_opcode.pkl", lambda p: p.newobj_ex_opcode(),
+                "NEWOBJ_EX subprocess.Popen"),
+    CorpusEntry("malicious", "ext_opcode.pkl", lambda p: p.ext_opcode(),
+                "EXT1 code resolved through the copyreg extension registry, then REDUCE"),
+    CorpusEntry("malicious", "build_setstate.pkl", lambda p: p.build_setstate(),
+                "subprocess.Popen instance whose state BUILD sets"),
+    CorpusEntry("malicious", "evil_after_benign_stop.pkl", lambda p: p.evil_after_benign_stop(),
+                "a benign pickle, then os.system after its STOP (read by multi-pickle loaders)"),
+    CorpusEntry("malicious", "two_evil_pickles.pkl", lambda p: p.two_evil_pickles(),
+                "two concatenated pickles: subprocess.check_output, then os.system"),
+    CorpusEntry("malicious", "int_fools_pickletools.pkl", lambda p: p.int_fools_pickletools(),
+                "`I0x10` loads but stops pickletools.genops before the os.system payload"),
+    CorpusEntry("malicious", "unresolvable_stack_global.pkl", lambda p: p.unresolvable_stack_global(),
+                "module name computed at load time (_codecs.encode) then STACK_GLOBAL .system"),
+    CorpusEntry("malicious", "alias_builtin_eval.pkl", lambda p: p.alias_builtin_eval(),
+                "__builtin__.eval (Python 2 name mapped by pickle's compat table)"),
+    CorpusEntry("malicious", "alias_commands.pkl", lambda p: p.alias_commands(),
+                "commands.getoutput (Python 2 name mapped to subprocess)"),
+    CorpusEntry("malicious", "lying_frame.pkl", lambda p: p.lying_frame(),
+                "FRAME claims 3 bytes but holds an os.system call"),
+    CorpusEntry("malicious", "invalid_opcode_after_payload.pkl", lambda p: p.invalid_opcode_after_payload(),
+                "os.system + REDUCE, then an invalid opcode (the call runs before the load fails)"),
+    CorpusEntry("malicious", "getattr_chain.pkl", lambda p: p.getattr_chain(),
+                "builtins.getattr(obj, 'system')(...) chain"),
+    *(_denied(module, name) for module, name in CODE_RUNNING_CALLS),
+    # -- malicious: containers carrying a payload ---------------------------------------------------------
+    CorpusEntry("malicious", "torch_evil_data_pkl.pt", lambda p: p.torch_zip_evil_data_pkl(),
+                "PyTorch zip whose data.pkl is replaced by os.system"),
+    CorpusEntry("malicious", "torch_duplicate_data_pkl.pt", lambda p: p.torch_zip_duplicate_data_pkl(),
+                "PyTorch zip with a second archive/data.pkl member holding os.system"),
+    CorpusEntry("malicious", "legacy_torch_evil.pt", lambda p: p.legacy_torch(p.global_os_system()),
+                "legacy (non-zip) torch.save framing around an os.system pickle"),
+    CorpusEntry("malicious", "joblib_payload.joblib", lambda p: p.joblib_with_payload(),
+                "joblib.dump of a dict holding an object that reduces to os.system"),
+    CorpusEntry("malicious", "npy_object_payload.npy", lambda p: p.npy_object_with_payload(),
+                "NumPy object array (allow_pickle) holding os.system"),
+    CorpusEntry("malicious", "npz_object_payload.npz", lambda p: p.npz_with_payload(),
+                "NumPy .npz with an object array holding os.system"),
+    # -- benign, made with torch / numpy / scikit-learn / joblib ----------------------------------------
+    CorpusEntry("benign", "state_dict.pt", lambda p: p.torch_state_dict_zip(),
+                "torch.save(model.state_dict())"),
+    CorpusEntry("benign", "legacy_state_dict.pt", lambda p: p.legacy_torch(),
+                "torch.save(..., _use_new_zipfile_serialization=False)"),
+    CorpusEntry("benign", "torchscript.pt", lambda p: p.torchscript_archive(),
+                "torch.jit.save of a scripted model"),
+    CorpusEntry("benign", "full_module_builtin_layers.pt", lambda p: p.torch_full_module_builtin_layers(),
+                "torch.save of a whole nn.Sequential of built-in layers"),
+    CorpusEntry("benign", "optimizer_state.pt", lambda p: p.torch_optimizer_state(),
+                "torch.save(Adam.state_dict()) after one step"),
+    CorpusEntry("benign", "torch_misc_objects.pt", lambda p: p.torch_misc_objects(),
+                "torch.save of int8/bfloat16 tensors, a device, a dtype, a Size and a Parameter"),
+    CorpusEntry("benign", "sklearn_logistic.pkl", lambda p: p.sklearn_pickle("logistic", 4),
+                "pickle of a fitted LogisticRegression"),
+    CorpusEntry("benign", "sklearn_forest.pkl", lambda p: p.sklearn_pickle("forest", 5),
+                "pickle (protocol 5) of a fitted RandomForestClassifier"),
+    CorpusEntry("benign", "sklearn_pipeline.joblib", lambda p: p.sklearn_joblib("pipeline"),
+                "joblib.dump of a StandardScaler + LogisticRegression Pipeline"),
+    CorpusEntry("benign", "sklearn_forest_zlib.joblib", lambda p: p.sklearn_joblib("forest", 3),
+                "joblib.dump(compress=3) of a RandomForestClassifier"),
+    CorpusEntry("benign", "weights.npy", _npy, "np.save of a float32 array"),
+    CorpusEntry("benign", "arrays.npz", _npz, "np.savez_compressed of two numeric arrays"),
+    CorpusEntry("benign", "plain_data_p0.pkl", lambda p: p.plain_data_pickles()["protocol0"],
+                "pickle protocol 0 of plain dicts, lists, tuples, bytes"),
+    CorpusEntry("benign", "plain_data_p2.pkl", lambda p: p.plain_data_pickles()["protocol2"],
+                "the same data, protocol 2"),
+    CorpusEntry("benign", "plain_data_p5.pkl", lambda p: p.plain_data_pickles()["protocol5"],
+                "the same data, protocol 5"),
+)  # fmt: skip
+
+CORPUS_MANIFESTS: dict[str, tuple[CorpusEntry, ...]] = {
+    "formats": FORMAT_SAMPLES,
+    "pickle_family": PICKLE_SAMPLES,
+}
 
 
 def load_module(path: Path) -> ModuleType:
@@ -982,6 +1100,7 @@ def machine_info() -> dict[str, str]:
         "RAM": memory or "?",
         "OS": f"{platform.system()} {platform.release()}",
         "Python (tools)": _python_version(sys.executable),
+        "load average at start": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
     return info
 
@@ -989,6 +1108,44 @@ def machine_info() -> dict[str, str]:
 def _python_version(python: str) -> str:
     probe = subprocess.run([python, "--version"], capture_output=True, text=True)
     return (probe.stdout or probe.stderr).strip().removeprefix("Python ")
+
+
+# -- raw results (so the report can be re-rendered without re-running) ---------------------------------
+def save_results(path: Path, info: RunInfo) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "command": info.command,
+        "started": info.started,
+        "duration_seconds": info.duration_seconds,
+        "timeouts": info.timeouts,
+        "machine": info.machine,
+        "tools": [{**asdict(t), "venv": str(t.venv)} for t in info.tools],
+        "samples": [{**asdict(s), "path": str(s.path)} for s in info.samples],
+        "rows": [asdict(r) for r in info.rows],
+        "problems": info.problems,
+    }
+    path.write_text(json.dumps(data, indent=1))
+
+
+def load_results(path: Path) -> RunInfo:
+    data = json.loads(path.read_text())
+    tools = [
+        ToolStatus(**{**t, "venv": Path(t["venv"]), "packages": tuple(t.get("packages", ()))})
+        for t in data["tools"]
+    ]
+    names = {t.name for t in tools}
+    return RunInfo(
+        command=data.get("command", "KERAS_BACKEND=torch .venv/bin/python benchmarks/compare_scanners.py"),
+        started=data["started"],
+        machine=data["machine"],
+        tools=tools,
+        adapters=[a for a in ADAPTERS if a.name in names],
+        samples=[Sample(**{**s, "path": Path(s["path"])}) for s in data["samples"]],
+        rows=[Row(**{**r, "outcome": Outcome(r["outcome"])}) for r in data["rows"]],
+        problems=data.get("problems", []),
+        timeouts=data.get("timeouts", {"corpus": 60.0, "large": 240.0}),
+        duration_seconds=data.get("duration_seconds", 0.0),
+    )
 
 
 # -- command line ----------------------------------------------------------------------------------
@@ -1017,23 +1174,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel corpus runs")
     parser.add_argument("--timeout", type=float, default=60.0, help="per corpus file, seconds")
     parser.add_argument(
-        "--timeout-large", type=float, default=None, help="per large file (default 300, quick 60)"
+        "--timeout-large", type=float, default=None, help="per large file (default 240, quick 60)"
     )
     parser.add_argument("--no-install", action="store_true", help="do not create or update tool venvs")
     parser.add_argument("--python", default="python3", help="interpreter for the tool venvs")
     parser.add_argument("--doc", type=Path, default=DOC, help="markdown file to update")
     parser.add_argument("--no-doc", action="store_true", help="print the tables only")
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        metavar="JSON",
+        help="re-render the report from a saved results.json (benchmarks/.data/compare/) without running",
+    )
     args = parser.parse_args(argv)
+    if args.from_results:
+        generated = render_markdown(load_results(args.from_results))
+        print(generated)
+        if not args.no_doc:
+            write_doc(args.doc, generated)
+        return 0
 
     started = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = machine_info()  # before we add load of our own
     wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
     adapters = [a for a in ADAPTERS if a.name in wanted]
     unknown = set(wanted) - {a.name for a in ADAPTERS}
     if unknown:
         parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
     sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
-    timeout_large = args.timeout_large or (60.0 if args.quick else 300.0)
+    timeout_large = args.timeout_large or (60.0 if args.quick else 240.0)
 
     print("tools:", flush=True)
     statuses = []
@@ -1081,7 +1251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = RunInfo(
         command=command,
         started=stamp,
-        machine=machine_info(),
+        machine={**machine, "load average at end": " / ".join(f"{x:.1f}" for x in os.getloadavg())},
         tools=statuses,
         adapters=adapters,
         samples=samples,
@@ -1094,20 +1264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(generated)
     results = DATA / "compare" / "results.json"
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(
-        json.dumps(
-            {
-                "started": stamp,
-                "machine": info.machine,
-                "tools": [{**asdict(t), "venv": str(t.venv)} for t in statuses],
-                "samples": [{**asdict(s), "path": str(s.path)} for s in samples],
-                "rows": [asdict(r) for r in rows],
-                "problems": problems,
-            },
-            indent=1,
-        )
-    )
+    save_results(results, info)
     if not args.no_doc:
         write_doc(args.doc, generated)
         print(f"\nwrote {args.doc} and {results}")

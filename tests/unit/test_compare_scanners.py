@@ -433,3 +433,22 @@ def test_output_and_exit_code_are_captured(tmp_path: Path) -> None:
     measured = cs.run_measured([sys.executable, "-c", code], cwd=tmp_path, timeout=30)
     assert (measured.returncode, measured.stdout, measured.stderr) == (3, "out\n", "err\n")
     assert not measured.timed_out
+
+
+def test_saved_results_render_the_same_report(tmp_path: Path) -> None:
+    # Given a run saved to JSON
+    info = run_info(tmp_path)
+    info.adapters = [a for a in cs.ADAPTERS if a.name in ("modelshield", "picklescan")]
+    info.tools = [
+        cs.ToolStatus("modelshield", tmp_path, "0.1.0", ready=True),
+        cs.ToolStatus("picklescan", tmp_path, reason="install failed"),
+    ]
+    info.rows = [
+        dataclasses.replace(r, tool={"a": "modelshield", "b": "picklescan"}[r.tool]) for r in info.rows
+    ]
+    saved = tmp_path / "results.json"
+    cs.save_results(saved, info)
+    # When it is loaded back and rendered
+    again = cs.load_results(saved)
+    # Then the report is identical (the docs can be regenerated without re-running the tools)
+    assert cs.render_markdown(again) == cs.render_markdown(info)

@@ -215,16 +215,35 @@ def _vault_key(rt: Runtime, ref: ArtifactRef, verdict: Verdict, last_modified: A
     out-of-order event never rolls consumers back. Everything not released goes to quarantine/."""
     if not verdict.releases:
         return f"{rt.settings.quarantine_prefix}{ref.key}"
-    for other in rt.artifacts.versions(ref.artifact_id):
-        if (
-            other.version_id != ref.version_id
-            and other.verdict.releases
-            and other.last_modified
-            and last_modified
-            and other.last_modified > last_modified
-        ):
-            return f"versions/{ref.version_id}/{ref.key}"
-    return ref.key
+    released = {
+        s.version_id: s
+        for s in rt.artifacts.versions(ref.artifact_id)
+        if s.version_id != ref.version_id and s.verdict.releases and s.vault_key == ref.key
+    }
+    if not released:
+        return ref.key
+    newer = _versions_newer_than(rt.s3, ref)
+    if newer is None:  # our version is gone from the listing: fall back to timestamps
+        newer = {
+            v
+            for v, s in released.items()
+            if s.last_modified and last_modified and s.last_modified > last_modified
+        }
+    return f"versions/{ref.version_id}/{ref.key}" if newer & released.keys() else ref.key
+
+
+def _versions_newer_than(s3: Any, ref: ArtifactRef) -> set[str] | None:
+    """Version ids of the key that S3 lists before ours (S3 lists a key's versions newest first, which is
+    exact even when two uploads share a LastModified second). None if our version is not listed."""
+    seen: list[str] = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=ref.bucket, Prefix=ref.key):
+        for version in page.get("Versions", []):
+            if version["Key"] != ref.key:
+                continue
+            if version["VersionId"] == ref.version_id:
+                return set(seen)
+            seen.append(version["VersionId"])
+    return None
 
 
 def _tag_verdict(s3: Any, ref: ArtifactRef, verdict: Verdict, scan_id: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from modelshield.models import RuleId
@@ -126,3 +127,18 @@ def test_fuzz_safetensors_headers(length: bytes, header: str) -> None:
 def test_fuzz_jinja_analysis_never_raises(template: str) -> None:
     issues = analyse_template(template)
     assert all(i.rule in (RuleId.CODE_EXEC, RuleId.CODE_UNKNOWN, RuleId.MALFORMED) for i in issues)
+
+
+# Inputs the atheris harness found (each crashed a scanner once); overlaid on a seed as the harness does.
+REGRESSIONS = {
+    "zip local walk into corrupt deflate": ("gguf", b"PK\x03\x04\x08\x08\x89\x08\x08"),
+    "zip64 end record at byte 0": ("gguf", b"PK\x05\x06\x08\n\x08" + b"\xff" * 12),
+    "keras member without local header": ("keras", b"PK\x03\x04\x00\x14"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_fuzzer_findings_stay_fixed(name: str) -> None:
+    seed_name, overlay = REGRESSIONS[name]
+    seed = corpus.fuzz_seeds()[seed_name]
+    _scan(overlay + seed[len(overlay) :])

@@ -257,3 +257,25 @@ def test_fast_tuple_is_decodable_when_a_hook_needs_it() -> None:
 )
 def test_sniffer(head: bytes, expected: bool) -> None:
     assert looks_like_pickle(head) is expected
+
+
+def test_exponentially_shared_structure_does_not_hang() -> None:
+    # Given a tuple doubled 80 times with DUP/TUPLE2 (2**80 leaves if expanded) used as a dict key
+    body = b"\x80\x04}" + b"N" + b"2\x86" * 80 + b"Ns."
+    started = time.monotonic()
+    report = scan_bytes(body)
+    # Then the scan finishes at once and is clean (it is only data)
+    assert time.monotonic() - started < 2
+    assert not rules_of(report) & corpus.PROBLEM_RULES, report.findings
+
+
+def test_short_reads_from_the_stream_do_not_stall_the_walk() -> None:
+    class Trickle(io.BytesIO):
+        def read(self, n: int | None = -1) -> bytes:
+            return super().read(min(n, 7) if n is not None and n >= 0 else 7)
+
+    data = pickle.dumps([f"x{i}" for i in range(5000)], protocol=4) + corpus.global_os_system()
+    ctx = ScanContext(limits=Limits(), location="x")
+    ctx.shared.deadline = time.monotonic() + 30
+    walk = PickleWalker(Trickle(data), ctx).walk(0, len(data))
+    assert walk.stopped and walk.end < len(data)

@@ -397,6 +397,8 @@ def _read_central(stream: BinaryIO, size: int, ctx: ScanContext) -> ZipListing:
         )
     cd_end = eocd_pos
     if total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
+        if eocd_pos < 20 + 56:
+            raise ZipError("zip64 values without room for a zip64 end record")
         stream.seek(eocd_pos - 20)
         locator = stream.read(20)
         if len(locator) != 20 or locator[:4] != _EOCD64_LOCATOR_SIG:

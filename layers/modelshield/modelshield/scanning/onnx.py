@@ -47,6 +47,7 @@ PYTHON_OP_DOMAINS = frozenset({"ai.onnx.contrib"})
 
 MAX_GRAPH_DEPTH = 16  # subgraph nesting (If inside Loop inside ...)
 MAX_NAME_BYTES = 64 * 1024  # a tensor/op/domain name; longer ones are reported, not read
+MAX_NODES = 500_000  # nodes kept in memory for the dataflow analysis (all nodes are still checked)
 MAX_BACKDOOR_HOPS = 3  # nodes allowed between a trigger-controlled switch and a graph output
 ORT_MEMORY_LOCATION = "*/_ORT_MEM_ADDR_/*"
 
@@ -197,6 +198,7 @@ class _Walker:
         self.limit = min(MAX_NAME_BYTES, ctx.limits.max_metadata_bytes)
         self.facts = _ModelFacts()
         self.main_graphs: list[Graph] = []
+        self.nodes_seen = 0
         self._ticks = 0
 
     def _tick(self) -> None:
@@ -303,7 +305,15 @@ class _Walker:
             if g.wire_type != LEN:
                 continue
             if g.number == 1:
-                graph.nodes.append(self.walk_node(g, depth=depth))
+                node = self.walk_node(g, depth=depth)
+                self.nodes_seen += 1
+                if self.nodes_seen <= MAX_NODES:
+                    graph.nodes.append(node)
+                elif self.nodes_seen == MAX_NODES + 1:
+                    self.ctx.incomplete(
+                        f"ONNX model has more than {MAX_NODES} nodes: the rest were checked for custom "
+                        "domains and external data, but not kept for the backdoor analysis"
+                    )
             elif g.number == 2:
                 graph.name = self._text(g)
             elif g.number == 5:

@@ -350,8 +350,16 @@ class PickleWalker:
         return result
 
     def _fill(self, offset: int, end: int) -> bytes:
+        """Up to CHUNK bytes at `offset` (fewer only at `end` or where the stream really ends)."""
+        want = min(CHUNK, end - offset)
         self.stream.seek(offset)
-        return self.stream.read(min(CHUNK, end - offset))
+        data = self.stream.read(want)
+        while 0 < len(data) < want:  # a short read from a pipe-like stream: keep reading
+            more = self.stream.read(want - len(data))
+            if not more:
+                break
+            data += more
+        return data
 
     def _walk(self, result: WalkResult, start: int, end: int) -> None:
         """The hot loop. Locals only (no closures over loop state): this runs once per opcode."""
@@ -360,7 +368,7 @@ class PickleWalker:
         base = start
         buf = fill(base, end)
         pos = 0
-        eof = base + len(buf) >= end
+        eof = len(buf) < CHUNK or base + len(buf) >= end
         guard = len(buf) if eof else len(buf) - GUARD
         stack: list[Any] = []
         push = stack.append
@@ -397,7 +405,7 @@ class PickleWalker:
                         base += pos
                         buf = fill(base, end)
                         pos = 0
-                        eof = base + len(buf) >= end
+                        eof = len(buf) < CHUNK or base + len(buf) >= end
                         guard = len(buf) if eof else len(buf) - GUARD
                         continue
                     if pos >= len(buf):
@@ -552,7 +560,7 @@ class PickleWalker:
                                 base += stop
                                 buf = fill(base, end)
                                 pos = 0
-                                eof = base + len(buf) >= end
+                                eof = len(buf) < CHUNK or base + len(buf) >= end
                                 guard = len(buf) if eof else len(buf) - GUARD
                     elif op == 0x43 or op == 0x55:  # SHORT_BINBYTES / SHORT_BINSTRING
                         stop = pos + 2 + buf[pos + 1]
@@ -588,7 +596,7 @@ class PickleWalker:
                                 base = resume
                                 buf = fill(base, end)
                                 pos = 0
-                                eof = base + len(buf) >= end
+                                eof = len(buf) < CHUNK or base + len(buf) >= end
                                 guard = len(buf) if eof else len(buf) - GUARD
                                 continue
                         elif tt is global_:
@@ -685,7 +693,7 @@ class PickleWalker:
                             base = self._skip_line(base + pos + 1, end)
                             buf = fill(base, end)
                             pos = 0
-                            eof = base + len(buf) >= end
+                            eof = len(buf) < CHUNK or base + len(buf) >= end
                             guard = len(buf) if eof else len(buf) - GUARD
                             continue
                         if op == 0x49 or op == 0x4C:
@@ -861,7 +869,7 @@ class PickleWalker:
                                 base += stop
                                 buf = fill(base, end)
                                 pos = 0
-                                eof = base + len(buf) >= end
+                                eof = len(buf) < CHUNK or base + len(buf) >= end
                                 guard = len(buf) if eof else len(buf) - GUARD
                     elif op == 0x8F:  # EMPTY_SET
                         push(None)
@@ -893,7 +901,7 @@ class PickleWalker:
                             base += stop
                             buf = fill(base, end)
                             pos = 0
-                            eof = base + len(buf) >= end
+                            eof = len(buf) < CHUNK or base + len(buf) >= end
                             guard = len(buf) if eof else len(buf) - GUARD
                     elif op == 0x82 or op == 0x83 or op == 0x84:  # EXT1 / EXT2 / EXT4
                         if op == 0x82:
@@ -1077,14 +1085,15 @@ def _extend(target: list[Any], items: list[Any]) -> None:
         target.extend(items)
 
 
+_KEY_TYPES = (bytes, str, int, bool, type(None))
+
+
 def _setitem(target: dict[Any, Any], key: Any, value: Any) -> None:
-    if len(target) >= MAX_ITEMS:
+    """Track scalar keys only: hashing a tuple key could walk a DUP-built structure exponentially."""
+    if len(target) >= MAX_ITEMS or type(key) not in _KEY_TYPES:
         target[FULL] = True
         return
-    try:
-        target[key] = value
-    except TypeError:  # an unhashable key (a bytearray tuple, a list): not tracked
-        target[FULL] = True
+    target[key] = value
 
 
 WalkAbort = _Stop  # raised by format hooks to stop a walk (the message becomes the walk's error)

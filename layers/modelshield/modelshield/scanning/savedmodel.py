@@ -74,6 +74,7 @@ PATH_OPS: dict[str, tuple[int, ...]] = {
 SOURCE_OPS_CONSTANT = frozenset({"Const", "HostConst"})
 MAX_NAME = 64 * 1024
 MAX_ANCESTORS = 10_000
+MAX_NODES = 500_000
 
 
 @dataclass
@@ -136,6 +137,7 @@ class _SavedModelScanner:
         self.ctx = ctx
         self.reported: set[tuple[str, str, str]] = set()
         self.tags: list[str] = []
+        self.nodes_seen = 0
         self._ticks = 0
 
     def _tick(self) -> None:
@@ -200,8 +202,7 @@ class _SavedModelScanner:
         for g in self.r.fields(f.offset, f.end):
             self._tick()
             if g.number == 1 and g.wire_type == LEN:
-                node = self.node_def(g)
-                main.nodes[node.name] = node
+                self._keep(main, self.node_def(g))
             elif g.number == 2 and g.wire_type == LEN:  # FunctionDefLibrary
                 for h in self.r.fields(g.offset, g.end):
                     if h.number == 1 and h.wire_type == LEN:
@@ -223,8 +224,7 @@ class _SavedModelScanner:
                             if a.number == 1 and a.wire_type == LEN:
                                 graph.args.add(self._text(a))
             elif g.number == 3:
-                node = self.node_def(g)
-                graph.nodes[node.name] = node
+                self._keep(graph, self.node_def(g))
         return graph
 
     def node_def(self, f: Field) -> TFNode:
@@ -251,6 +251,18 @@ class _SavedModelScanner:
                 if key and value:
                     node.string_attrs[key] = value
         return node
+
+    def _keep(self, graph: TFGraph, node: TFNode) -> None:
+        """Judge every node; keep at most MAX_NODES for the path tracing (memory stays bounded)."""
+        self.nodes_seen += 1
+        if node.op in PYTHON_OPS or node.op in FILE_OPS:
+            self.report(node.op, node.name, graph.where, node.offset)
+        if self.nodes_seen <= MAX_NODES:
+            graph.nodes[node.name] = node
+        elif self.nodes_seen == MAX_NODES + 1:
+            self.ctx.incomplete(
+                f"SavedModel has more than {MAX_NODES} nodes; file paths of the rest not traced"
+            )
 
     # -- judgement -------------------------------------------------------------------------------
     def judge(self, graph: TFGraph, fed: set[str]) -> None:
