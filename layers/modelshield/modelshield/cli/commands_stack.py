@@ -333,7 +333,7 @@ def cmd_demo(args: Any) -> int:
         "models/demo/innocent-looking.pkl": malicious_pickle(),
     }
     print("ModelShield demo: starting a local stack on moto server ...")
-    with local.LocalStack() as stack:
+    with local.LocalStack(quiet=True) as stack:
         s3 = stack.client("s3")
         ingest, vault = stack.outputs["ingest_bucket"], stack.outputs["vault_bucket"]
         versions: dict[str, str] = {}
@@ -349,7 +349,9 @@ def cmd_demo(args: Any) -> int:
         rows = []
         for key, record in records.items():
             rules = ", ".join(
-                f"{r.rule.value}:{r.status.value}" for r in record.rules if r.status.value != "PASS"
+                f"{r.rule.value}:{r.status.value}"
+                for r in record.rules
+                if r.status.value in ("FAIL", "ERROR")
             )
             rows.append(
                 [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import socket
 import sys
@@ -97,7 +98,8 @@ def load_handler(spec: FunctionSpec) -> Any:
 class LocalStack:
     """moto server + resources from template.yaml + SQS pollers invoking the real handlers."""
 
-    def __init__(self, *, port: int | None = None, poll_wait_seconds: int = 1) -> None:
+    def __init__(self, *, port: int | None = None, poll_wait_seconds: int = 1, quiet: bool = False) -> None:
+        self.quiet = quiet
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.poll_wait_seconds = poll_wait_seconds
@@ -112,6 +114,8 @@ class LocalStack:
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self, *, pollers: bool = True) -> LocalStack:
         from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
@@ -151,6 +155,9 @@ class LocalStack:
         os.environ["SCAN_QUEUE_URL"] = self.outputs["scan_queue_url"]
         self._seed_groups()
         self._drain_test_events()
+        if self.quiet:  # the demo prints its own story; handler logs and metrics go nowhere
+            os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+            os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
         if pollers:
             for spec in provisioned.functions.values():
                 for queue_logical, batch in spec.sqs_sources:
