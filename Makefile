@@ -66,8 +66,16 @@ test-lambda-runtime: $(RUNTIME_VENV)/.installed
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/run_all.py
 
+# Bounded fuzzing: the hypothesis property tests under the `fuzz` profile (tests/conftest.py), then each
+# atheris harness (coverage-guided) for FUZZ_SECONDS. Crash inputs are saved under benchmarks/.data/fuzz/.
+FUZZ_SECONDS ?= 120
 fuzz: $(VENV)/.dev
 	$(BIN)/python -m pytest -q tests -k fuzz --hypothesis-profile=fuzz
+	$(BIN)/pip install -q atheris==3.0.0
+	mkdir -p benchmarks/.data/fuzz
+	for harness in tests/fuzz/fuzz_*.py; do \
+	  $(BIN)/python $$harness -max_len=8192 -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=benchmarks/.data/fuzz/ || exit 1; \
+	done
 
 clean:
 	rm -rf .aws-sam build dist *.egg-info .pytest_cache benchmarks/.data

@@ -1,0 +1,16 @@
+"""Test-wide settings. `make fuzz` runs the property tests under the heavier `fuzz` profile."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+# Deep fuzzing for `make fuzz`: many more examples per parser, still bounded (no deadline per example,
+# but each scanner's own time limit applies).
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "3000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
