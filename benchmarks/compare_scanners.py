@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import importlib
 import importlib.util
 import inspect
 import json
@@ -152,13 +154,27 @@ def venv_of(adapter: Adapter) -> Path:
 
 
 def ensure_tool(adapter: Adapter, *, install: bool, python: str) -> ToolStatus:
-    """Make sure the tool's venv exists with its pinned packages; report why not if it cannot."""
+    """Make sure the tool's venv exists with its pinned packages; report why not if it cannot.
+
+    A venv whose pins changed, or that no longer imports its tool (files removed under it), is rebuilt
+    from scratch rather than patched, so what runs is exactly the pinned set.
+    """
     venv = venv_of(adapter)
     marker = venv / ".compare-installed"
     wanted = "\n".join(adapter.packages)
-    if adapter.packages and not (marker.is_file() and marker.read_text() == wanted):
+    entry_point = Path(adapter.build_command(venv, Path("probe"), Path("."))[0])
+    healthy = (
+        marker.is_file()
+        and marker.read_text() == wanted
+        and os.access(entry_point, os.X_OK)
+        and bool(_version(venv, adapter.distribution))
+    )
+    if adapter.packages and not healthy:
         if not install:
             return ToolStatus(adapter.name, venv, reason="not installed (run without --no-install)")
+        if venv.is_relative_to(VENVS) and venv.exists():
+            shutil.rmtree(venv)
+        print(f"  installing {adapter.name}: {' '.join(adapter.packages)}", flush=True)
         reason = _install(venv, adapter.packages, python)
         if reason:
             return ToolStatus(adapter.name, venv, reason=f"install failed: {reason}")
@@ -190,6 +206,8 @@ def _tail(text: str) -> str:
 
 
 def _version(venv: Path, distribution: str) -> str:
+    if not (venv / "bin" / "python").exists():
+        return ""
     probe = subprocess.run(
         [
             str(venv / "bin" / "python"),
@@ -226,6 +244,7 @@ class Sample:
     kind: str  # "malicious", "benign" or "large"
     description: str = ""
     size: int = 0
+    group: str = ""  # the corpus module it came from ("pickle_family", "formats")
 
 
 @dataclass(frozen=True)
@@ -580,7 +599,10 @@ def build_corpus(dest: Path, modules: Sequence[Path] = CORPUS_MODULES) -> tuple[
                             problems.append(f"{label}: {name}: {type(exc).__name__}: {exc}")
                             continue
                         built += [(kind, generated) for generated in files]
-            samples += [_write_sample(dest / kind, kind, generated) for kind, generated in built]
+            samples += [
+                dataclasses.replace(_write_sample(dest / kind, kind, generated), group=module_path.stem)
+                for kind, generated in built
+            ]
     return samples, problems
 
 
@@ -932,6 +954,30 @@ def _size_label(n: int) -> str:
     return f"{n / KiB:.0f} KiB"
 
 
+GROUP_NOTES = {
+    "pickle_family": " (pickle, PyTorch, joblib, NumPy: the formats every tool here claims to cover)",
+    "formats": " (Keras, ONNX, GGUF, safetensors, archives, SavedModel: outside picklescan's and "
+    "fickling's scope)",
+}
+
+
+def _summary_table(rows: Iterable[Row], tools: Sequence[str]) -> list[str]:
+    lines = [
+        "| Tool | Detected | Missed | Malicious: error / unsupported | False alarms "
+        "| Benign: error / unsupported |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in summarize_corpus(rows, tools):
+        if s.not_run:
+            lines.append(f"| {s.tool} | not run | | | | |")
+            continue
+        lines.append(
+            f"| {s.tool} | {len(s.detected)}/{s.malicious} | {len(s.missed)} | {len(s.malicious_other)} "
+            f"| {len(s.false_alarms)}/{s.benign} | {len(s.benign_other)} |"
+        )
+    return lines
+
+
 def render_markdown(info: RunInfo) -> str:
     """The generated part of docs/scanner-comparison.md: only what this run measured."""
     tools = [t.name for t in info.tools]
@@ -975,18 +1021,20 @@ def render_markdown(info: RunInfo) -> str:
             "neither: the tool failed, timed out or declined the file (a non-zero exit a CI gate may or may "
             "not treat as a failure). *False alarms*: benign samples flagged.",
             "",
-            "| Tool | Detected | Missed | Malicious: error / unsupported | False alarms "
-            "| Benign: error / unsupported |",
-            "|---|---|---|---|---|---|",
         ]
-        for s in summarize_corpus(info.rows, tools):
-            if s.not_run:
-                lines.append(f"| {s.tool} | not run | | | | |")
-                continue
-            lines.append(
-                f"| {s.tool} | {len(s.detected)}/{s.malicious} | {len(s.missed)} | {len(s.malicious_other)} "
-                f"| {len(s.false_alarms)}/{s.benign} | {len(s.benign_other)} |"
-            )
+        lines += _summary_table(info.rows, tools)
+        groups = sorted({s.group for s in corpus if s.group})
+        for group in groups if len(groups) > 1 else []:
+            members = {(s.name, s.kind) for s in corpus if s.group == group}
+            subset = [r for r in info.rows if (r.sample, r.kind) in members]
+            n_mal = sum(1 for s in corpus if s.group == group and s.kind == "malicious")
+            lines += [
+                "",
+                f"Only the samples from `tests/corpus/{group}.py` ({n_mal} malicious, "
+                f"{len(members) - n_mal} benign){GROUP_NOTES.get(group, '')}:",
+                "",
+                *_summary_table(subset, tools),
+            ]
         lines += ["", "Which samples, per tool:", ""]
         for s in summarize_corpus(info.rows, tools):
             if s.not_run:
@@ -1127,6 +1175,14 @@ def save_results(path: Path, info: RunInfo) -> None:
     path.write_text(json.dumps(data, indent=1))
 
 
+def _group_of(sample: dict[str, Any]) -> str:
+    """For results saved before samples carried their module: look the name up in the manifests."""
+    for group, entries in CORPUS_MANIFESTS.items():
+        if sample.get("kind") != "large" and any(entry.name == sample.get("name") for entry in entries):
+            return group
+    return ""
+
+
 def load_results(path: Path) -> RunInfo:
     data = json.loads(path.read_text())
     tools = [
@@ -1140,7 +1196,10 @@ def load_results(path: Path) -> RunInfo:
         machine=data["machine"],
         tools=tools,
         adapters=[a for a in ADAPTERS if a.name in names],
-        samples=[Sample(**{**s, "path": Path(s["path"])}) for s in data["samples"]],
+        samples=[
+            Sample(**{**s, "path": Path(s["path"]), "group": s.get("group") or _group_of(s)})
+            for s in data["samples"]
+        ],
         rows=[Row(**{**r, "outcome": Outcome(r["outcome"])}) for r in data["rows"]],
         problems=data.get("problems", []),
         timeouts=data.get("timeouts", {"corpus": 60.0, "large": 240.0}),

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/scan_bench.py --quick         # 20 MB / 128 MiB, for a smoke run
 
 Samples are generated into benchmarks/.data/ (gitignored) on first use. Each timing is the best of
-`--repeat` runs (this machine is shared, so the minimum is the least noisy estimate). Peak RSS is
+`--repeat` interleaved runs (on a shared machine the minimum is the least noisy estimate). Peak RSS is
 measured in a fresh subprocess per scan (ru_maxrss of a child that imports the scanner and scans).
 """
 
@@ -165,15 +165,16 @@ def main() -> None:
     cases = [("records", args.size_mb)] + [(s, args.shape_mb) for s in SHAPES if s != "records"]
     for shape, size in cases:
         path = build_pickle(shape, size)
-        genops = min(time_genops(path)[0] for _ in range(args.repeat))
-        walker = min(time_walker(path) for _ in range(args.repeat))
+        genops, walker = float("inf"), float("inf")
+        for _ in range(args.repeat):  # interleaved, so both see the same machine load
+            genops = min(genops, time_genops(path)[0])
+            walker = min(walker, time_walker(path))
         rows.append((f"dense pickle: {shape}", path.stat().st_size, genops, walker))
 
     print(f"{'sample':28s} {'MB':>8s} {'genops s':>9s} {'walker s':>9s} {'speed-up':>8s} {'MB/s':>7s}")
     for label, size, genops, walker in rows:
-        print(
-            f"{label:28s} {size / 1e6:8.1f} {genops:9.2f} {walker:9.2f} {genops / walker:7.1f}x {size / 1e6 / walker:7.1f}"
-        )
+        ratio, rate = genops / walker, size / 1e6 / walker
+        print(f"{label:28s} {size / 1e6:8.1f} {genops:9.2f} {walker:9.2f} {ratio:7.1f}x {rate:7.1f}")
 
     base = baseline_rss_mb()
     big = build_pickle("records", args.size_mb)

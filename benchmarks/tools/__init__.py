@@ -64,3 +64,16 @@ def last_line(text: str, limit: int = 160) -> str:
 def shorten(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def python_crash(text: str) -> str:
+    """The exception line if the tool died with an uncaught Python traceback (exit status 1), else "".
+
+    An uncaught exception exits with status 1, the same code most of these tools use for "issues
+    found": without this check a crash would be counted as a detection.
+    """
+    if "Traceback (most recent call last)" not in text:
+        return ""
+    tail = text.split("Traceback (most recent call last)")[-1]
+    lines = [line for line in tail.splitlines() if line.strip() and not line.startswith((" ", "\t"))]
+    return shorten(lines[-1]) if lines else "uncaught exception"

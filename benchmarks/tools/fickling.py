@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tools import Adapter, Classification, Outcome, ToolOutput, last_line, shorten
+from tools import Adapter, Classification, Outcome, ToolOutput, last_line, python_crash, shorten
 
 REPORT = "fickling-report.json"
 MAX_REPORT_BYTES = 32 << 20
@@ -57,6 +57,9 @@ def read_reports(scratch: Path) -> list[dict[str, Any]]:
 def classify(out: ToolOutput) -> Classification:
     if out.returncode == 1:
         unsafe = [r for r in read_reports(out.scratch) if r.get("severity") != "LIKELY_SAFE"]
+        crash = python_crash(out.stderr)
+        if crash and not unsafe:
+            return Classification(Outcome.ERROR, f"crashed (exit 1): {crash}")
         if not unsafe:
             return Classification(Outcome.FLAGGED, "unsafe")
         analysis = str(unsafe[0].get("analysis", "")).strip().splitlines() or [""]
@@ -76,5 +79,6 @@ ADAPTER = Adapter(
     build_command=build_command,
     classify=classify,
     notes="`fickling --check-safety --json-output REPORT FILE`; exit 1 = flagged, 0 = clean, "
-    "2 = error (e.g. not a pickle: the CLI does not open zip containers).",
+    "2 = error (e.g. not a pickle: the CLI does not open zip containers); a Python traceback with exit 1 "
+    "and no report = error (crash), not flagged.",
 )

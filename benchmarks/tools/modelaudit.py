@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tools import Adapter, Classification, Outcome, ToolOutput, last_line, shorten
+from tools import Adapter, Classification, Outcome, ToolOutput, last_line, python_crash, shorten
 
 REPORT = "modelaudit-report.json"
 MAX_REPORT_BYTES = 32 << 20
@@ -47,6 +47,8 @@ def classify(out: ToolOutput) -> Classification:
     report = read_report(out.scratch) or {}
     issues = [i for i in report.get("issues", []) if isinstance(i, dict)]
     security = [i for i in issues if str(i.get("severity", "")).lower() in SECURITY_SEVERITIES]
+    if out.returncode == 1 and not security and (crash := python_crash(out.stderr)):
+        return Classification(Outcome.ERROR, f"crashed (exit {out.returncode}): {crash}")
     if out.returncode == 1 or security:
         messages = [f"{i.get('severity', '?')}: {i.get('message', '')}" for i in security]
         detail = "; ".join(dict.fromkeys(messages)) or "security issues found"

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tools import Adapter, Classification, Outcome, ToolOutput, last_line, shorten
+from tools import Adapter, Classification, Outcome, ToolOutput, last_line, python_crash, shorten
 
 REPORT = "modelscan-report.json"
 MAX_REPORT_BYTES = 32 << 20
@@ -40,6 +40,8 @@ def classify(out: ToolOutput) -> Classification:
     report = read_report(out.scratch) or {}
     issues = [i for i in report.get("issues", []) if isinstance(i, dict)]
     errors = [e for e in report.get("errors", []) if isinstance(e, dict)]
+    if out.returncode == 1 and not issues and (crash := python_crash(out.stdout + out.stderr)):
+        return Classification(Outcome.ERROR, f"crashed (exit {out.returncode}): {crash}")
     if out.returncode == 1 or issues:
         detail = ", ".join(dict.fromkeys(_issue_text(i) for i in issues)) or "issues found"
         return Classification(Outcome.FLAGGED, shorten(detail))

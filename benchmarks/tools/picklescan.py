@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tools import Adapter, Classification, Outcome, ToolOutput, last_line, shorten
+from tools import Adapter, Classification, Outcome, ToolOutput, last_line, python_crash, shorten
 
 _COUNT = re.compile(r"^(Scanned files|Infected files|Suspicious globals|Dangerous globals): (\d+)$", re.M)
 _FOUND = re.compile(r"^.*?: (dangerous|suspicious|innocuous) import '([^']*)' FOUND", re.M)
@@ -30,6 +30,8 @@ def classify(out: ToolOutput) -> Classification:
     counts = summary(text)
     dangerous = [f"{kind} {name}" for kind, name in _FOUND.findall(text) if kind == "dangerous"]
     suspicious = counts.get("Suspicious globals", 0)
+    if out.returncode == 1 and counts.get("Dangerous globals", 0) == 0 and (crash := python_crash(text)):
+        return Classification(Outcome.ERROR, f"crashed (exit {out.returncode}): {crash}")
     if out.returncode == 1 or counts.get("Dangerous globals", 0) > 0:
         detail = ", ".join(dict.fromkeys(dangerous)) or f"{counts.get('Dangerous globals', '?')} dangerous"
         if out.returncode == 2:

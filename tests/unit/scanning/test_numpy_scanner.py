@@ -63,3 +63,23 @@ def test_structured_itemsize_matches_numpy() -> None:
 
     size, has_objects = descr_itemsize(npformat.dtype_to_descr(dt))
     assert size == dt.itemsize and has_objects
+
+
+def test_compressed_npz_of_zeros_is_not_mistaken_for_a_bomb() -> None:
+    # Given np.savez_compressed of 4 MiB of zeros (compression ratio ~1000, over Limits.max_ratio)
+    report = scan_bytes(corpus.npz_bytes(True, z=np.zeros(1 << 19)), "zeros.npz")
+    # Then it is clean: small members may exceed the ratio
+    assert not rules_of(report) & corpus.PROBLEM_RULES, report.findings
+
+
+def test_npz_member_inflating_past_the_limits_is_incomplete() -> None:
+    import io
+    import zipfile
+
+    # Given an npz member of 64 MiB of zeros whose header declares it (ratio ~1000)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.npy", corpus.npy_bytes(np.zeros(8 << 20)))
+    report = scan_bytes(buf.getvalue(), "bomb.npz")
+    # Then it is not inflated past the budget: fail closed
+    assert RuleId.SCAN_INCOMPLETE in rules_of(report)

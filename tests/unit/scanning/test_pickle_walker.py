@@ -157,11 +157,16 @@ def test_truncated_pickle_still_reports_the_import_it_reached() -> None:
     assert "os.system" in globals_flagged(report)
 
 
-def test_invalid_opcode_is_never_clean() -> None:
-    # Given a protocol-0 payload ending in an invalid byte: the sniffer's trial walk rejects it
-    report = scan_bytes(corpus.invalid_opcode_after_payload())
-    # Then the scan is still not clean (unrecognised format fails closed)
-    assert rules_of(report) & {RuleId.SCAN_INCOMPLETE, RuleId.MALFORMED, RuleId.CODE_EXEC}
+@pytest.mark.parametrize("bad", [b"\xff", b"!", b"!!! just text after the payload\n"])
+def test_payload_followed_by_an_invalid_byte_is_still_a_pickle(bad: bytes) -> None:
+    # Given a protocol-0 payload (it runs in pickle.load) followed by a byte that stops the loader,
+    # even a printable one that would let the file pass for text
+    data = corpus.global_os_system()[:-1] + bad
+    report = scan_bytes(data)
+    # Then it is claimed as a pickle: the payload is flagged and the invalid byte is malformed
+    assert report.format == Format.PICKLE
+    assert "os.system" in globals_flagged(report)
+    assert RuleId.MALFORMED in rules_of(report)
 
 
 @pytest.mark.parametrize("protocol", range(6))

@@ -83,7 +83,7 @@ def test_header_length_beyond_the_file_is_malformed() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ['{"a": ', '{"a": 1, "a": 2}', "{\xff}", '{"a": [' * 100_000 + "]" * 100_000 + "}"],
+    ['{"a": ', '{"a": 1, "a": 2}', '{"\xff": 1}', '{"a": [' * 100_000 + "]" * 100_000 + "}"],
     ids=["truncated", "duplicate", "not-utf8", "deep"],
 )
 def test_invalid_json_headers_are_malformed(raw: str) -> None:
@@ -96,3 +96,14 @@ def test_invalid_json_headers_are_malformed(raw: str) -> None:
 def test_header_that_is_not_an_object_is_not_safetensors() -> None:
     report = scan_bytes(safetensors_raw("[1, 2]"), "list.safetensors")
     assert report.format != Format.SAFETENSORS
+
+
+def test_binary_file_with_a_brace_at_byte_8_is_not_claimed() -> None:
+    # Given a pickle whose byte 8 happens to be '{' (found by the pickle fuzz tests)
+    import pickle
+
+    data = pickle.dumps([-33793, None], protocol=2)
+    assert data[8:9] == b"{"
+    # Then the safetensors sniffer leaves it to the pickle scanner
+    report = scan_bytes(data, "list.pkl")
+    assert report.format == Format.PICKLE

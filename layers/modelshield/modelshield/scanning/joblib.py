@@ -5,8 +5,9 @@ and writes the array right after the wrapper's BUILD opcode: one padding-length 
 (joblib >= 1.2), then the raw bytes; object arrays are a nested pickle instead. `joblib.load` reads them
 at that point and resumes unpickling after them. The pickle walker calls our BUILD hook there, so the
 array bytes are skipped (or, for object arrays, walked as a pickle) instead of being mistaken for
-opcodes or "data after STOP". If the size cannot be worked out from the symbolic wrapper, the scan
-stops with a finding (fail closed) rather than guessing.
+opcodes or "data after STOP". Where there is no padding byte, `pickle.load` would instead read those
+bytes as opcodes, so they are also walked that way (a joblib/pickle polyglot). If the size cannot be
+worked out from the symbolic wrapper, the scan stops with a finding (fail closed) rather than guessing.
 
 Compressed joblib files are one compressed stream of that whole file. gzip/bz2/xz/lzma/zlib streams
 are recognised by the generic compressed-stream scanner, which hands the decompressed bytes back to
@@ -17,12 +18,14 @@ here: the pre-0.10 `ZF` zlib file (ZF + hex length header) and lz4 frames (jobli
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 import zlib
 from typing import Any, BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
 from modelshield.scanning.numpy_arrays import typestr_itemsize
+from modelshield.scanning.pickle_globals import GlobalVerdict
 from modelshield.scanning.pickles import (
     Call,
     PickleWalker,
@@ -41,6 +44,8 @@ ZFILE_PREFIX = b"ZF"
 ZFILE_HEADER = 2 + 19  # "ZF" + hex(length).ljust(19)
 LZ4_FRAME_MAGIC = b"\x04\x22\x4d\x18"
 SPOOL_MAX_MEMORY = 32 * MiB
+PLAIN_READING_SLACK = 64 * 1024  # how far past an array a plain-pickle reading is followed
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
 
 
 def _field(state: Any, name: str) -> Any:
@@ -109,7 +114,36 @@ def _array_hook(walker: PickleWalker, wrapper: Call, offset: int, end: int) -> i
         raise WalkAbort(
             f"joblib array declares {nbytes} bytes beyond the end of the data", offset, limit=True
         )
+    if type(alignment) is not int:
+        _plain_pickle_reading(walker, offset, min(end, offset + nbytes + PLAIN_READING_SLACK))
     return offset + nbytes
+
+
+def _plain_pickle_reading(walker: PickleWalker, start: int, stop: int) -> None:
+    """What `pickle.load` (not joblib.load) would do with the bytes joblib reads as array data.
+
+    Without joblib's padding byte (an invalid opcode that stops a plain unpickler) those bytes are opcodes
+    to a plain loader, so a file can be an array to joblib and a payload to pickle. Walk them as a pickle
+    in a scratch context and report imports whose names look like real Python names (random array bytes
+    almost never parse that far; an attacker's opcodes do).
+    """
+    scratch = ScanContext(limits=walker.ctx.limits, location="<plain-pickle reading>")
+    scratch.shared.deadline = walker.ctx.shared.deadline
+    side = PickleWalker(walker.stream, scratch).walk(start, stop, trial=True)
+    for record in side.imports.values():
+        if record.judgement.verdict is GlobalVerdict.ALLOW or not _DOTTED.match(record.qualified):
+            continue
+        denied = record.judgement.verdict is GlobalVerdict.DENY
+        walker.ctx.add(
+            RuleId.CODE_EXEC if denied else RuleId.CODE_UNKNOWN,
+            Severity.CRITICAL if denied else Severity.HIGH,
+            f"bytes that joblib reads as array data import {record.qualified} when read by pickle.load "
+            f"({record.judgement.reason}): a joblib/pickle polyglot",
+            offset=record.offset,
+            opcode=record.opcode,
+            reading="pickle.load",
+            **{"global": record.qualified},
+        )
 
 
 register_build_hook(WRAPPER, _array_hook)

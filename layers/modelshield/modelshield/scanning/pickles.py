@@ -75,6 +75,7 @@ VALID_OPCODES = frozenset(OPCODE_NAMES)
 # A tuple built only from inert scalars (ints, floats, None, bools, memo GETs), optionally memoized.
 # Dense pickles (lists of records) are mostly these; matching one in C is much cheaper than walking
 # its 5-10 opcodes in Python. The raw bytes are kept so a hook can still decode the tuple later.
+_TUPLE_START = b"KMJGN\x88\x89)hj\x95t"  # bytes that can follow the MARK of such a tuple
 _FAST_TUPLE = re.compile(
     rb"\((?:K.|M..|J....|G.{8}|N|\x88|\x89|\)|h.|j....|\x95.{8}){0,24}t(\x94)?", re.DOTALL
 )
@@ -384,6 +385,7 @@ class PickleWalker:
         max_stack = self.max_stack
         frame_end = -1
         fast_match = _FAST_TUPLE.match
+        tuple_start = _TUPLE_START
         bytes_ = bytes
         str_ = str
         global_ = Global
@@ -430,8 +432,8 @@ class PickleWalker:
                                 break
                             op = buf[pos]
                     elif op == 0x28:  # MARK
-                        m = fast_match(buf, pos)
-                        if m is not None and not slow_memo:
+                        m = fast_match(buf, pos) if buf[pos + 1] in tuple_start and not slow_memo else None
+                        if m is not None:
                             pos2 = m.end()
                             push(bytearray(buf[pos:pos2]))  # a bytearray on the stack = an inert tuple
                             if m.group(1) is not None:
@@ -452,21 +454,14 @@ class PickleWalker:
                         if v is None and k >= dense:
                             v = self._memo_missing(k, base + pos)
                         push(v)
-                    elif op == 0x71 or op == 0x72:  # BINPUT / LONG_BINPUT
-                        if len(stack) <= floor:
-                            raise _underflow(op, base + pos, marks)
-                        k = buf[pos + 1] if op == 0x71 else _u4(buf, pos + 1)[0]
-                        dense = self._memo_put(memo, k, stack[-1], dense, base + pos)
-                        slow_memo = bool(self._sparse) or self._memo_full
-                        pos += 2 if op == 0x71 else 5
-                    elif op == 0x74:  # TUPLE
-                        if not marks:
-                            raise _Stop("TUPLE without a MARK: a real unpickler fails here", base + pos)
-                        m0 = marks.pop()
-                        floor = marks[-1] if marks else 0
-                        t3 = tuple(stack[m0:]) if len(stack) - m0 <= MAX_ITEMS else None
-                        del stack[m0:]
-                        push(t3)
+                    elif op == 0x5D:  # EMPTY_LIST
+                        push(tlist())
+                        pos += 1
+                    elif op == 0x7D:  # EMPTY_DICT
+                        push(tdict())
+                        pos += 1
+                    elif op == 0x29:  # EMPTY_TUPLE
+                        push(())
                         pos += 1
                     elif op == 0x65 or op == 0x75 or op == 0x90:  # APPENDS / SETITEMS / ADDITEMS
                         if not marks:
@@ -494,21 +489,6 @@ class PickleWalker:
                         elif tt is global_ or tt is call_:
                             _called(target, OPCODE_NAMES[op])
                         pos += 1
-                    elif op == 0x47:  # BINFLOAT
-                        push(None)
-                        pos += 9
-                    elif op == 0x4E:  # NONE
-                        push(None)
-                        pos += 1
-                    elif op == 0x5D:  # EMPTY_LIST
-                        push(tlist())
-                        pos += 1
-                    elif op == 0x7D:  # EMPTY_DICT
-                        push(tdict())
-                        pos += 1
-                    elif op == 0x29:  # EMPTY_TUPLE
-                        push(())
-                        pos += 1
                     elif op == 0x73:  # SETITEM
                         if len(stack) - 3 < floor:
                             raise _underflow(op, base + pos, marks)
@@ -531,6 +511,28 @@ class PickleWalker:
                             _extend(target, [value])
                         elif tt is global_ or tt is call_:
                             _called(target, "APPEND")
+                        pos += 1
+                    elif op == 0x74:  # TUPLE
+                        if not marks:
+                            raise _Stop("TUPLE without a MARK: a real unpickler fails here", base + pos)
+                        m0 = marks.pop()
+                        floor = marks[-1] if marks else 0
+                        t3 = tuple(stack[m0:]) if len(stack) - m0 <= MAX_ITEMS else None
+                        del stack[m0:]
+                        push(t3)
+                        pos += 1
+                    elif op == 0x71 or op == 0x72:  # BINPUT / LONG_BINPUT
+                        if len(stack) <= floor:
+                            raise _underflow(op, base + pos, marks)
+                        k = buf[pos + 1] if op == 0x71 else _u4(buf, pos + 1)[0]
+                        dense = self._memo_put(memo, k, stack[-1], dense, base + pos)
+                        slow_memo = bool(self._sparse) or self._memo_full
+                        pos += 2 if op == 0x71 else 5
+                    elif op == 0x47:  # BINFLOAT
+                        push(None)
+                        pos += 9
+                    elif op == 0x4E:  # NONE
+                        push(None)
                         pos += 1
                     elif op in _PAYLOAD_OPS:  # BINUNICODE, BINBYTES, *8 variants, BYTEARRAY8, BINSTRING
                         hdr, fmt, textual = _PAYLOAD_OPS[op]
@@ -760,20 +762,27 @@ class PickleWalker:
                         else:
                             dense += 1
                         pos += 1
-                    elif op == 0x8C:  # SHORT_BINUNICODE: kept as raw UTF-8, decoded only if it is used
-                        stop = pos + 2 + buf[pos + 1]
-                        if stop > len(buf):
-                            if not eof:
-                                guard = pos
-                                continue
-                            raise _Stop("pickle truncated inside a string", base + pos)
-                        v = buf[pos + 2 : stop]
-                        push(v)
-                        pos = stop
-                        if pos < guard and buf[pos] == 0x94 and not slow_memo and len(memo) < max_memo:
-                            memo[dense] = v  # MEMOIZE right after the string (protocol 4 always does this)
-                            dense += 1
-                            pos += 1
+                    elif op == 0x8C:  # SHORT_BINUNICODE: raw UTF-8, decoded only if used; often a run
+                        while True:
+                            stop = pos + 2 + buf[pos + 1]
+                            if stop > len(buf):
+                                if not eof:
+                                    guard = pos  # refill at the top of the loop, then retry
+                                    break
+                                raise _Stop("pickle truncated inside a string", base + pos)
+                            v = buf[pos + 2 : stop]
+                            push(v)
+                            pos = stop
+                            if pos >= guard:
+                                break
+                            if buf[pos] == 0x94 and not slow_memo and len(memo) < max_memo:
+                                memo[dense] = v  # the MEMOIZE protocol 4 writes after every string
+                                dense += 1
+                                pos += 1
+                                if pos >= guard:
+                                    break
+                            if buf[pos] != 0x8C:
+                                break
                     elif 0x85 <= op <= 0x87:  # TUPLE1..3
                         n = op - 0x84
                         if len(stack) - n < floor:
@@ -1273,9 +1282,13 @@ def looks_like_pickle(head: bytes) -> bool:
     walk = PickleWalker(io.BytesIO(head), probe).walk(0, len(head), trial=True)
     if walk.stopped:
         return walk.end >= 2
-    # running off the end of the sniff window is fine; any other error means "not a pickle"
+    # running off the end of the sniff window is fine
     cut_short = walk.error is not None and ("truncated" in walk.error or "without STOP" in walk.error)
-    return cut_short and (walk.error_offset or 0) >= min(len(head), 256)
+    if cut_short and (walk.error_offset or 0) >= min(len(head), 256):
+        return True
+    # a prefix that imports and calls something runs in pickle.load before the loader trips over the bad
+    # byte that follows: that is a pickle payload, not text
+    return any(record.called_by for record in walk.imports.values())
 
 
 def _sniff_pickle(head: bytes, stream: BinaryIO) -> bool:

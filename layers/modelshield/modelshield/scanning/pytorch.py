@@ -42,6 +42,7 @@ from modelshield.scanning.pickles import PickleWalker as _Walker
 from modelshield.scanning.registry import MiB, ScanContext, register
 
 SPOOL_MAX_MEMORY = 32 * MiB
+RATIO_FREE_BYTES = 16 * MiB
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 _MAGIC_LONG1 = b"\x8a\x0a" + TORCH_MAGIC.to_bytes(10, "little")
 _TENSOR_MEMBER = re.compile(r"(?:^|/)data/[^/]+\Z")
@@ -234,7 +235,11 @@ def open_member(stream: BinaryIO, member: ZipMember, ctx: ScanContext) -> Binary
         return None
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_MEMORY)
     inflater = zlib.decompressobj(-15)
-    budget = int(max(member.compress_size, 1) * ctx.limits.max_ratio)
+    # the ratio limit stops bombs; small members of zeros (np.savez_compressed) legitimately exceed it,
+    # so the first RATIO_FREE_BYTES of what the member declares are allowed whatever the ratio
+    budget = max(
+        int(max(member.compress_size, 1) * ctx.limits.max_ratio), min(member.file_size, RATIO_FREE_BYTES)
+    )
     written = 0
     while True:
         ctx.check()

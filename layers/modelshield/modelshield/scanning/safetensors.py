@@ -15,8 +15,10 @@ Everything is MS-MALFORMED (HIGH when a loader would reject or misread it). Memo
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
+import re
 import struct
 from typing import Any, BinaryIO
 
@@ -48,16 +50,33 @@ DTYPE_BITS: dict[str, int] = {
     "I64": 64,
     "U64": 64,
 }
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 TENSOR_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 LICENSE_KEYS = ("license", "License", "LICENSE")
 
 
 def sniff_safetensors(head: bytes, stream: BinaryIO) -> bool:
-    """u64 header length, then a JSON object: '{' right after it (the spec requires it)."""
+    """u64 header length, then a JSON object: '{' right after it (the spec requires it), and either '}'
+    where the length says it ends or JSON-looking text. A binary file (a pickle, say) can have '{' at byte
+    8 by chance; broken headers (absurd lengths, bad JSON) we still claim, to report them."""
     if len(head) < 10:
         return False
     (n,) = struct.unpack("<Q", head[:8])
-    return n >= 2 and head[8:9] == b"{"
+    if n < 2 or head[8:9] != b"{" or head[9:10] not in b'"} \t\r\n':
+        return False
+    stream.seek(0, io.SEEK_END)
+    if 8 + n <= stream.tell():  # the header fits: it closes where its length says, or at least looks JSON
+        stream.seek(8 + max(n - 64, 0))
+        if stream.read(min(n, 64)).rstrip(b" \t\r\n").endswith(b"}"):
+            return True
+    text = head[8 : 8 + n]
+    if _CONTROL_BYTES.search(text):
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(text, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _DuplicateKey(ValueError):
