@@ -1,4 +1,5 @@
 # ModelShield — every command a newcomer needs. Each target installs what it uses (Python 3.11+).
+#   make bench   benchmarks (QUICK=1 for small sizes)
 #   make demo    run the whole flow on a local moto-server stack
 #   make test    every test (unit, integration under moto, end-to-end on the local stack)
 SHELL := /bin/bash
