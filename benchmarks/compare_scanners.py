@@ -947,6 +947,8 @@ def _names(items: Sequence[str]) -> str:
 def _size_label(n: int) -> str:
     if n >= GiB and n % GiB == 0:
         return f"{n // GiB} GiB"
+    if n >= GiB:
+        return f"{n / GiB:.2f} GiB"
     if n >= MiB and n % MiB == 0:
         return f"{n // MiB} MiB"
     if n >= MB:

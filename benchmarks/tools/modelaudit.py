@@ -9,6 +9,7 @@ beyond the package index anyway. Caching is off so every run does the full work.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,19 @@ def build_command(venv: Path, target: Path, scratch: Path) -> list[str]:
     ]
 
 
+_ISSUE = re.compile(r'"message": "((?:[^"\\]|\\.)*)",\s*"severity": "(\w+)"')
+
+
 def read_report(scratch: Path) -> dict[str, Any] | None:
+    """The JSON report; for one too large to load (tens of thousands of issues on a big pickle), the
+    issues found in its first MiB, which is enough to classify and describe the run."""
     path = scratch / REPORT
     try:
         if path.stat().st_size > MAX_REPORT_BYTES:
-            return None
+            with path.open("rb") as f:
+                head = f.read(1 << 20).decode("utf-8", errors="replace")
+            issues = [{"message": m, "severity": s} for m, s in _ISSUE.findall(head)]
+            return {"issues": issues, "truncated": True}
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
@@ -47,6 +56,7 @@ def classify(out: ToolOutput) -> Classification:
     report = read_report(out.scratch) or {}
     issues = [i for i in report.get("issues", []) if isinstance(i, dict)]
     security = [i for i in issues if str(i.get("severity", "")).lower() in SECURITY_SEVERITIES]
+    security.sort(key=lambda i: str(i.get("severity", "")).lower() != "critical")  # critical first
     if out.returncode == 1 and not security and (crash := python_crash(out.stderr)):
         return Classification(Outcome.ERROR, f"crashed (exit {out.returncode}): {crash}")
     if out.returncode == 1 or security:
@@ -54,6 +64,8 @@ def classify(out: ToolOutput) -> Classification:
         detail = "; ".join(dict.fromkeys(messages)) or "security issues found"
         if out.returncode == 2:
             detail = f"(exit 2) {detail}"
+        if report.get("truncated"):
+            detail = f"(report too large to load; from its first MiB) {detail}"
         return Classification(Outcome.FLAGGED, shorten(detail))
     if out.returncode == 0:
         info = len(issues)

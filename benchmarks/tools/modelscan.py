@@ -47,12 +47,12 @@ def classify(out: ToolOutput) -> Classification:
         return Classification(Outcome.FLAGGED, shorten(detail))
     if out.returncode == 0:
         return Classification(Outcome.CLEAN)
-    if out.returncode == 3:
-        return Classification(Outcome.UNSUPPORTED, "no supported file scanned (exit 3)")
-    if errors:
+    if errors:  # exit 2, or exit 3 when the only file in scope failed to parse
         first = errors[0]
         detail = f"{first.get('category', 'error')}: {first.get('description', '')}"
         return Classification(Outcome.ERROR, shorten(f"exit {out.returncode}: {detail}"))
+    if out.returncode == 3:
+        return Classification(Outcome.UNSUPPORTED, "no supported file scanned (exit 3)")
     return Classification(Outcome.ERROR, f"exit {out.returncode}: {last_line(out.stdout + out.stderr)}")
 
 
@@ -64,5 +64,5 @@ ADAPTER = Adapter(
     build_command=build_command,
     classify=classify,
     notes="`modelscan -p FILE -r json -o REPORT`; exit 1 or any reported issue = flagged, 0 = clean, "
-    "3 = unsupported (nothing scanned), 2 = error.",
+    "3 = unsupported (nothing scanned), 2 = error; exit 3 with a parse error in the report = error.",
 )

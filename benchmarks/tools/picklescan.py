@@ -47,7 +47,8 @@ def classify(out: ToolOutput) -> Classification:
 
 ADAPTER = Adapter(
     name="picklescan",
-    packages=("picklescan==1.0.5",),
+    # picklescan imports numpy to read .npy files but does not declare it; pinned like the fixtures.
+    packages=("picklescan==1.0.5", "numpy==2.4.6"),
     distribution="picklescan",
     build_command=build_command,
     classify=classify,

@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 import pytest
-
 from modelshield.local.samples import benign_checkpoint
 from modelshield.local.stack import LocalContext, load_handler
 from modelshield.store.scans import ScanStore
+
 from tests.integration.conftest import EVENTS, MotoStack
 
 ENGINEER = "arn:aws:sts::123456789012:assumed-role/ModelShieldSecurityEngineer/alice"

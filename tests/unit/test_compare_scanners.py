@@ -112,6 +112,16 @@ def test_modelscan_error_detail_comes_from_the_report(tmp_path: Path) -> None:
     assert "DEPENDENCY: h5py is not installed" in verdict.detail
 
 
+def test_modelscan_exit_3_with_a_parse_error_is_an_error_not_unsupported(tmp_path: Path) -> None:
+    # Given modelscan giving up on a .joblib it should cover: exit 3, but a pickle parse error recorded
+    errors = [{"category": "PICKLE_GENOPS", "description": "Parsing error: opcode b'\\n' unknown"}]
+    write_json(tmp_path, modelscan.REPORT, {"summary": {}, "issues": [], "errors": errors})
+    verdict = modelscan.classify(output(tmp_path, 3))
+    # Then it is an error (it tried and failed), not a format it declined
+    assert verdict.outcome is Outcome.ERROR
+    assert "PICKLE_GENOPS" in verdict.detail
+
+
 def test_fickling_reads_the_first_unsafe_of_its_stacked_json_reports(tmp_path: Path) -> None:
     # Given fickling's report file: one JSON object per stacked pickle, appended
     safe = {"severity": "LIKELY_SAFE", "analysis": "nothing"}
@@ -180,6 +190,24 @@ def test_modelaudit_exit_2_with_a_warning_is_flagged_and_says_so(tmp_path: Path)
     # Then the warning is what the user sees: flagged, noting exit 2; info notes are left out
     assert verdict.outcome is Outcome.FLAGGED
     assert verdict.detail == "(exit 2) warning: SSTI"
+
+
+def test_modelaudit_report_too_large_to_load_is_classified_from_its_head(tmp_path: Path) -> None:
+    # Given a report over the load limit (a big pickle can yield tens of thousands of issues)
+    issue = {"message": "byte pattern", "severity": "warning", "location": "x"}
+    body = json.dumps({"issues": [issue] * 10, "padding": "x" * (modelaudit.MAX_REPORT_BYTES + 1)}, indent=4)
+    (tmp_path / modelaudit.REPORT).write_text(body)
+    # When classified
+    verdict = modelaudit.classify(output(tmp_path, 1))
+    # Then the issues at its head still describe it
+    assert verdict.outcome is Outcome.FLAGGED
+    assert verdict.detail.startswith("(report too large to load; from its first MiB) warning: byte pattern")
+
+
+def test_modelaudit_lists_critical_issues_first(tmp_path: Path) -> None:
+    issues = [{"severity": "warning", "message": "w"}, {"severity": "critical", "message": "c"}]
+    modelaudit_report(tmp_path, issues)
+    assert modelaudit.classify(output(tmp_path, 1)).detail == "critical: c; warning: w"
 
 
 def test_modelaudit_inconclusive_info_only_run_is_an_error(tmp_path: Path) -> None:

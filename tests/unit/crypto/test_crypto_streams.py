@@ -247,7 +247,7 @@ def test_memory_stays_flat_whatever_the_input_size(keyring: StaticKeyring) -> No
     # Given inputs of 24 MiB and 96 MiB streamed from a source that never holds them
     small = _peak_while_encrypting(keyring, 24 << 20)
     large = _peak_while_encrypting(keyring, 96 << 20)
-    # Then peak allocation is a few chunk buffers (~8 MiB each), the same for both sizes
+    # Then peak allocation is a few chunk buffers (~4 MiB each), the same for both sizes
     assert large < 64 << 20
     assert abs(large - small) < 4 << 20
 

@@ -151,19 +151,22 @@ def test_missing_central_directory_falls_back_to_local_headers() -> None:
     assert any(f.location.startswith("cut.zip!evil.pkl") for f in findings_of(report, RuleId.CODE_EXEC))
 
 
+class Unseekable(io.RawIOBase):
+    """A write-only sink: zipfile must then put member sizes in data descriptors after the data."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        self.buf += b
+        return len(b)
+
+
 def test_streamed_zip_with_data_descriptors_is_walked_by_local_headers() -> None:
     # Given a zip written to a non-seekable stream (sizes only in data descriptors), central directory cut off
-    class Unseekable(io.RawIOBase):
-        def __init__(self) -> None:
-            self.buf = bytearray()
-
-        def writable(self) -> bool:
-            return True
-
-        def write(self, b: bytes) -> int:  # type: ignore[override]
-            self.buf += b
-            return len(b)
-
     sink = Unseekable()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as z:  # type: ignore[arg-type]
         with z.open("a.json", "w") as f:
@@ -177,6 +180,25 @@ def test_streamed_zip_with_data_descriptors_is_walked_by_local_headers() -> None
     # Then both members were found by inflating to the end of each deflate stream
     assert {"text", "pickle"} <= set(report.metadata["formats"])
     assert any(f.location.startswith("stream.zip!evil.pkl") for f in findings_of(report, RuleId.CODE_EXEC))
+
+
+@pytest.mark.parametrize("force_zip64", [False, True], ids=["32-bit descriptors", "zip64 descriptors"])
+def test_stored_members_with_data_descriptors_are_walked_by_local_headers(force_zip64: bool) -> None:
+    # Given stored members written to a non-seekable stream (sizes only in the data descriptors that follow
+    # the data: a stored member has no end marker), central directory cut off
+    sink = Unseekable()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as z:  # type: ignore[arg-type]
+        for name, body in (("a.json", b'{"x": 1}'), ("evil.pkl", corpus.EVIL_PICKLE), ("b.json", b"[]")):
+            with z.open(name, "w", force_zip64=force_zip64) as f:
+                f.write(body)
+    data = bytes(sink.buf)
+    data = data[: data.find(b"PK\x01\x02")]
+    # When scanned
+    report = scan_bytes(data, "stream.zip")
+    # Then every member was found by its descriptor, the payload too, and nothing is left unscanned
+    assert report.metadata["archive_members"] == 3
+    assert any(f.location.startswith("stream.zip!evil.pkl") for f in findings_of(report, RuleId.CODE_EXEC))
+    assert not findings_of(report, RuleId.SCAN_INCOMPLETE)
 
 
 def test_data_prepended_to_a_zip_is_scanned_as_its_own_file() -> None:

@@ -83,3 +83,24 @@ def test_npz_member_inflating_past_the_limits_is_incomplete() -> None:
     report = scan_bytes(buf.getvalue(), "bomb.npz")
     # Then it is not inflated past the budget: fail closed
     assert RuleId.SCAN_INCOMPLETE in rules_of(report)
+
+
+def test_npz_with_duplicate_member_names_is_malformed_and_unsafe() -> None:
+    import io
+    import warnings
+    import zipfile
+
+    # Given an npz whose second 'w.npy' (an object-array payload) shadows the first
+    data = corpus.npz_bytes(w=np.ones(3))
+    evil = corpus.npz_with_payload()
+    with zipfile.ZipFile(io.BytesIO(evil)) as zf:
+        payload = zf.read("evil.npy")
+    buf = io.BytesIO(data)
+    with warnings.catch_warnings(), zipfile.ZipFile(buf, "a") as zf:
+        warnings.simplefilter("ignore")
+        zf.writestr("w.npy", payload)
+    # When scanned
+    report = scan_bytes(buf.getvalue(), "dup.npz")
+    # Then both copies are scanned and the ambiguity is reported
+    assert report.format == Format.NUMPY_NPZ
+    assert {RuleId.MALFORMED, RuleId.ARCHIVE_UNSAFE, RuleId.CODE_EXEC} <= rules_of(report)

@@ -112,3 +112,66 @@ def test_zip_without_any_pickle_claiming_to_be_torch_is_malformed() -> None:
     report = scan_bytes(buf.getvalue(), "fake.pt")
     assert report.format == Format.PYTORCH_ZIP
     assert RuleId.MALFORMED in rules_of(report)
+
+
+# -- the shared zip reader: checkpoints get every structural check a generic zip gets ---------------------
+
+
+def test_real_checkpoint_central_directory_is_read_despite_its_zip64_end_record() -> None:
+    import time
+
+    import torch
+    from modelshield.scanning.archives import read_zip
+    from modelshield.scanning.registry import Limits, ScanContext
+
+    # Given torch.save output (it always writes a zip64 end record, even for tiny files)
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(3)}, buf)
+    ctx = ScanContext(Limits(), "small.pt")
+    ctx.shared.deadline = time.monotonic() + 60
+    # When its structure is read
+    listing = read_zip(buf, ctx)
+    # Then the central directory is used (not the local-header fallback) and nothing is reported
+    assert listing.central and listing.prefix == 0
+    assert "archive/data.pkl" in {e.name for e in listing.entries}
+    assert not ctx.shared.findings
+
+
+def test_checkpoint_member_escaping_the_extraction_directory_is_unsafe() -> None:
+    # Given a checkpoint with an extra member named to escape the directory it is extracted to
+    data = corpus.torch_zip_with_member("../../evil.pkl", corpus.global_os_system())
+    # When scanned
+    report = scan_bytes(data, "model.pt")
+    # Then the name is unsafe and the payload is still found
+    assert report.format == Format.PYTORCH_ZIP
+    assert RuleId.ARCHIVE_UNSAFE in rules_of(report)
+    assert "os.system" in globals_flagged(report)
+
+
+def test_member_hidden_from_the_central_directory_of_a_checkpoint_is_scanned() -> None:
+    import struct
+
+    # Given a checkpoint whose central directory omits its last member (a pickle payload)
+    data = corpus.torch_zip_evil_member()
+    eocd = data.rfind(b"PK\x05\x06")
+    total, _cd_size, cd_offset = struct.unpack("<HII", data[eocd + 10 : eocd + 20])
+    last_entry = data.rfind(b"PK\x01\x02", cd_offset, eocd)
+    new_eocd = bytearray(data[eocd:])
+    struct.pack_into("<HHI", new_eocd, 8, total - 1, total - 1, last_entry - cd_offset)
+    hidden = data[:last_entry] + bytes(new_eocd)
+    # When scanned
+    report = scan_bytes(hidden, "model.pt")
+    # Then the unlisted member is reported, and its payload found
+    assert any(f.rule == RuleId.MALFORMED and "not listed" in f.message for f in report.findings)
+    assert "os.system" in globals_flagged(report)
+
+
+def test_declared_bomb_member_in_a_checkpoint_is_not_inflated() -> None:
+    # Given a checkpoint with a 64 MiB member of zeros deflated ~1000x
+    buf = io.BytesIO(corpus.torch_state_dict_zip())
+    with zipfile.ZipFile(buf, "a", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/extra/blob", bytes(64 << 20))
+    # When scanned
+    report = scan_bytes(buf.getvalue(), "model.pt")
+    # Then it is a bomb and not scanned (fail closed)
+    assert {RuleId.ARCHIVE_UNSAFE, RuleId.SCAN_INCOMPLETE} <= rules_of(report)

@@ -196,7 +196,10 @@ def serialize_context(context: Mapping[str, str]) -> bytes:
     for key, value in context.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise EnvelopeError("encryption context keys and values must be strings")
-        pairs.append((key.encode("utf-8"), value.encode("utf-8")))
+        try:
+            pairs.append((key.encode("utf-8"), value.encode("utf-8")))
+        except UnicodeEncodeError:
+            raise EnvelopeError("encryption context keys and values must be valid Unicode") from None
     pairs.sort(key=lambda pair: pair[0])
     out = bytearray(_UINT16.pack(len(pairs)))
     for key_bytes, value_bytes in pairs:

@@ -20,7 +20,7 @@ import hashlib
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +109,8 @@ def _s3_error(exc: Exception, action: str) -> ModelShieldError:
 
 
 @contextlib.contextmanager
-def _s3_call(action: str) -> Any:
+def _s3_call(action: str) -> Iterator[None]:
+    """S3 errors inside the block become ModelShield errors naming `action`."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:

@@ -30,6 +30,7 @@ import struct
 import tarfile
 import tempfile
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -41,6 +42,9 @@ SPOOL_MAX_MEMORY = 32 * MiB  # member bytes kept in memory before spilling to a 
 READ_CHUNK = 1 * MiB
 OUT_CHUNK = 1 * MiB  # decompress at most this much per step, so a bomb is noticed within one step
 RATIO_FLOOR = 1 * MiB  # ratios are judged only past this much output (tiny members compress absurdly)
+# Containers of numeric arrays (npz, torch zips): np.savez_compressed of zeros legitimately compresses
+# ~1000x, so their members may reach this much output whatever the ratio.
+ARRAY_RATIO_FLOOR = 16 * MiB
 
 _LOCAL_SIG = b"PK\x03\x04"
 _CENTRAL_SIG = b"PK\x01\x02"
@@ -195,6 +199,7 @@ def inflate(
     what: str,
     max_output: int | None = None,
     filters: list[dict[str, object]] | None = None,
+    ratio_floor: int = RATIO_FLOOR,
 ) -> _Inflated:
     """Decompress one stream from `read` into a spool, enforcing ratio, size and artifact budgets.
 
@@ -227,7 +232,7 @@ def inflate(
                     f"{what} inflates past its declared size of {max_output} bytes",
                 )
                 raise BombError(what)
-            if total > RATIO_FLOOR and total > ratio * max(consumed, 1):
+            if total > ratio_floor and total > ratio * max(consumed, 1):
                 ctx.add(
                     RuleId.ARCHIVE_UNSAFE,
                     Severity.HIGH,
@@ -282,6 +287,11 @@ class ZipListing:
     prefix: int  # bytes before the first local header (self-extractors, polyglots)
     central: bool  # read from the central directory (False: local-header walk fallback)
     cd_start: int = -1  # where the central directory starts (-1: unknown)
+    ratio_floor: int = RATIO_FLOOR  # output allowed before compression ratios are judged
+
+    def duplicate_names(self) -> list[str]:
+        counts = Counter(e.name for e in self.entries if not e.is_dir)
+        return sorted(name for name, n in counts.items() if n > 1)
 
 
 class ZipError(Exception):
@@ -297,6 +307,11 @@ def _decode_name(raw: bytes, flags: int) -> str:
 def find_eocd(stream: BinaryIO, size: int, *, exact: bool = False) -> tuple[int, bytes] | None:
     """Offset and bytes of the end-of-central-directory record, preferring one that ends the file
     (with `exact`, only one whose comment ends exactly at the end of the file)."""
+    if size >= 22:  # the usual case, an archive without a comment: 22 bytes instead of 64 KiB
+        stream.seek(size - 22)
+        last = stream.read(22)
+        if last[:4] == _EOCD_SIG and last[20:22] == b"\x00\x00":
+            return size - 22, last
     tail_len = min(size, _MAX_EOCD_SEARCH)
     stream.seek(size - tail_len)
     tail = stream.read(tail_len)
@@ -314,6 +329,51 @@ def find_eocd(stream: BinaryIO, size: int, *, exact: bool = False) -> tuple[int,
     return best
 
 
+@dataclass
+class _EndRecord:
+    """What the end records say about the central directory (zip64 values where there are any)."""
+
+    disk: int
+    cd_disk: int
+    total: int
+    cd_size: int
+    cd_offset: int  # as recorded (before any correction for prepended data)
+    cd_end: int  # where the central directory must end: the zip64 end record, else the end record
+    comment_len: int
+
+
+def _end_record(stream: BinaryIO, eocd_pos: int, record: bytes) -> _EndRecord:
+    """Decode the end record, and the zip64 end record wherever a zip64 locator precedes it.
+
+    The zip64 record counts even when the 32-bit fields did not overflow (torch.save writes one
+    always); like zipfile, we then expect the central directory to end where the zip64 record starts.
+    Raises ZipError when the zip64 records are announced but missing.
+    """
+    _sig, disk, cd_disk, _n_disk, total, cd_size, cd_offset, clen = struct.unpack("<4sHHHHIIH", record)
+    overflow = total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF
+    locator = b""
+    if eocd_pos >= 20 + 56:
+        stream.seek(eocd_pos - 20)
+        locator = stream.read(20)
+    if len(locator) != 20 or locator[:4] != _EOCD64_LOCATOR_SIG:
+        if overflow:
+            raise ZipError("zip64 values without a zip64 locator")
+        return _EndRecord(disk, cd_disk, total, cd_size, cd_offset, eocd_pos, clen)
+    _s, _disk64, eocd64_pos, _disks = struct.unpack("<4sIQI", locator)
+    stream.seek(eocd64_pos)
+    rec64 = stream.read(56)
+    if len(rec64) != 56 or rec64[:4] != _EOCD64_SIG:
+        # The record may sit elsewhere when data is prepended: it must end where the locator starts.
+        stream.seek(eocd_pos - 20 - 56)
+        rec64 = stream.read(56)
+        if len(rec64) != 56 or rec64[:4] != _EOCD64_SIG:
+            raise ZipError("zip64 end record not found")
+    (_s, _rsize, _vm, _vn, disk, cd_disk, _n_disk64, total, cd_size, cd_offset) = struct.unpack(
+        "<4sQHHIIQQQQ", rec64
+    )
+    return _EndRecord(disk, cd_disk, total, cd_size, cd_offset, eocd_pos - 20 - 56, clen)
+
+
 def sniff_zip(head: bytes, stream: BinaryIO) -> bool:
     """A local header at 0, an empty archive, or a valid end record at the end (data prepended)."""
     if head[:4] in (_LOCAL_SIG, _EOCD_SIG, b"PK\x07\x08"):
@@ -322,14 +382,13 @@ def sniff_zip(head: bytes, stream: BinaryIO) -> bool:
     found = find_eocd(stream, size, exact=True)
     if found is None:
         return False
-    eocd_pos, record = found
-    _sig, _d, _cd, _n_disk, total, cd_size, cd_offset, _clen = struct.unpack("<4sHHHHIIH", record)
-    if cd_offset == 0xFFFFFFFF or cd_size == 0xFFFFFFFF:  # zip64: the locator must precede the record
-        stream.seek(max(eocd_pos - 20, 0))
-        return stream.read(4) == _EOCD64_LOCATOR_SIG
-    if total == 0 or cd_size > eocd_pos:
+    try:
+        end = _end_record(stream, *found)
+    except (ZipError, struct.error):
         return False
-    stream.seek(eocd_pos - cd_size)
+    if end.total == 0 or end.cd_size > end.cd_end:
+        return False
+    stream.seek(end.cd_end - end.cd_size)
     return stream.read(4) == _CENTRAL_SIG
 
 
@@ -341,20 +400,14 @@ def central_names(stream: BinaryIO, *, max_names: int = 4096, max_bytes: int = 4
     found = find_eocd(stream, size)
     if found is None:
         return set()
-    eocd_pos, record = found
-    _sig, _d, _cd, _n, _total, cd_size, cd_offset, _clen = struct.unpack("<4sHHHHIIH", record)
-    cd_end = eocd_pos
-    if cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
-        stream.seek(max(eocd_pos - 20 - 56, 0))
-        rec64 = stream.read(56)
-        if len(rec64) != 56 or rec64[:4] != _EOCD64_SIG:
-            return set()
-        cd_size = struct.unpack("<Q", rec64[40:48])[0]
-        cd_end = eocd_pos - 20 - 56
-    if cd_size > cd_end:
+    try:
+        end = _end_record(stream, *found)
+    except (ZipError, struct.error):
         return set()
-    stream.seek(cd_end - cd_size)
-    cd = stream.read(min(cd_size, max_bytes))
+    if end.cd_size > end.cd_end:
+        return set()
+    stream.seek(end.cd_end - end.cd_size)
+    cd = stream.read(min(end.cd_size, max_bytes))
     names: set[str] = set()
     pos = 0
     while pos + 46 <= len(cd) and cd[pos : pos + 4] == _CENTRAL_SIG and len(names) < max_names:
@@ -365,8 +418,31 @@ def central_names(stream: BinaryIO, *, max_names: int = 4096, max_bytes: int = 4
     return names
 
 
-def read_zip(stream: BinaryIO, ctx: ScanContext) -> ZipListing:
-    """The members of a zip, by its central directory or, when that is broken, by its local headers."""
+def zip_names(stream: BinaryIO, *, max_names: int = 4096) -> set[str]:
+    """Member names for sniffers: the central directory's, else those of the local headers in a row from
+    the start (a checkpoint whose central directory was cut off is still recognised). Never raises."""
+    try:
+        names = central_names(stream, max_names=max_names)
+        if names:
+            return names
+        pos, size = 0, _stream_size(stream)
+        while pos < size and len(names) < max_names:
+            local = _read_local(stream, pos)
+            if local is None:
+                break
+            name, flags, _method, csize, _usize, data_offset = local
+            names.add(name)
+            if flags & 0x8 and csize == 0:
+                break  # the size follows the data: finding it means reading on, too much for a sniffer
+            pos = _skip_descriptor(stream, data_offset + csize, flags)
+        return names
+    except (OSError, ValueError, struct.error):
+        return set()
+
+
+def read_zip(stream: BinaryIO, ctx: ScanContext, *, ratio_floor: int = RATIO_FLOOR) -> ZipListing:
+    """The members of a zip, by its central directory or, when that is broken, by its local headers,
+    checked (names, links, duplicates, overlaps, declared bombs, hidden members); contents not read."""
     size = _stream_size(stream)
     try:
         listing = _read_central(stream, size, ctx)
@@ -378,6 +454,7 @@ def read_zip(stream: BinaryIO, ctx: ScanContext) -> ZipListing:
             "(loaders that trust the central directory will disagree)",
         )
         listing = _walk_local_headers(stream, size, ctx)
+    listing.ratio_floor = ratio_floor
     _check_entries(stream, listing, size, ctx)
     return listing
 
@@ -387,35 +464,22 @@ def _read_central(stream: BinaryIO, size: int, ctx: ScanContext) -> ZipListing:
     if found is None:
         raise ZipError("no end-of-central-directory record")
     eocd_pos, record = found
-    _sig, disk, cd_disk, _n_disk, total, cd_size, cd_offset, clen = struct.unpack("<4sHHHHIIH", record)
-    if eocd_pos + 22 + clen < size:
+    end = _end_record(stream, eocd_pos, record)
+    if eocd_pos + 22 + end.comment_len < size:
         ctx.add(
             RuleId.MALFORMED,
             Severity.MEDIUM,
-            f"{size - eocd_pos - 22 - clen} bytes after the zip end record",
+            f"{size - eocd_pos - 22 - end.comment_len} bytes after the zip end record",
             offset=eocd_pos,
         )
-    cd_end = eocd_pos
-    if total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
-        if eocd_pos < 20 + 56:
-            raise ZipError("zip64 values without room for a zip64 end record")
-        stream.seek(eocd_pos - 20)
-        locator = stream.read(20)
-        if len(locator) != 20 or locator[:4] != _EOCD64_LOCATOR_SIG:
-            raise ZipError("zip64 values without a zip64 locator")
-        _s, _disk64, eocd64_pos, _disks = struct.unpack("<4sIQI", locator)
-        stream.seek(eocd64_pos)
-        rec64 = stream.read(56)
-        if len(rec64) != 56 or rec64[:4] != _EOCD64_SIG:
-            # The record may sit elsewhere when data is prepended: it must end where the locator starts.
-            stream.seek(eocd_pos - 20 - 56)
-            rec64 = stream.read(56)
-            if len(rec64) != 56 or rec64[:4] != _EOCD64_SIG:
-                raise ZipError("zip64 end record not found")
-        (_s, _rsize, _vm, _vn, disk, cd_disk, _n_disk64, total, cd_size, cd_offset) = struct.unpack(
-            "<4sQHHIIQQQQ", rec64
-        )
-        cd_end = eocd_pos - 20 - 56
+    disk, cd_disk, total, cd_size, cd_offset, cd_end = (
+        end.disk,
+        end.cd_disk,
+        end.total,
+        end.cd_size,
+        end.cd_offset,
+        end.cd_end,
+    )
     if disk != 0 or cd_disk != 0:
         raise ZipError("multi-disk (spanned) archives are not supported")
     if cd_size > cd_end:
@@ -521,40 +585,93 @@ def _walk_local_headers(stream: BinaryIO, size: int, ctx: ScanContext) -> ZipLis
     head = stream.read(64 * 1024)
     pos = head.find(_LOCAL_SIG)
     prefix = max(pos, 0)
-    while 0 <= pos < size and len(entries) < ctx.limits.max_entries:
+    while 0 <= pos < size:
         ctx.check()
         local = _read_local(stream, pos)
         if local is None:
             break
+        if len(entries) >= ctx.limits.max_entries:
+            ctx.add(RuleId.ARCHIVE_UNSAFE, Severity.HIGH, f"zip has more than {len(entries)} entries")
+            ctx.incomplete(f"zip members beyond the {ctx.limits.max_entries}-entry limit not scanned")
+            break
         name, flags, method, csize, usize, data_offset = local
+        after = -1  # where the data descriptor ends, when the search below found it
         if flags & 0x8 and csize == 0:
-            if method != 8:
-                ctx.incomplete(f"zip member {name!r} has no recorded size (data descriptor); walk stopped")
-                break
-            try:
-                csize = _deflate_length(stream, data_offset, ctx)
-            except zlib.error as exc:
-                ctx.add(RuleId.MALFORMED, Severity.HIGH, f"zip member {name!r}: corrupt deflate data: {exc}")
-                ctx.incomplete("zip local-header walk stopped at corrupt data")
-                break
+            if method == 8:
+                try:
+                    csize = _deflate_length(stream, data_offset, ctx)
+                except zlib.error as exc:
+                    ctx.add(
+                        RuleId.MALFORMED, Severity.HIGH, f"zip member {name!r}: corrupt deflate data: {exc}"
+                    )
+                    ctx.incomplete("zip local-header walk stopped at corrupt data")
+                    break
+            else:
+                found = _find_descriptor(stream, data_offset, size, ctx)
+                csize, usize, after = found if found is not None else (-1, 0, -1)
             if csize < 0:
-                ctx.incomplete(f"zip member {name!r}: end of its deflate stream not found; walk stopped")
+                ctx.incomplete(f"zip member {name!r}: end of its data not found; walk stopped")
                 break
         entries.append(ZipEntry(name, pos, data_offset, csize, usize, method, flags, 0, 0))
-        pos = data_offset + csize
+        pos = after if after >= 0 else _skip_descriptor(stream, data_offset + csize, flags)
         stream.seek(pos)
-        sig = stream.read(16)
-        if sig[:4] == b"PK\x07\x08":  # data descriptor with signature
-            pos += 16
-            stream.seek(pos)
-            sig = stream.read(4)
-        elif flags & 0x8:
-            pos += 12
-            stream.seek(pos)
-            sig = stream.read(4)
-        if sig[:4] != _LOCAL_SIG:
+        if stream.read(4) != _LOCAL_SIG:
             break
     return ZipListing(entries, prefix=prefix, central=False)
+
+
+def _skip_descriptor(stream: BinaryIO, pos: int, flags: int) -> int:
+    """Where the next header starts after member data ending at `pos`: past a data descriptor (with or
+    without its signature, 32- or 64-bit sizes) when one is there."""
+    stream.seek(pos)
+    tail = stream.read(28)
+    signed = tail[:4] == b"PK\x07\x08"
+    if not signed and not flags & 0x8:
+        return pos
+    for length in (16, 24) if signed else (12, 20):
+        if tail[length : length + 4] in (_LOCAL_SIG, _CENTRAL_SIG):
+            return pos + length
+    return pos + (16 if signed else 12)
+
+
+def _find_descriptor(
+    stream: BinaryIO, data_offset: int, size: int, ctx: ScanContext
+) -> tuple[int, int, int] | None:
+    """(compressed size, size, end) of the data descriptor closing a member whose local header has no
+    sizes and whose data cannot be measured by inflating it (stored): the first "PK\x07\x08" whose
+    recorded compressed size equals its distance from the data (32- or 64-bit sizes). Only used when the
+    central directory is broken, so reading through the data is acceptable."""
+    pos, carry = data_offset, b""
+    while pos < size:
+        ctx.check()
+        stream.seek(pos)
+        chunk = carry + stream.read(READ_CHUNK)
+        base = pos - len(carry)
+        if len(chunk) <= len(carry):
+            break
+        start = 0
+        while (hit := chunk.find(b"PK\x07\x08", start)) >= 0:
+            at = base + hit
+            stream.seek(at + 8)
+            fields = stream.read(20)
+            matches = [
+                (at - data_offset, struct.unpack_from(fmt, fields, width)[0], at + 8 + 2 * width)
+                for fmt, width in (("<I", 4), ("<Q", 8))
+                if len(fields) >= 2 * width and struct.unpack_from(fmt, fields)[0] == at - data_offset
+            ]
+            # a zip64 descriptor also matches as a 32-bit one: the one a header (or the end) follows wins
+            for match in matches:
+                if match[2] >= size or fields[match[2] - at - 8 : match[2] - at - 4] in (
+                    _LOCAL_SIG,
+                    _CENTRAL_SIG,
+                ):
+                    return match
+            if matches:
+                return matches[0]
+            start = hit + 1
+        carry = chunk[-3:]
+        pos = base + len(chunk)
+    return None
 
 
 def _deflate_length(stream: BinaryIO, start: int, ctx: ScanContext) -> int:
@@ -639,7 +756,7 @@ def _check_entries(stream: BinaryIO, listing: ZipListing, size: int, ctx: ScanCo
                 RuleId.ARCHIVE_UNSAFE, Severity.HIGH, f"zip member {entry.name!r} is a device or special file"
             )
         csize, usize = entry.compressed_size, entry.uncompressed_size
-        if usize > RATIO_FLOOR and usize > ctx.limits.max_ratio * max(csize, 1):
+        if _declared_bomb(entry, ctx, listing.ratio_floor):
             ctx.add(
                 RuleId.ARCHIVE_UNSAFE,
                 Severity.HIGH,
@@ -692,17 +809,22 @@ def _check_unlisted(
 
 
 def iter_zip_members(
-    stream: BinaryIO, listing: ZipListing, ctx: ScanContext
+    stream: BinaryIO,
+    listing: ZipListing,
+    ctx: ScanContext,
+    *,
+    select: Callable[[ZipEntry], bool] | None = None,
 ) -> Iterator[tuple[ZipEntry, BinaryIO]]:
-    """Each file member's content as a seekable stream (a window for stored, a spool for compressed).
+    """Each file member's content as a seekable stream (a window for stored, a spool for compressed);
+    members `select` turns down are not read at all.
 
     Members that cannot be read (encrypted, unsupported method, bomb, corrupt) are reported and skipped.
     """
     for entry in listing.entries:
         ctx.check()
-        if entry.is_dir:
+        if entry.is_dir or (select is not None and not select(entry)):
             continue
-        content = open_zip_member(stream, entry, ctx)
+        content = open_zip_member(stream, entry, ctx, ratio_floor=listing.ratio_floor)
         if content is None:
             continue
         try:
@@ -711,12 +833,14 @@ def iter_zip_members(
             content.close()
 
 
-def _declared_bomb(entry: ZipEntry, ctx: ScanContext) -> bool:
+def _declared_bomb(entry: ZipEntry, ctx: ScanContext, ratio_floor: int) -> bool:
     usize, csize = entry.uncompressed_size, entry.compressed_size
-    return usize > RATIO_FLOOR and usize > ctx.limits.max_ratio * max(csize, 1)
+    return usize > ratio_floor and usize > ctx.limits.max_ratio * max(csize, 1)
 
 
-def open_zip_member(stream: BinaryIO, entry: ZipEntry, ctx: ScanContext) -> BinaryIO | None:
+def open_zip_member(
+    stream: BinaryIO, entry: ZipEntry, ctx: ScanContext, *, ratio_floor: int = RATIO_FLOOR
+) -> BinaryIO | None:
     """The member's bytes, or None after reporting why they cannot be scanned."""
     where = f"zip member {entry.name!r}"
     if entry.data_offset < 0:
@@ -725,7 +849,7 @@ def open_zip_member(stream: BinaryIO, entry: ZipEntry, ctx: ScanContext) -> Bina
     if entry.encrypted:
         ctx.incomplete(f"{where} is encrypted; its content cannot be scanned")
         return None
-    if _declared_bomb(entry, ctx):
+    if _declared_bomb(entry, ctx, ratio_floor):
         ctx.incomplete(f"{where} not decompressed (declared ratio over the limit)")
         return None
     if entry.method == 0:
@@ -752,6 +876,7 @@ def open_zip_member(stream: BinaryIO, entry: ZipEntry, ctx: ScanContext) -> Bina
             what=where,
             max_output=entry.uncompressed_size if listing_sizes_known(entry) else None,
             filters=filters,
+            ratio_floor=ratio_floor,
         )
     except BombError:
         ctx.incomplete(f"{where} not scanned: decompression stopped by a budget")
@@ -778,16 +903,8 @@ def listing_sizes_known(entry: ZipEntry) -> bool:
     return not (entry.flags & 0x8 and entry.uncompressed_size == 0)
 
 
-def scan_zip_archive(
-    stream: BinaryIO,
-    ctx: ScanContext,
-    *,
-    what: str = "zip",
-    handled: Callable[[ZipEntry], bool] | None = None,
-) -> ZipListing:
-    """Read, check and recursively scan every member of a zip; shared with the Keras scanner, which
-    judges some members itself (`handled`) instead of dispatching them by content."""
-    listing = read_zip(stream, ctx)
+def scan_zip_prefix(stream: BinaryIO, listing: ZipListing, ctx: ScanContext, *, what: str = "zip") -> None:
+    """Bytes before the first member are a file of their own to other loaders: reported and scanned."""
     if listing.prefix > 0:
         ctx.add(
             RuleId.MALFORMED,
@@ -796,9 +913,35 @@ def scan_zip_archive(
             "loaders read those bytes as a file of their own); scanned as '<prefix>'",
         )
         ctx.scan_nested(window(stream, 0, listing.prefix), "<prefix>")
-    for entry, content in iter_zip_members(stream, listing, ctx):
-        if handled is None or not handled(entry):
-            ctx.scan_nested(content, entry.name)
+
+
+def report_duplicate_names(listing: ZipListing, ctx: ScanContext, *, loader: str) -> None:
+    """Model containers are read by member name: with two copies of a name the loader reads one copy and
+    another tool the other, so the file is not one well-defined model (besides MS-ARCHIVE-UNSAFE)."""
+    dupes = listing.duplicate_names()
+    if dupes:
+        ctx.add(
+            RuleId.MALFORMED,
+            Severity.HIGH,
+            f"duplicate member names {dupes[:5]}: {loader} and other readers may read different copies",
+        )
+
+
+def scan_zip_archive(
+    stream: BinaryIO,
+    ctx: ScanContext,
+    *,
+    what: str = "zip",
+    handled: Callable[[ZipEntry], bool] | None = None,
+    ratio_floor: int = RATIO_FLOOR,
+) -> ZipListing:
+    """Read, check and recursively scan every member of a zip; shared with the Keras scanner, which
+    judges some members itself (`handled`, not read here) instead of dispatching them by content."""
+    listing = read_zip(stream, ctx, ratio_floor=ratio_floor)
+    scan_zip_prefix(stream, listing, ctx, what=what)
+    select = None if handled is None else (lambda entry: not handled(entry))
+    for entry, content in iter_zip_members(stream, listing, ctx, select=select):
+        ctx.scan_nested(content, entry.name)
     ctx.set_metadata("archive_members", len(listing.entries))
     return listing
 

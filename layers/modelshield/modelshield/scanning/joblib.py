@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 import zlib
 from typing import Any, BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
+from modelshield.scanning.archives import BombError, inflate
 from modelshield.scanning.numpy_arrays import typestr_itemsize
 from modelshield.scanning.pickle_globals import GlobalVerdict
 from modelshield.scanning.pickles import (
@@ -37,13 +37,12 @@ from modelshield.scanning.pickles import (
     scan_pickle_region,
     stream_size,
 )
-from modelshield.scanning.registry import MiB, ScanContext, register
+from modelshield.scanning.registry import ScanContext, register
 
 WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 ZFILE_PREFIX = b"ZF"
 ZFILE_HEADER = 2 + 19  # "ZF" + hex(length).ljust(19)
 LZ4_FRAME_MAGIC = b"\x04\x22\x4d\x18"
-SPOOL_MAX_MEMORY = 32 * MiB
 PLAIN_READING_SLACK = 64 * 1024  # how far past an array a plain-pickle reading is followed
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
 
@@ -182,33 +181,23 @@ def scan_joblib_zfile(stream: BinaryIO, ctx: ScanContext) -> None:
             f"ZF file declares {declared} bytes from {size - start}: over the ratio limit; not scanned"
         )
         return
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_MEMORY)
-    with spool:
-        inflater = zlib.decompressobj()
-        stream.seek(start)
-        written = 0
-        while True:
-            ctx.check()
-            chunk = stream.read(MiB)
-            if not chunk:
-                break
-            try:
-                out = inflater.decompress(chunk, budget - written + 1)
-            except zlib.error as exc:
-                ctx.add(RuleId.MALFORMED, Severity.HIGH, f"ZF file: bad zlib data ({exc})")
-                return
-            written += len(out)
-            if written > budget or not ctx.account_uncompressed(len(out)):
-                ctx.incomplete("ZF file inflates beyond its declared length or the size limits; not scanned")
-                return
-            spool.write(out)
-        if written != declared:
+    stream.seek(start)
+    try:
+        inflated = inflate(stream.read, "zlib", ctx, what="ZF file", max_output=declared)
+    except BombError:
+        ctx.incomplete("ZF file inflates beyond its declared length or the size limits; not scanned")
+        return
+    except (zlib.error, ValueError) as exc:
+        ctx.add(RuleId.MALFORMED, Severity.HIGH, f"ZF file: bad zlib data ({exc})")
+        return
+    with inflated.spool as spool:
+        if inflated.size != declared or not inflated.complete:
             ctx.add(
                 RuleId.MALFORMED,
                 Severity.HIGH,
-                f"ZF file declares {declared} bytes but inflates to {written}",
+                f"ZF file declares {declared} bytes but inflates to {inflated.size}"
+                + ("" if inflated.complete else " (truncated zlib stream)"),
             )
-        spool.seek(0)
         ctx.scan_nested(spool, "<joblib-zfile>")  # type: ignore[arg-type]
 
 

@@ -4,7 +4,8 @@ An `.npy` is a magic string, a version, a length-prefixed Python dict literal (d
 shape) and the raw data. Numeric data is inert and skipped (its size must match the header: a mismatch
 means loaders and scanners see different files). An object dtype ('O' anywhere in the descr) means the
 data is a pickle that `np.load(allow_pickle=True)` runs: it is walked like any pickle. `.npz` is a zip
-of `.npy` members, each scanned the same way (read in place when stored, no copy).
+of `.npy` members, each scanned the same way (read in place when stored, no copy), through the structural
+zip reader every zip gets (archives.scan_zip_archive).
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ import re
 from typing import Any, BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
+from modelshield.scanning.archives import (
+    ARRAY_RATIO_FLOOR,
+    report_duplicate_names,
+    scan_zip_archive,
+    zip_names,
+)
 from modelshield.scanning.pickles import scan_pickle_region, stream_size
-from modelshield.scanning.pytorch import open_member, report_zip_problems, zip_members, zip_names
 from modelshield.scanning.registry import ScanContext, register
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -167,17 +173,8 @@ def _sniff_npz(head: bytes, stream: BinaryIO) -> bool:
 @register(Format.NUMPY_NPZ, sniff=_sniff_npz, priority=90)
 def scan_npz(stream: BinaryIO, ctx: ScanContext) -> None:
     """Every member through the registry (npy members land in scan_npy), read in place when stored."""
-    members, problems = zip_members(stream, ctx)
-    report_zip_problems(ctx, problems)
-    for member in members[: ctx.limits.max_entries]:
-        ctx.check()
-        if member.name.endswith("/"):
-            continue
-        data = open_member(stream, member, ctx)
-        if data is not None:
-            ctx.scan_nested(data, member.name)
-    if len(members) > ctx.limits.max_entries:
-        ctx.incomplete(f"more than {ctx.limits.max_entries} npz members; the rest not scanned")
+    listing = scan_zip_archive(stream, ctx, what="npz", ratio_floor=ARRAY_RATIO_FLOOR)
+    report_duplicate_names(listing, ctx, loader="numpy.load")
 
 
 __all__ = ["descr_itemsize", "scan_npy", "scan_npz", "typestr_itemsize"]

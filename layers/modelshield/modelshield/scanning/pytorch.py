@@ -3,10 +3,11 @@
 Zip checkpoints hold pickles (`archive/data.pkl`, TorchScript's `constants.pkl`, `.debug_pkl`) next to
 raw tensor bytes (`archive/data/<key>`). Every pickle is walked wherever it sits and whatever it is
 called; members that are neither pickles nor tensor data are sniffed and scanned like any file. Tensor
-members are never read: a 1 GiB checkpoint costs a few kilobytes of reads. The zip is read by its
-structure: the central directory when it is sound, each entry checked against its local header, and a
-walk of local headers when the central directory is broken; duplicate names (loaders differ on which
-copy wins) and name mismatches are findings.
+members are never read: a 1 GiB checkpoint costs a few kilobytes of reads. The zip is read by the one
+structural zip reader (archives.read_zip), so checkpoints get every check a generic zip gets: central
+directory against local headers, a local-header walk when the central directory is broken, hidden and
+overlapping members, bombs, unsafe names; duplicate names are also malformed here (torch.load reads one
+copy by name).
 
 Legacy checkpoints (torch < 1.6, or `_use_new_zipfile_serialization=False`) are five pickles in a row
 (magic number, protocol version, system info, the object, the storage keys) followed by raw storages,
@@ -19,16 +20,19 @@ operators are reported. What TorchScript code computes is not analysed further (
 
 from __future__ import annotations
 
-import io
 import re
-import struct
-import tempfile
-import zipfile
-import zlib
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
+from modelshield.scanning.archives import (
+    ARRAY_RATIO_FLOOR,
+    ZipEntry,
+    iter_zip_members,
+    read_zip,
+    report_duplicate_names,
+    scan_zip_prefix,
+    zip_names,
+)
 from modelshield.scanning.pickles import (
     Call,
     Global,
@@ -39,245 +43,23 @@ from modelshield.scanning.pickles import (
     stream_size,
 )
 from modelshield.scanning.pickles import PickleWalker as _Walker
-from modelshield.scanning.registry import MiB, ScanContext, register
+from modelshield.scanning.registry import ScanContext, register
 
-SPOOL_MAX_MEMORY = 32 * MiB
-RATIO_FREE_BYTES = 16 * MiB
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 _MAGIC_LONG1 = b"\x8a\x0a" + TORCH_MAGIC.to_bytes(10, "little")
 _TENSOR_MEMBER = re.compile(r"(?:^|/)data/[^/]+\Z")
 _SMALL_METADATA = re.compile(r"(?:^|/)(?:version|\.format_version|\.storage_alignment|byteorder|\.data/.*)\Z")
 
 # --------------------------------------------------------------------------------------------------
-# Zip structure (shared with the .npz scanner)
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ZipMember:
-    name: str
-    header_offset: int
-    compress_type: int
-    compress_size: int
-    file_size: int
-    data_offset: int  # first byte of the member's (compressed) data
-
-
-class RangeReader(io.RawIOBase):
-    """A seekable read-only window [start, start+length) of another seekable stream (no copy)."""
-
-    def __init__(self, parent: BinaryIO, start: int, length: int) -> None:
-        super().__init__()
-        self._parent = parent
-        self._start = start
-        self._length = length
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            self._pos = offset
-        elif whence == io.SEEK_CUR:
-            self._pos += offset
-        else:
-            self._pos = self._length + offset
-        self._pos = max(0, self._pos)
-        return self._pos
-
-    def readinto(self, b: Any) -> int:
-        n = min(len(b), self._length - self._pos)
-        if n <= 0:
-            return 0
-        self._parent.seek(self._start + self._pos)
-        data = self._parent.read(n)
-        b[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
-def _local_header(stream: BinaryIO, offset: int) -> tuple[str, int, int, int, int, int] | None:
-    """(name, flags, method, compressed size, size, data offset) of the local header at `offset`."""
-    stream.seek(offset)
-    head = stream.read(30)
-    if len(head) < 30 or head[:4] != b"PK\x03\x04":
-        return None
-    flags, method = struct.unpack_from("<HH", head, 6)
-    csize, usize, nlen, elen = struct.unpack_from("<IIHH", head, 18)
-    name = stream.read(nlen).decode("utf-8" if flags & 0x800 else "cp437", "replace")
-    return name, flags, method, csize, usize, offset + 30 + nlen + elen
-
-
-def _find_descriptor(stream: BinaryIO, data_offset: int, size: int) -> tuple[int, int, int] | None:
-    """(compressed size, size, offset after it) of the data descriptor that closes a member: the first
-    "PK\x07\x08" whose recorded compressed size equals its distance from the data (zip64 or not).
-    Only used when the central directory is broken, so reading through the data is acceptable."""
-    pos = data_offset
-    carry = b""
-    while pos < size:
-        stream.seek(pos)
-        chunk = carry + stream.read(MiB)
-        base = pos - len(carry)
-        if len(chunk) <= len(carry):
-            break
-        start = 0
-        while (hit := chunk.find(b"PK\x07\x08", start)) >= 0:
-            at = base + hit
-            stream.seek(at + 8)
-            fields = stream.read(16)
-            if len(fields) >= 8 and struct.unpack_from("<I", fields)[0] == at - data_offset:
-                return at - data_offset, struct.unpack_from("<I", fields, 4)[0], at + 16
-            if len(fields) == 16 and struct.unpack_from("<Q", fields)[0] == at - data_offset:
-                return at - data_offset, struct.unpack_from("<Q", fields, 8)[0], at + 24
-            start = hit + 1
-        carry = chunk[-3:]
-        pos = base + len(chunk)
-    return None
-
-
-def zip_members(stream: BinaryIO, ctx: ScanContext | None) -> tuple[list[ZipMember], list[str]]:
-    """Members by the central directory (checked against local headers), else by a local-header walk.
-
-    Returns the members and the structural problems found (each worth an MS-MALFORMED finding).
-    """
-    problems: list[str] = []
-    members: list[ZipMember] = []
-    limit = ctx.limits.max_entries if ctx is not None else 20_000
-    try:
-        stream.seek(0)
-        with zipfile.ZipFile(stream) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error, NotImplementedError):
-        infos = None
-        problems.append("zip central directory is missing or unreadable; members found by local headers")
-    if infos is not None:
-        for info in infos[: limit + 1]:
-            local = _local_header(stream, info.header_offset)
-            if local is None:
-                problems.append(f"{info.filename}: central directory points at no local header")
-                continue
-            if local[0] != info.filename:
-                problems.append(f"{info.filename}: local header names it {local[0]!r} (loaders differ)")
-            members.append(
-                ZipMember(
-                    info.filename,
-                    info.header_offset,
-                    info.compress_type,
-                    info.compress_size,
-                    info.file_size,
-                    local[5],
-                )
-            )
-    else:
-        offset = 0
-        size = stream_size(stream)
-        while offset < size and len(members) <= limit:
-            if ctx is not None:
-                ctx.check()
-            local = _local_header(stream, offset)
-            if local is None:
-                break
-            name, flags, method, csize, usize, data_offset = local
-            if flags & 0x08 and csize == 0:  # sizes follow the data, in a data descriptor
-                if ctx is None:  # sniffing: the name is all we need, do not read on
-                    members.append(ZipMember(name, offset, method, 0, 0, data_offset))
-                    break
-                found = _find_descriptor(stream, data_offset, size)
-                if found is None:
-                    problems.append(f"{name}: no data descriptor found; local-header walk stops here")
-                    break
-                csize, usize, offset = found
-                members.append(ZipMember(name, offset, method, csize, usize, data_offset))
-                continue
-            members.append(ZipMember(name, offset, method, csize, usize, data_offset))
-            offset = data_offset + csize
-    names = [m.name for m in members]
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})[:5]
-        problems.append(f"duplicate member names {dupes}: loaders disagree on which copy they read")
-    return members, problems
-
-
-def zip_names(stream: BinaryIO) -> list[str]:
-    """Member names for sniffers (never raises)."""
-    try:
-        members, _ = zip_members(stream, None)
-    except Exception:
-        return []
-    return [m.name for m in members]
-
-
-def open_member(stream: BinaryIO, member: ZipMember, ctx: ScanContext) -> BinaryIO | None:
-    """A seekable stream of a member's bytes: a window for stored members, a bounded spool otherwise."""
-    end = stream_size(stream)
-    if member.data_offset + member.compress_size > end:
-        ctx.add(
-            RuleId.MALFORMED,
-            Severity.HIGH,
-            f"zip member {member.name} declares {member.compress_size} bytes beyond the end of the file",
-            member=member.name,
-        )
-        return None
-    window = RangeReader(stream, member.data_offset, member.compress_size)
-    if member.compress_type == zipfile.ZIP_STORED:
-        return window  # type: ignore[return-value]
-    if member.compress_type != zipfile.ZIP_DEFLATED:
-        ctx.incomplete(
-            f"zip member {member.name} uses compression method {member.compress_type}; not scanned"
-        )
-        return None
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_MEMORY)
-    inflater = zlib.decompressobj(-15)
-    # the ratio limit stops bombs; small members of zeros (np.savez_compressed) legitimately exceed it,
-    # so the first RATIO_FREE_BYTES of what the member declares are allowed whatever the ratio
-    budget = max(
-        int(max(member.compress_size, 1) * ctx.limits.max_ratio), min(member.file_size, RATIO_FREE_BYTES)
-    )
-    written = 0
-    while True:
-        ctx.check()
-        chunk = window.read(MiB)
-        if not chunk:
-            break
-        try:
-            out = inflater.decompress(chunk, budget - written + 1)
-        except zlib.error as exc:
-            ctx.add(RuleId.MALFORMED, Severity.HIGH, f"zip member {member.name}: bad deflate data ({exc})")
-            return None
-        written += len(out)
-        if written > budget or not ctx.account_uncompressed(len(out)):
-            ctx.incomplete(
-                f"zip member {member.name} inflates beyond the ratio/size limits; not scanned",
-                member=member.name,
-            )
-            return None
-        spool.write(out)
-    spool.seek(0)
-    return spool  # type: ignore[return-value]
-
-
-def report_zip_problems(ctx: ScanContext, problems: list[str]) -> None:
-    for problem in problems:
-        ctx.add(RuleId.MALFORMED, Severity.HIGH, problem)
-
-
-# --------------------------------------------------------------------------------------------------
 # Zip checkpoints
 # --------------------------------------------------------------------------------------------------
 
 
-def _is_torch_zip(names: list[str]) -> bool:
+def _is_torch_zip(names: set[str]) -> bool:
     return any(n.endswith("/data.pkl") or n == "data.pkl" or n.endswith("/version") for n in names)
 
 
-def _is_torchscript(names: list[str]) -> bool:
+def _is_torchscript(names: set[str]) -> bool:
     return _is_torch_zip(names) and any(n.endswith("constants.pkl") or "/code/" in n for n in names)
 
 
@@ -324,37 +106,31 @@ def _scan_member_as_pickle(ctx: ScanContext, stream: BinaryIO, name: str, *, tor
     scan_pickle_region(stream, child, 0, stream_size(stream), torchscript=torchscript)
 
 
+def _not_tensor(entry: ZipEntry) -> bool:
+    """Tensor members (`data/<key>`) are raw storage bytes torch reads by key, never unpickles."""
+    return not _TENSOR_MEMBER.search(entry.name)
+
+
 def scan_torch_zip(stream: BinaryIO, ctx: ScanContext, *, torchscript: bool) -> None:
-    members, problems = zip_members(stream, ctx)
-    report_zip_problems(ctx, problems)
-    if len(members) > ctx.limits.max_entries:
-        ctx.incomplete(f"more than {ctx.limits.max_entries} zip members; the rest not scanned")
-        members = members[: ctx.limits.max_entries]
+    """Structure checked like any zip; every non-tensor member read: pickles walked, the rest sniffed."""
+    listing = read_zip(stream, ctx, ratio_floor=ARRAY_RATIO_FLOOR)
+    scan_zip_prefix(stream, listing, ctx, what="PyTorch archive")
+    report_duplicate_names(listing, ctx, loader="torch.load")
+    skipped_tensor_bytes = sum(e.compressed_size for e in listing.entries if not _not_tensor(e))
     pickles = 0
-    skipped_tensor_bytes = 0
-    for member in members:
-        ctx.check()
+    for member, data in iter_zip_members(stream, listing, ctx, select=_not_tensor):
         name = member.name
-        if name.endswith("/"):
-            continue
-        if _TENSOR_MEMBER.search(name):  # raw tensor bytes, read by key as a storage: never parsed
-            skipped_tensor_bytes += member.compress_size
-            continue
-        data = open_member(stream, member, ctx)
-        if data is None:
-            continue
         head = data.read(4096)
-        data.seek(0)
+        size = stream_size(data)  # what was read, not what a header declares
         if name.endswith(".pkl") or looks_like_pickle(head):
             pickles += 1
             _scan_member_as_pickle(ctx, data, name, torchscript=torchscript)
         elif torchscript and "/code/" in name and name.endswith(".py"):
-            size = member.file_size
             if size > ctx.limits.max_metadata_bytes:
                 ctx.incomplete(f"TorchScript source {name} larger than the metadata limit; not scanned")
                 continue
             _scan_torchscript_code(ctx, name, data.read(size).decode("utf-8", "replace"))
-        elif _SMALL_METADATA.search(name) and member.file_size <= 4096:
+        elif _SMALL_METADATA.search(name) and size <= 4096:
             continue  # version / byteorder / alignment / serialization id: a few inert bytes
         else:
             ctx.scan_nested(data, name)
@@ -504,15 +280,4 @@ def scan_pytorch_legacy(stream: BinaryIO, ctx: ScanContext) -> None:
     ctx.set_metadata("tensor_bytes_not_read", offset - walks[-1].end)
 
 
-__all__ = [
-    "RangeReader",
-    "ZipMember",
-    "open_member",
-    "report_zip_problems",
-    "scan_pytorch_legacy",
-    "scan_pytorch_zip",
-    "scan_torch_zip",
-    "scan_torchscript",
-    "zip_members",
-    "zip_names",
-]
+__all__ = ["scan_pytorch_legacy", "scan_pytorch_zip", "scan_torch_zip", "scan_torchscript"]
