@@ -30,6 +30,7 @@ from modelshield.scanning.pickles import (
     Call,
     PickleWalker,
     WalkAbort,
+    as_text,
     as_tuple,
     looks_like_pickle,
     register_build_hook,
@@ -55,18 +56,12 @@ def _field(state: Any, name: str) -> Any:
     return state.get(name) if value is None else value
 
 
-def _text(value: Any) -> str | None:
-    if type(value) is bytes:
-        return value.decode("utf-8", "replace")
-    return value if type(value) is str else None
-
-
 def _dtype_itemsize(dtype: Any) -> tuple[int, bool] | None:
     """From the symbolic `numpy.dtype('f8', False, True)` call plus its BUILD state (elsize for V types)."""
     if type(dtype) is not Call or dtype.global_name != "numpy.dtype":
         return None
     args = as_tuple(dtype.args)
-    typestr = _text(args[0]) if args else None
+    typestr = as_text(args[0]) if args else None
     if typestr is None:
         return None
     item = typestr_itemsize(typestr)

@@ -255,6 +255,13 @@ def decode_fast_tuple(raw: bytes) -> tuple[Any, ...] | None:
     return tuple(out)
 
 
+def as_text(value: Any) -> str | None:
+    """A tracked string value (str, or bytes decoded leniently), else None."""
+    if type(value) is bytes:
+        return value.decode("utf-8", "replace")
+    return value if type(value) is str else None
+
+
 def as_tuple(value: Any) -> tuple[Any, ...] | None:
     """A tracked tuple value, whichever path built it."""
     if type(value) is tuple:

@@ -36,6 +36,7 @@ from modelshield.scanning.archives import (
 from modelshield.scanning.pickles import (
     Call,
     Global,
+    as_text,
     as_tuple,
     looks_like_pickle,
     report_walk,
@@ -184,21 +185,15 @@ def _sniff_legacy(head: bytes, stream: BinaryIO) -> bool:
     return (head[:1] == b"\x80" and head[2:14] == _MAGIC_LONG1) or head.startswith(b"L%dL\n." % TORCH_MAGIC)
 
 
-def _text(value: Any) -> str | None:
-    if type(value) is bytes:
-        return value.decode("utf-8", "replace")
-    return value if type(value) is str else None
-
-
 def _storage_sizes(persistent_ids: list[Any]) -> dict[str, tuple[int, int | None]]:
     """key -> (element size, element count) from ('storage', torch.XStorage, key, location, numel)."""
     out: dict[str, tuple[int, int | None]] = {}
     for pid in persistent_ids:
         items = as_tuple(pid)
-        if not items or len(items) < 5 or _text(items[0]) != "storage":
+        if not items or len(items) < 5 or as_text(items[0]) != "storage":
             continue
         kind = items[1]
-        key = _text(items[2])
+        key = as_text(items[2])
         if key is None:
             continue
         elsize = 1
@@ -230,7 +225,7 @@ def scan_pytorch_legacy(stream: BinaryIO, ctx: ScanContext) -> None:
         ctx.add(RuleId.MALFORMED, Severity.HIGH, "legacy torch file with a wrong magic number")
     sizes = _storage_sizes(walks[3].persistent_ids)
     keys_value = walks[4].value
-    keys = [k for k in (_text(v) for v in keys_value) if k is not None] if type(keys_value) is list else []
+    keys = [k for k in (as_text(v) for v in keys_value) if k is not None] if type(keys_value) is list else []
     if not keys or len(keys) != len(keys_value):
         keys = sorted(sizes)  # torch writes them sorted; used when the list was too long to track
     for key in keys:
