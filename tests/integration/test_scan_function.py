@@ -278,3 +278,26 @@ def test_records_round_trip_through_the_store(moto_stack: MotoStack) -> None:
     item = all_scan_records(moto_stack)[0]
     record = ScanRecord.model_validate(json.loads(json.dumps(item, default=float)))
     assert set(record.timings_ms) >= {"download", "scan", "encrypt"}
+
+
+def test_an_artifact_larger_than_ephemeral_storage_is_an_error_verdict_not_a_retry_loop(
+    moto_stack: MotoStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a function whose ephemeral storage has less room than the artifact
+    import shutil
+
+    from modelshield import pipeline
+
+    version = moto_stack.put("models/huge.pt", benign_checkpoint())
+    monkeypatch.setattr(pipeline, "DISK_HEADROOM", shutil.disk_usage("/tmp").free)
+
+    # When its event is processed
+    response = moto_stack.invoke(s3_event(moto_stack, "models/huge.pt", version))
+
+    # Then the message is consumed, the verdict is ERROR with what to do, and the object is tagged
+    assert response["batchItemFailures"] == []
+    record = scans(moto_stack).latest(f"{moto_stack.ingest}/models/huge.pt")
+    assert record is not None and record.verdict is Verdict.ERROR
+    assert "ephemeral storage" in record.message and "EphemeralStorage" in record.message
+    assert tags(moto_stack, "models/huge.pt", version)["modelshield-verdict"] == "ERROR"
+    assert vault_versions(moto_stack) == []

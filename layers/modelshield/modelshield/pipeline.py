@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -63,6 +64,11 @@ VERDICT_TAG = "modelshield-verdict"
 SCAN_TAG = "modelshield-scan-id"
 DOWNLOAD_CHUNK = 8 * 1024 * 1024
 _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+DISK_HEADROOM = 64 * 1024 * 1024  # left free on ephemeral storage for scanner spools and the OS
+
+
+class ArtifactTooLarge(Exception):
+    """The object does not fit in this function's ephemeral storage."""
 
 
 def s3_client() -> Any:
@@ -147,6 +153,15 @@ def _download(s3: Any, ref: ArtifactRef, workdir: Path) -> _Download:
     if ref.version_id and ref.version_id != "null":
         kwargs["VersionId"] = ref.version_id
     response = s3.get_object(**kwargs)
+    length = int(response.get("ContentLength") or 0)
+    free = shutil.disk_usage(workdir).free - DISK_HEADROOM
+    if length > free:
+        response["Body"].close()
+        raise ArtifactTooLarge(
+            f"object {ref.uri} is {length} bytes but this function has {max(free, 0)} bytes of ephemeral "
+            "storage free: raise the ScanFunction's EphemeralStorage (up to 10 GB) or split the artifact. "
+            "It was not scanned and stays blocked."
+        )
     digest = hashlib.sha256()
     size = 0
     fd, name = tempfile.mkstemp(prefix="artifact-", dir=workdir)
@@ -303,6 +318,12 @@ def process_object(
         record = _error_record(ref, message, trigger=trigger)
         rt.scans.append(record)
         logger.warning(message)
+        return record
+    except ArtifactTooLarge as exc:
+        record = _error_record(ref, str(exc), trigger=trigger)
+        rt.scans.append(record)
+        _tag_verdict(rt.s3, ref, record.verdict, record.scan_id)
+        logger.error(str(exc))
         return record
     ref = ArtifactRef(bucket=ref.bucket, key=ref.key, version_id=download.version_id)
     timings["download"] = (clock() - started) * 1000
