@@ -301,3 +301,40 @@ def test_an_artifact_larger_than_ephemeral_storage_is_an_error_verdict_not_a_ret
     assert "ephemeral storage" in record.message and "EphemeralStorage" in record.message
     assert tags(moto_stack, "models/huge.pt", version)["modelshield-verdict"] == "ERROR"
     assert vault_versions(moto_stack) == []
+
+
+def test_a_rescan_releases_a_model_that_a_relaxed_group_now_allows(moto_stack: MotoStack) -> None:
+    # Given a partner group that blocks pickle-based formats, and a checkpoint it quarantined
+    from modelshield.policy.groups import load_groups
+    from modelshield.rescan import artifacts_of_group, enqueue_rescans
+    from modelshield.store.groups import GroupStore
+
+    groups = GroupStore(moto_stack.env["GROUPS_TABLE"], moto_stack.dynamodb)
+    strict = f"""groups:
+  - name: Partner-S3-Audit
+    sources: [{{type: s3, bucket: "{moto_stack.ingest}", prefix: partner/}}]
+    rules:
+      MS-FORMAT-SAFE: {{blocking: true, settings: {{pickle_based: deny}}}}
+"""
+    groups.put(load_groups(strict)[0])
+    version = moto_stack.put("partner/acme/model.pt", benign_checkpoint())
+    moto_stack.deliver_queued()
+    first = scans(moto_stack).latest(f"{moto_stack.ingest}/partner/acme/model.pt")
+    assert first is not None and first.verdict is Verdict.BLOCKED
+
+    # When the group is relaxed and its artifacts are rescanned
+    relaxed = strict.replace("blocking: true", "blocking: false")
+    groups.put(load_groups(relaxed)[0])
+    states = artifacts_of_group(artifacts(moto_stack).all(), groups.list(), "Partner-S3-Audit")
+    enqueue_rescans(moto_stack.sqs, moto_stack.queue_url, states)
+    assert moto_stack.deliver_queued()["batchItemFailures"] == []
+
+    # Then the model is released to consumers' key, encrypted, and the quarantine copy stays as history
+    state = artifacts(moto_stack).get(f"{moto_stack.ingest}/partner/acme/model.pt", version)
+    assert state is not None and state.verdict is Verdict.ALLOWED_WITH_WARNINGS
+    assert state.encryption_state.value == "ENCRYPTED" and state.vault_key == "partner/acme/model.pt"
+    keys = sorted(v["Key"] for v in vault_versions(moto_stack))
+    assert keys == ["partner/acme/model.pt", "quarantine/partner/acme/model.pt"]
+    assert (
+        tags(moto_stack, "partner/acme/model.pt", version)["modelshield-verdict"] == "ALLOWED_WITH_WARNINGS"
+    )
