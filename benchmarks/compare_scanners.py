@@ -8,13 +8,15 @@ Two measurements, both written to docs/scanner-comparison.md:
   per tool, wall time, peak memory and verdict.
 
 Every external tool runs from its own virtualenv under benchmarks/.venvs/<tool>/ (created and pinned by
-its adapter in benchmarks/tools/), one file per process. Time and peak RSS are measured from here with
-os.wait4, which returns the child's resource usage (ru_maxrss in KiB on Linux, including any children
-it waited for). Tools run one at a time for the large files, so they do not compete for the two cores.
-Nothing here loads a scanned file: the only code that touches the samples is the tools under test.
+its adapter in benchmarks/tools/), one file per process. Wall time and peak RSS come from os.wait4 in a
+small launcher (tools/_measure.py: ru_maxrss in KiB on Linux, including any children the tool waited
+for). Tools run one at a time for the large files, so they do not compete for the two cores. Nothing
+here loads a scanned file: the only code that touches the samples is the tools under test. Raw results
+go to benchmarks/.data/compare/results.json, from which the report can be rendered again.
 
-    .venv/bin/python benchmarks/compare_scanners.py            # the full run the docs quote
-    .venv/bin/python benchmarks/compare_scanners.py --quick    # 64 MiB / 20 MB / 256 MiB, shorter timeouts
+    KERAS_BACKEND=torch .venv/bin/python benchmarks/compare_scanners.py          # the run the docs quote
+    KERAS_BACKEND=torch .venv/bin/python benchmarks/compare_scanners.py --quick  # 64 MiB / 20 MB / 256 MiB
+    .venv/bin/python benchmarks/compare_scanners.py --from-results benchmarks/.data/compare/results.json
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import argparse
 import contextlib
 import dataclasses
 import importlib
-import importlib.util
 import inspect
 import json
 import os

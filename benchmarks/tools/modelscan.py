@@ -58,8 +58,10 @@ def classify(out: ToolOutput) -> Classification:
 
 ADAPTER = Adapter(
     name="modelscan",
-    # The h5py extra is how modelscan documents scanning Keras .h5; without it those files error.
-    packages=("modelscan[h5py]==0.8.8", "h5py==3.16.0"),
+    # The full install: h5py for Keras .h5, tensorflow for .keras and SavedModel (without it those two
+    # scanners report a missing dependency). numpy 1.26.4 sits inside modelscan's declared range
+    # (>=1.24.3); with the newest numpy its .npy scanner fails (numpy.lib.format._check_version is gone).
+    packages=("modelscan[h5py,tensorflow]==0.8.8", "tensorflow==2.21.0", "h5py==3.14.0", "numpy==1.26.4"),
     distribution="modelscan",
     build_command=build_command,
     classify=classify,
