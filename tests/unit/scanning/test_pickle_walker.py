@@ -183,13 +183,34 @@ def _walk(data: bytes, limits: Limits | None = None) -> tuple[pickles.WalkResult
     return PickleWalker(io.BytesIO(data), ctx).walk(0, len(data)), ctx
 
 
-def test_memo_limit_is_a_scan_incomplete_finding() -> None:
-    # Given more distinct memoized strings than Limits.max_pickle_memo
+def test_a_benign_pickle_past_the_memo_limit_stays_clean() -> None:
+    # Given more distinct memoized strings than Limits.max_pickle_memo (as a big real pickle has)
     data = pickle.dumps([f"s{i}" for i in range(50)], protocol=4)
-    walk, ctx = _walk(data, Limits(max_pickle_memo=10))
-    # Then the walk still completes, with an incomplete finding
+    limits = Limits(max_pickle_memo=10)
+    walk, _ = _walk(data, limits)
+    # Then the walk completes, the scan has no problem findings, and the untracked region is noted
     assert walk.stopped
-    assert any(f.rule == RuleId.SCAN_INCOMPLETE for f in ctx.shared.findings)
+    report = scan_bytes(data, limits=limits)
+    assert not rules_of(report) & corpus.PROBLEM_RULES, report.findings
+    assert "pickle_memo_untracked_from_offset" in report.metadata
+
+
+def test_an_import_built_from_memo_entries_past_the_limit_is_still_blocked() -> None:
+    # Given a pickle that fills the memo, then memoizes "os" and "system" beyond the limit and
+    # fetches them back for STACK_GLOBAL (hiding the import from a walker that stopped tracking)
+    filler = b"".join(b"\x8c\x03" + f"f{i:02d}".encode() + b"\x94" + b"0" for i in range(20))
+    data = (
+        b"\x80\x04"
+        + filler
+        + b"\x8c\x02os\x94" + b"0"
+        + b"\x8c\x06system\x94" + b"0"
+        + b"h\x14" + b"h\x15" + b"\x93"  # BINGET 20, BINGET 21, STACK_GLOBAL
+        + b"\x8c\x04echo\x85R."  # ("echo",) REDUCE STOP
+    )
+    # When it is scanned with a memo limit below those entries
+    report = scan_bytes(data, limits=Limits(max_pickle_memo=10))
+    # Then the import cannot pass as clean: it is unresolvable, which blocks
+    assert rules_of(report) & {RuleId.CODE_EXEC, RuleId.CODE_UNKNOWN}, report.findings
 
 
 def test_stack_limit_stops_the_walk_with_scan_incomplete() -> None:

@@ -978,12 +978,12 @@ class PickleWalker:
         if t is bytes or t is str or t is Global or (t is Call and value.keep):
             if len(memo) >= self.max_memo and key not in memo:
                 if not self._memo_full:
+                    # Past the limit new values are untracked (opaque), which keeps memory bounded without
+                    # giving up: every GLOBAL/STACK_GLOBAL import is still judged when it executes, and one
+                    # whose module or name comes from an untracked entry is unresolvable, which is itself
+                    # a blocking finding. So a big benign pickle stays clean and a hidden import does not.
                     self._memo_full = True
-                    self.ctx.incomplete(
-                        f"pickle memo holds more than {self.max_memo} strings/globals: later memo lookups "
-                        "are not traced (raise Limits.max_pickle_memo to trace them)",
-                        offset=at,
-                    )
+                    self.ctx.set_metadata("pickle_memo_untracked_from_offset", at)
                 memo.pop(key, None)
             else:
                 memo[key] = value
