@@ -149,8 +149,7 @@ def test_groups_apply_of_an_invalid_file_writes_nothing(
     )
     assert main(["groups", "apply", str(path)]) == 2
     assert "groups.yaml:4: groups[1].rules.MS-MALFORMED.enabled" in capsys.readouterr().err
-    assert main(["groups", "list", "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"groups": []}
+    assert GroupStore(TABLE).list() == []  # nothing stored (list would show the built-in defaults)
 
 
 def test_groups_commands_without_a_table_say_what_to_set(
@@ -174,3 +173,18 @@ def test_groups_validate_is_offline(tmp_path: Path, capsys: pytest.CaptureFixtur
     bad = write(tmp_path, "groups:\n  - name: g\n    rules: {MS-NOPE: {}}\n")
     assert main(["groups", "validate", str(bad), "--format", "json"]) == 2
     assert "groups.yaml:3: groups[0].rules.MS-NOPE: unknown rule id" in capsys.readouterr().err
+
+
+def test_an_empty_table_lists_the_built_in_defaults_the_scanner_uses(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a fresh deploy: no groups stored yet
+    # When the groups are listed and one is shown
+    assert main(["groups", "list", "--format", "json"]) == 0
+    listed = capsys.readouterr()
+    assert main(["groups", "show", "S3-Production"]) == 0
+    shown = capsys.readouterr()
+    # Then the built-in defaults are shown, labelled as not stored
+    names = {g["name"] for g in json.loads(listed.out)["groups"]}
+    assert {"HuggingFace-Research", "S3-Production", "Partner-S3-Audit", "default"} <= names
+    assert "no groups stored yet" in listed.err and "S3-Production" in shown.out

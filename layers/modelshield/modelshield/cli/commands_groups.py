@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import yaml
 
 from modelshield.cli.output import print_json, print_table
 from modelshield.errors import ConfigError
-from modelshield.policy.groups import SecurityGroup, load_groups
+from modelshield.policy.groups import SecurityGroup, default_groups, load_groups
 from modelshield.store.groups import GroupStore, GroupVersionConflict
 
 
@@ -85,8 +86,22 @@ def _summary(group: SecurityGroup) -> list[Any]:
 _HEADERS = ["NAME", "VERSION", "SOURCES", "RULES", "KMS KEY"]
 
 
+def _effective_groups(store: GroupStore) -> list[SecurityGroup]:
+    """What the scanner evaluates with: the stored groups, or the built-in defaults while none are stored
+    (a fresh deploy), said on stderr so that nobody mistakes them for stored ones."""
+    groups = store.list()
+    if not groups:
+        print(
+            "no groups stored yet: these are the built-in defaults the scanner uses until "
+            "`modelshield groups apply FILE` stores your own",
+            file=sys.stderr,
+        )
+        groups = default_groups(ingest_bucket=os.environ.get("INGEST_BUCKET"))
+    return groups
+
+
 def run_list(args: argparse.Namespace) -> int:
-    groups = _store().list()
+    groups = _effective_groups(_store())
     if args.format == "json":
         print_json({"groups": [group_document(g) for g in groups]})
     else:
@@ -95,7 +110,13 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    group = _store().get(args.name)
+    store = _store()
+    if store.list():
+        group = store.get(args.name)
+    else:
+        group = next((g for g in _effective_groups(store) if g.name == args.name), None) or store.get(
+            args.name
+        )
     if args.format == "json":
         print_json(group_document(group))
     else:
