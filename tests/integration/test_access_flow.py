@@ -27,6 +27,7 @@ from modelshield.cli import main as cli_main
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import encrypt_to_s3
 from modelshield.errors import AccessDenied
+from modelshield.local.template import create_template_table
 from modelshield.models import (
     ArtifactRef,
     ArtifactState,
@@ -35,9 +36,9 @@ from modelshield.models import (
     Verdict,
     encryption_context,
 )
-from modelshield.store.access import DynamoAccessStore, create_access_table
+from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
-from modelshield.store.audit import DynamoAuditStore, create_audit_table
+from modelshield.store.audit import DynamoAuditStore
 from moto import mock_aws
 
 ACCOUNT = "123456789012"
@@ -133,20 +134,9 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         monkeypatch.setenv(name, value)
     with mock_aws():
         ddb = boto3.client("dynamodb")
-        create_audit_table(ddb, "audit")
-        create_access_table(ddb, "access")
-        ddb.create_table(
-            TableName="artifacts",
-            KeySchema=[
-                {"AttributeName": "artifact_id", "KeyType": "HASH"},
-                {"AttributeName": "version_id", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "artifact_id", "AttributeType": "S"},
-                {"AttributeName": "version_id", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_template_table(ddb, "AuditTable", "audit")
+        create_template_table(ddb, "AccessTable", "access")
+        create_template_table(ddb, "ArtifactsTable", "artifacts")
         s3 = s3_client()
         s3.create_bucket(Bucket=VAULT)
         s3.put_bucket_versioning(Bucket=VAULT, VersioningConfiguration={"Status": "Enabled"})

@@ -20,6 +20,7 @@ from modelshield.api import access_routes, audit_routes
 from modelshield.audit import AuditLog
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import encrypt_to_s3
+from modelshield.local.template import create_template_table
 from modelshield.models import (
     ArtifactRef,
     ArtifactState,
@@ -28,9 +29,9 @@ from modelshield.models import (
     Verdict,
     encryption_context,
 )
-from modelshield.store.access import DynamoAccessStore, create_access_table
+from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
-from modelshield.store.audit import DynamoAuditStore, create_audit_table
+from modelshield.store.audit import DynamoAuditStore
 from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,20 +75,9 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         monkeypatch.setenv(name, value)
     with mock_aws():
         ddb = boto3.client("dynamodb")
-        create_audit_table(ddb, "audit")
-        create_access_table(ddb, "access")
-        ddb.create_table(
-            TableName="artifacts",
-            KeySchema=[
-                {"AttributeName": "artifact_id", "KeyType": "HASH"},
-                {"AttributeName": "version_id", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "artifact_id", "AttributeType": "S"},
-                {"AttributeName": "version_id", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_template_table(ddb, "AuditTable", "audit")
+        create_template_table(ddb, "AccessTable", "access")
+        create_template_table(ddb, "ArtifactsTable", "artifacts")
         s3 = boto3.client(
             "s3",
             config=Config(

@@ -12,7 +12,8 @@ from typing import Any
 import boto3
 import pytest
 from modelshield.audit import AuditLog, AuditQuery, Decision
-from modelshield.store.audit import DynamoAuditStore, create_audit_table
+from modelshield.local.template import create_template_table
+from modelshield.store.audit import DynamoAuditStore
 from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ def app(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "ModelShieldTest")
     with mock_aws():
-        create_audit_table(boto3.client("dynamodb"), "audit")
+        create_template_table(boto3.client("dynamodb"), "AuditTable", "audit")
         yield _load_app()
 
 

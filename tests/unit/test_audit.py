@@ -17,7 +17,8 @@ from modelshield.audit import (
     Decision,
 )
 from modelshield.errors import UsageError
-from modelshield.store.audit import DynamoAuditStore, create_audit_table
+from modelshield.local.template import create_template_table
+from modelshield.store.audit import DynamoAuditStore
 from moto import mock_aws
 
 TABLE = "audit-test"
@@ -29,7 +30,7 @@ def aws(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
-        create_audit_table(boto3.client("dynamodb"), TABLE)
+        create_template_table(boto3.client("dynamodb"), "AuditTable", TABLE)
         yield
 
 

@@ -212,20 +212,8 @@ class LocalProvisioner:
 
     def _table(self, logical: str, props: dict[str, Any]) -> None:
         name = self._physical(logical)
-        kwargs: dict[str, Any] = {
-            "TableName": name,
-            "AttributeDefinitions": props["AttributeDefinitions"],
-            "KeySchema": props["KeySchema"],
-            "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
-        }
-        if "GlobalSecondaryIndexes" in props:
-            kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
-        arn = self.ddb.create_table(**kwargs)["TableDescription"]["TableArn"]
-        ttl = props.get("TimeToLiveSpecification")
-        if ttl:
-            self.ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+        self.out.arns[logical] = create_table(self.ddb, props, name)
         self.out.names[logical] = name
-        self.out.arns[logical] = arn
 
     def _key(self, logical: str, props: dict[str, Any]) -> None:
         meta = self.kms.create_key(Description=props.get("Description", logical))["KeyMetadata"]
@@ -264,6 +252,28 @@ class LocalProvisioner:
             elif event["Type"] == "Api":
                 spec.api_events.append(ev_props)
         return spec
+
+
+def create_table(ddb: Any, props: dict[str, Any], name: str) -> str:
+    """Create a DynamoDB table from its template properties (keys, indexes, TTL); returns its ARN."""
+    kwargs: dict[str, Any] = {
+        "TableName": name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if "GlobalSecondaryIndexes" in props:
+        kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    arn = str(ddb.create_table(**kwargs)["TableDescription"]["TableArn"])
+    if props.get("TimeToLiveSpecification"):
+        ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=props["TimeToLiveSpecification"])
+    return arn
+
+
+def create_template_table(ddb: Any, logical_id: str, name: str, template: str | Path | None = None) -> str:
+    """Create one table exactly as template.yaml defines it (tests use this: no second copy of a schema)."""
+    path = template or Path(__file__).resolve().parents[4] / "template.yaml"
+    return create_table(ddb, load_template(path)["Resources"][logical_id]["Properties"], name)
 
 
 _CREATORS = {

@@ -21,40 +21,6 @@ from modelshield.store.dynamo import from_item, is_conditional_failure, to_item
 STATUS_INDEX = "StatusIndex"
 ARTIFACT_INDEX = "ArtifactIndex"
 
-ACCESS_TABLE_SCHEMA: dict[str, Any] = {
-    "KeySchema": [{"AttributeName": "request_id", "KeyType": "HASH"}],
-    "AttributeDefinitions": [
-        {"AttributeName": "request_id", "AttributeType": "S"},
-        {"AttributeName": "status", "AttributeType": "S"},
-        {"AttributeName": "artifact_id", "AttributeType": "S"},
-        {"AttributeName": "created_at", "AttributeType": "S"},
-    ],
-    "GlobalSecondaryIndexes": [
-        {
-            "IndexName": STATUS_INDEX,
-            "KeySchema": [
-                {"AttributeName": "status", "KeyType": "HASH"},
-                {"AttributeName": "created_at", "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": "ALL"},
-        },
-        {
-            "IndexName": ARTIFACT_INDEX,
-            "KeySchema": [
-                {"AttributeName": "artifact_id", "KeyType": "HASH"},
-                {"AttributeName": "created_at", "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": "ALL"},
-        },
-    ],
-    "BillingMode": "PAY_PER_REQUEST",
-}
-
-
-def create_access_table(dynamodb_client: Any, name: str) -> None:
-    """Create the access table (tests and the local stack; AWS gets it from template.yaml)."""
-    dynamodb_client.create_table(TableName=name, **ACCESS_TABLE_SCHEMA)
-
 
 class DynamoAccessStore:
     """`AccessStore` on DynamoDB. Reads are consistent where a decision depends on them."""

@@ -38,45 +38,7 @@ from modelshield.errors import ConfigError
 CHAIN_PK = "chain"
 HEAD_PK = "head"
 ARTIFACT_INDEX = "ArtifactIndex"
-PRINCIPAL_INDEX = "PrincipalIndex"
-
-# The table definition, shared by tests and the local stack (template.yaml holds the same schema).
-AUDIT_TABLE_SCHEMA: dict[str, Any] = {
-    "KeySchema": [
-        {"AttributeName": "pk", "KeyType": "HASH"},
-        {"AttributeName": "seq", "KeyType": "RANGE"},
-    ],
-    "AttributeDefinitions": [
-        {"AttributeName": "pk", "AttributeType": "S"},
-        {"AttributeName": "seq", "AttributeType": "N"},
-        {"AttributeName": "artifact_id", "AttributeType": "S"},
-        {"AttributeName": "principal", "AttributeType": "S"},
-    ],
-    "GlobalSecondaryIndexes": [
-        {
-            "IndexName": ARTIFACT_INDEX,
-            "KeySchema": [
-                {"AttributeName": "artifact_id", "KeyType": "HASH"},
-                {"AttributeName": "seq", "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": "ALL"},
-        },
-        {
-            "IndexName": PRINCIPAL_INDEX,
-            "KeySchema": [
-                {"AttributeName": "principal", "KeyType": "HASH"},
-                {"AttributeName": "seq", "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": "ALL"},
-        },
-    ],
-    "BillingMode": "PAY_PER_REQUEST",
-}
-
-
-def create_audit_table(dynamodb_client: Any, name: str) -> None:
-    """Create the audit table (tests and the local stack; AWS gets it from template.yaml)."""
-    dynamodb_client.create_table(TableName=name, **AUDIT_TABLE_SCHEMA)
+PRINCIPAL_INDEX = "PrincipalIndex"  # index names as template.yaml's AuditTable declares them
 
 
 def _record_to_item(record: AuditRecord) -> dict[str, Any]:
