@@ -186,12 +186,6 @@ class _Parser:
         self.meta_limit = ctx.limits.max_metadata_bytes
         self.facts: dict[str, Any] = {}
         self.alignment = DEFAULT_ALIGNMENT
-        self._ticks = 0
-
-    def _tick(self) -> None:
-        self._ticks += 1
-        if self._ticks & 0x3FF == 0:
-            self.ctx.check()
 
     # -- header ----------------------------------------------------------------------------------
     def header(self) -> _Header:
@@ -241,7 +235,7 @@ class _Parser:
         self.facts.update(version=hdr.version, tensor_count=hdr.tensor_count, kv_count=hdr.kv_count)
         keys: set[str] = set()
         for _ in range(hdr.kv_count):
-            self._tick()
+            self.ctx.tick()
             key, at = self.string(hdr.wide, limit=64 * 1024, what="metadata key")
             if key is None:
                 raise GGUFError("metadata key longer than 64 KiB", at)
@@ -286,7 +280,7 @@ class _Parser:
                 return None
             items: list[Any] = []
             for _ in range(count):
-                self._tick()
+                self.ctx.tick()
                 item = self.value(etype, wide, key=key, keep=keep and len(items) < 64, depth=depth + 1)
                 if keep and item is not None and len(items) < 64:
                     items.append(item)
@@ -329,7 +323,7 @@ class _Parser:
         infos: list[tuple[str, int, int, int]] = []  # name, offset, nbytes, info offset
         names: set[str] = set()
         for _ in range(hdr.tensor_count):
-            self._tick()
+            self.ctx.tick()
             name, at = self.string(hdr.wide, limit=MAX_TENSOR_NAME, what="tensor name")
             if name is None:
                 raise GGUFError("tensor name longer than 64 KiB", at)

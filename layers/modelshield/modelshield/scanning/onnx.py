@@ -199,12 +199,6 @@ class _Walker:
         self.facts = _ModelFacts()
         self.main_graphs: list[Graph] = []
         self.nodes_seen = 0
-        self._ticks = 0
-
-    def _tick(self) -> None:
-        self._ticks += 1
-        if self._ticks & 0xFF == 0:
-            self.ctx.check()
 
     def _text(self, f: Field) -> str:
         if f.wire_type != LEN:
@@ -223,7 +217,7 @@ class _Walker:
     def walk_model(self) -> None:
         graphs: list[Field] = []
         for f in self.r.fields():
-            self._tick()
+            self.ctx.tick()
             if f.number == 1 and f.wire_type == VARINT:
                 self.facts.ir_version = f.value
             elif f.number == 7 and f.wire_type == LEN:
@@ -280,7 +274,7 @@ class _Walker:
         name = domain = ""
         nodes: list[Field] = []
         for g in self.r.fields(f.offset, f.end):
-            self._tick()
+            self.ctx.tick()
             if g.number == 1 and g.wire_type == LEN:
                 name = self._text(g)
             elif g.number == 10 and g.wire_type == LEN:
@@ -301,7 +295,7 @@ class _Walker:
             )
             return graph
         for g in self.r.fields(f.offset, f.end):
-            self._tick()
+            self.ctx.tick()
             if g.wire_type != LEN:
                 continue
             if g.number == 1:
@@ -331,7 +325,7 @@ class _Walker:
     def walk_node(self, f: Field, *, depth: int) -> Node:
         node = Node(offset=f.offset)
         for g in self.r.fields(f.offset, f.end):
-            self._tick()
+            self.ctx.tick()
             if g.wire_type != LEN:
                 continue
             if g.number == 1:
@@ -353,7 +347,7 @@ class _Walker:
     def walk_attribute(self, f: Field, *, depth: int) -> None:
         """Attributes may hold tensors (external data) and subgraphs (If/Loop/Scan bodies)."""
         for g in self.r.fields(f.offset, f.end):
-            self._tick()
+            self.ctx.tick()
             if g.wire_type != LEN:
                 continue
             if g.number in (5, 10):  # t, tensors
@@ -374,7 +368,7 @@ class _Walker:
         external = False
         entries: list[tuple[str, str]] = []
         for g in self.r.fields(f.offset, f.end):
-            self._tick()
+            self.ctx.tick()
             if g.number == 8 and g.wire_type == LEN:
                 name = self._text(g)
             elif g.number == 14 and g.wire_type == VARINT:

@@ -69,6 +69,7 @@ class ScanContext:
     location: str
     depth: int = 0
     shared: _Shared = field(default_factory=_Shared)
+    _ticks: int = field(default=0, repr=False)
 
     # -- reporting ---------------------------------------------------------------------------------
     def add(
@@ -104,6 +105,12 @@ class ScanContext:
         """Call in every loop that can run long: raises ScanTimeout past the deadline."""
         if time.monotonic() > self.shared.deadline:
             raise ScanTimeout
+
+    def tick(self) -> None:
+        """check(), but reading the clock only every 256th call: for per-node/per-record hot loops."""
+        self._ticks += 1
+        if self._ticks & 0xFF == 0:
+            self.check()
 
     def account_uncompressed(self, n: int) -> bool:
         """Count decompressed bytes; False once the artifact-wide budget is spent (caller stops)."""

@@ -138,12 +138,6 @@ class _SavedModelScanner:
         self.reported: set[tuple[str, str, str]] = set()
         self.tags: list[str] = []
         self.nodes_seen = 0
-        self._ticks = 0
-
-    def _tick(self) -> None:
-        self._ticks += 1
-        if self._ticks & 0xFF == 0:
-            self.ctx.check()
 
     def _text(self, f: Field) -> str:
         if f.wire_type != LEN:
@@ -154,7 +148,7 @@ class _SavedModelScanner:
 
     def scan(self) -> None:
         for f in self.r.fields():
-            self._tick()
+            self.ctx.tick()
             if f.number == 2 and f.wire_type == LEN:
                 self.meta_graph(f)
         self.ctx.set_metadata("savedmodel", {"tags": self.tags[:20]})
@@ -164,7 +158,7 @@ class _SavedModelScanner:
         fed: set[str] = set()
         op_names: list[tuple[str, int]] = []
         for g in self.r.fields(f.offset, f.end):
-            self._tick()
+            self.ctx.tick()
             if g.wire_type != LEN:
                 continue
             if g.number == 1:  # MetaInfoDef: tags (4), stripped_op_list (2)
@@ -200,7 +194,7 @@ class _SavedModelScanner:
     def graph_def(self, f: Field) -> Iterator[TFGraph]:
         main = TFGraph("graph")
         for g in self.r.fields(f.offset, f.end):
-            self._tick()
+            self.ctx.tick()
             if g.number == 1 and g.wire_type == LEN:
                 self._keep(main, self.node_def(g))
             elif g.number == 2 and g.wire_type == LEN:  # FunctionDefLibrary
@@ -212,7 +206,7 @@ class _SavedModelScanner:
     def function_def(self, f: Field) -> TFGraph:
         graph = TFGraph("function")
         for g in self.r.fields(f.offset, f.end):
-            self._tick()
+            self.ctx.tick()
             if g.wire_type != LEN:
                 continue
             if g.number == 1:  # OpDef signature: name (1), input_arg (2) with names (1)
@@ -230,7 +224,7 @@ class _SavedModelScanner:
     def node_def(self, f: Field) -> TFNode:
         node = TFNode(offset=f.offset)
         for g in self.r.fields(f.offset, f.end):
-            self._tick()
+            self.ctx.tick()
             if g.wire_type != LEN:
                 continue
             if g.number == 1:
@@ -267,7 +261,7 @@ class _SavedModelScanner:
     # -- judgement -------------------------------------------------------------------------------
     def judge(self, graph: TFGraph, fed: set[str]) -> None:
         for node in graph.nodes.values():
-            self._tick()
+            self.ctx.tick()
             op = node.op
             if op in PYTHON_OPS:
                 self.report(op, node.name, graph.where, node.offset, why="calls a Python function")
