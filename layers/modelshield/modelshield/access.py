@@ -618,7 +618,7 @@ def access_service_from_env(*, kms: Any | None = None, s3: Any | None = None) ->
     if not artifacts_table:
         raise ConfigError("missing environment variable ARTIFACTS_TABLE (the artifacts table name)")
     if s3 is None:
-        from modelshield.pipeline import s3_client
+        from modelshield.aws import s3_client
 
         s3 = s3_client()
     return AccessService(

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from modelshield import scanning
+from modelshield.aws import is_not_found, s3_client
 from modelshield.config import ScanSettings
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import encrypt_to_s3
@@ -63,25 +63,11 @@ from modelshield.store.scans import ScanStore
 VERDICT_TAG = "modelshield-verdict"
 SCAN_TAG = "modelshield-scan-id"
 DOWNLOAD_CHUNK = 8 * 1024 * 1024
-_MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 DISK_HEADROOM = 64 * 1024 * 1024  # left free on ephemeral storage for scanner spools and the OS
 
 
 class ArtifactTooLarge(Exception):
     """The object does not fit in this function's ephemeral storage."""
-
-
-def s3_client() -> Any:
-    """An S3 client without per-request payload checksums on uploads (see TOOLING.md: moto is quadratic
-    with them), while S3 still stores and reports the checksums we ask for explicitly."""
-    return boto3.client(
-        "s3",
-        config=Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"mode": "standard", "max_attempts": 5},
-        ),
-    )
 
 
 @dataclass
@@ -110,14 +96,6 @@ class Runtime:
     def security_groups(self) -> list[SecurityGroup]:
         stored = self.groups.list()
         return stored or default_groups(ingest_bucket=self.settings.buckets.ingest)
-
-
-def _is_missing(exc: ClientError) -> bool:
-    error = exc.response.get("Error", {})
-    return (
-        str(error.get("Code")) in _MISSING_CODES
-        or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
-    )
 
 
 def resolve_version(s3: Any, event: ObjectEvent) -> ObjectEvent:
@@ -309,7 +287,7 @@ def process_object(
     try:
         download = _download(rt.s3, ref, workdir)
     except ClientError as exc:
-        if not _is_missing(exc):
+        if not is_not_found(exc):
             raise  # throttling, access denied...: let SQS retry, then the DLQ
         message = (
             f"object {ref.uri} (version {ref.version_id or 'unknown'}) no longer exists: it was deleted "

@@ -731,8 +731,8 @@ def rotator_from_env(*, principal: str = "modelshield-rotation") -> Rotator:
     import boto3
 
     from modelshield.access import access_service_from_env
+    from modelshield.aws import s3_client
     from modelshield.errors import ConfigError
-    from modelshield.pipeline import s3_client
     from modelshield.store.artifacts import ArtifactStore
     from modelshield.store.audit import DynamoCheckpointStore, audit_log_from_env
 

@@ -126,7 +126,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
     from modelshield.access import decrypt_with_grant
-    from modelshield.pipeline import s3_client
+    from modelshield.aws import s3_client
 
     service = _service()
     sha256 = decrypt_with_grant(

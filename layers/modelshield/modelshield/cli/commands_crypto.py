@@ -36,12 +36,10 @@ def parse_context(pairs: Sequence[str]) -> dict[str, str]:
 def _clients() -> tuple[Any, Any]:
     """KMS and S3 clients. Request checksums only when required: we send our own SHA-256 per part."""
     import boto3
-    from botocore.config import Config
 
-    config = Config(
-        request_checksum_calculation="when_required", response_checksum_validation="when_required"
-    )
-    return boto3.client("kms"), boto3.client("s3", config=config)
+    from modelshield.aws import s3_client
+
+    return boto3.client("kms"), s3_client()
 
 
 @contextlib.contextmanager

@@ -170,7 +170,7 @@ def _files_to_upload(path: Path, key: str) -> list[tuple[Path, str]]:
 def cmd_upload(args: Any) -> int:
     target = _target()
     metadata = _parse_pairs(args.metadata, "--metadata")
-    from modelshield.pipeline import s3_client
+    from modelshield.aws import s3_client
     from modelshield.store.scans import ScanStore
 
     s3 = s3_client()

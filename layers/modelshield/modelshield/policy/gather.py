@@ -18,6 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from modelshield.aws import is_not_found
 from modelshield.policy.groups import Source
 from modelshield.policy.metadata import (
     MAX_MODEL_CARD_BYTES,
@@ -28,15 +29,8 @@ from modelshield.policy.metadata import (
 )
 from modelshield.policy.signing import MAX_SIGNATURE_BYTES
 
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
 _HF_DEFAULT_PREFIX = "huggingface/"
 MAX_USER_METADATA_VALUE = 1024  # S3 caps all user metadata at 2 KB; be defensive anyway
-
-
-def _missing(exc: ClientError) -> bool:
-    code = str(exc.response.get("Error", {}).get("Code"))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in _NOT_FOUND or status == 404
 
 
 def _first(meta: dict[str, str], *names: str) -> str | None:
@@ -66,7 +60,7 @@ def _read_small(s3: Any, bucket: str, key: str, limit: int) -> bytes | None:
     try:
         response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")
     except ClientError as exc:
-        if _missing(exc) or str(exc.response.get("Error", {}).get("Code")) == "InvalidRange":
+        if is_not_found(exc) or str(exc.response.get("Error", {}).get("Code")) == "InvalidRange":
             return None
         raise
     body = response["Body"]
@@ -80,7 +74,7 @@ def _download_signature(s3: Any, bucket: str, key: str, workdir: Path) -> Path |
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if _missing(exc):
+        if is_not_found(exc):
             return None
         raise
     if int(head.get("ContentLength", 0)) > MAX_SIGNATURE_BYTES:
