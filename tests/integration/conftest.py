@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from modelshield.aws import s3_client
 from modelshield.local.stack import LocalContext, load_handler, sqs_record
-from modelshield.local.template import LocalProvisioner, load_template
+from modelshield.local.template import LocalProvisioner, create_template_table, load_template
 from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +85,24 @@ def s3_event(
                 pass  # deleted on purpose by the test: keep the sample's eTag and size
         record["body"] = json.dumps(body)
     return event
+
+
+@contextmanager
+def keys_and_access_account(vault: str) -> Iterator[Any]:
+    """moto with the audit, access and artifacts tables (as template.yaml defines them, named `audit`,
+    `access`, `artifacts`) and a versioned vault bucket; yields an S3 client."""
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb")
+        for logical, name in (
+            ("AuditTable", "audit"),
+            ("AccessTable", "access"),
+            ("ArtifactsTable", "artifacts"),
+        ):
+            create_template_table(dynamodb, logical, name)
+        s3 = s3_client()
+        s3.create_bucket(Bucket=vault)
+        s3.put_bucket_versioning(Bucket=vault, VersioningConfiguration={"Status": "Enabled"})
+        yield s3
 
 
 @pytest.fixture

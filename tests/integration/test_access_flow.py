@@ -27,7 +27,6 @@ from modelshield.cli import main as cli_main
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import encrypt_to_s3
 from modelshield.errors import AccessDenied
-from modelshield.local.template import create_template_table
 from modelshield.models import (
     ArtifactRef,
     ArtifactState,
@@ -39,7 +38,8 @@ from modelshield.models import (
 from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore
-from moto import mock_aws
+
+from tests.integration.conftest import keys_and_access_account
 
 ACCOUNT = "123456789012"
 CONSUMER = f"arn:aws:sts::{ACCOUNT}:assumed-role/InferenceService/i-0abc"
@@ -132,14 +132,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         "MS_TEST_TMP": str(tmp_path),
     }.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
-        ddb = boto3.client("dynamodb")
-        create_template_table(ddb, "AuditTable", "audit")
-        create_template_table(ddb, "AccessTable", "access")
-        create_template_table(ddb, "ArtifactsTable", "artifacts")
-        s3 = s3_client()
-        s3.create_bucket(Bucket=VAULT)
-        s3.put_bucket_versioning(Bucket=VAULT, VersioningConfiguration={"Status": "Enabled"})
+    with keys_and_access_account(VAULT) as s3:
         kms = boto3.client("kms")
         key_arn = kms.create_key(Description="vault")["KeyMetadata"]["Arn"]
         artifacts = ArtifactStore("artifacts")

@@ -14,13 +14,11 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config
 from modelshield.access import AccessService, vault_context_reader
 from modelshield.api import access_routes, audit_routes
 from modelshield.audit import AuditLog
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import encrypt_to_s3
-from modelshield.local.template import create_template_table
 from modelshield.models import (
     ArtifactRef,
     ArtifactState,
@@ -32,7 +30,8 @@ from modelshield.models import (
 from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore
-from moto import mock_aws
+
+from tests.integration.conftest import keys_and_access_account
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = "modelshield-ingest/models/resnet50.safetensors"
@@ -73,19 +72,7 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         "POWERTOOLS_METRICS_NAMESPACE": "ModelShieldTest",
     }.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
-        ddb = boto3.client("dynamodb")
-        create_template_table(ddb, "AuditTable", "audit")
-        create_template_table(ddb, "AccessTable", "access")
-        create_template_table(ddb, "ArtifactsTable", "artifacts")
-        s3 = boto3.client(
-            "s3",
-            config=Config(
-                request_checksum_calculation="when_required", response_checksum_validation="when_required"
-            ),
-        )
-        s3.create_bucket(Bucket="vault")
-        s3.put_bucket_versioning(Bucket="vault", VersioningConfiguration={"Status": "Enabled"})
+    with keys_and_access_account("vault") as s3:
         kms = boto3.client("kms")
         key_arn = kms.create_key()["KeyMetadata"]["Arn"]
         data = os.urandom(20_000)

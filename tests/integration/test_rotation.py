@@ -21,7 +21,6 @@ from modelshield.cli import main as cli_main
 from modelshield.crypto.envelope import parse_header
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import decrypt_s3_to, encrypt_to_s3
-from modelshield.local.template import create_template_table
 from modelshield.models import (
     ArtifactRef,
     ArtifactState,
@@ -35,7 +34,8 @@ from modelshield.rotation import RotationSettings, Rotator
 from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore, DynamoCheckpointStore
-from moto import mock_aws
+
+from tests.integration.conftest import keys_and_access_account
 
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,14 +91,7 @@ def stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         "POWERTOOLS_TRACE_DISABLED": "true",
     }.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
-        ddb = boto3.client("dynamodb")
-        create_template_table(ddb, "AuditTable", "audit")
-        create_template_table(ddb, "AccessTable", "access")
-        create_template_table(ddb, "ArtifactsTable", "artifacts")
-        s3 = s3_client()
-        s3.create_bucket(Bucket=VAULT)
-        s3.put_bucket_versioning(Bucket=VAULT, VersioningConfiguration={"Status": "Enabled"})
+    with keys_and_access_account(VAULT) as s3:
         kms = boto3.client("kms")
         old_key = kms.create_key(Description="old group key")["KeyMetadata"]["Arn"]
         new_key = kms.create_key(Description="new group key")["KeyMetadata"]["Arn"]
