@@ -93,3 +93,19 @@ def test_a_rescan_is_queued_for_the_scan_function_and_recorded(moto_stack: MotoS
         f"{moto_stack.ingest}/partner/acme/model.pt"
     )
     assert latest is not None and latest.trigger == "rescan" and latest.version_id == version
+
+
+def test_a_groups_document_based_on_a_stale_version_changes_nothing(moto_stack: MotoStack, api: Any) -> None:
+    # Given a group stored at version 1
+    first = "groups:\n  - name: Vision\n    rules:\n      MS-LICENSE: {blocking: false}\n"
+    assert api("PUT", "/groups", body={"yaml": first})[0] == 200
+    # When a document says it edits version 3 of it, alongside a brand-new group
+    stale = (
+        "groups:\n  - name: NewTeam\n  - name: Vision\n    version: 3\n    rules:\n"
+        "      MS-LICENSE: {blocking: true}\n"
+    )
+    status, body = api("PUT", "/groups", body={"yaml": stale})
+    # Then it is refused as a conflict and nothing at all is written
+    assert status == 409 and "says version 3 but the stored one is version 1" in body["message"]
+    assert api("GET", "/groups/NewTeam")[0] == 404
+    assert api("GET", "/groups/Vision")[1]["rules"]["MS-LICENSE"]["blocking"] is False

@@ -15,13 +15,11 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel
 
 from modelshield.access import matches_any, security_engineer_role_from_env
+from modelshield.admin import apply_groups, request_rescan
 from modelshield.api import caller_arn
-from modelshield.audit import AuditAction
 from modelshield.errors import AccessDenied, ArtifactNotFound, ConfigError, UsageError
 from modelshield.policy.groups import default_groups, load_groups
-from modelshield.rescan import artifacts_of_group, enqueue_rescans
 from modelshield.store.artifacts import ArtifactStore
-from modelshield.store.audit import append_if_configured
 from modelshield.store.groups import GroupStore
 from modelshield.store.scans import ScanStore
 
@@ -68,24 +66,11 @@ class GroupsDocument(BaseModel):
 
 
 @router.put("/groups")
-def apply_groups(body: GroupsDocument) -> dict[str, Any]:
+def put_groups(body: GroupsDocument) -> dict[str, Any]:
     caller = _require_security_engineer()
     groups = load_groups(body.yaml, ingest_bucket=os.environ.get("INGEST_BUCKET"))
     store = GroupStore(_env("GROUPS_TABLE"))
-    applied = []
-    for group in groups:
-        before = store.find(group.name)
-        expected = group.version if "version" in group.model_fields_set else (before.version if before else 0)
-        after = store.put(group, expected_version=expected)
-        if before is None or after.version != before.version:
-            append_if_configured(
-                AuditAction.GROUP_CHANGE,
-                principal=caller,
-                reason=f"group {group.name} applied through the API",
-                detail={"group": group.name, "to_version": after.version},
-            )
-        applied.append({"name": group.name, "version": after.version})
-    return {"applied": applied}
+    return {"applied": apply_groups(store, groups, origin="the API", principal=caller)}
 
 
 @router.get("/verdicts")
@@ -109,18 +94,12 @@ def start_rescan(body: RescanRequest) -> dict[str, Any]:
     caller = _require_security_engineer()
     if bool(body.group) == body.all:
         raise UsageError("give exactly one of 'group' or 'all': true")
-    groups = _groups()
-    if body.group and body.group not in {g.name for g in groups}:
-        raise ArtifactNotFound(f"no security group named {body.group!r}")
-    states = artifacts_of_group(ArtifactStore(_env("ARTIFACTS_TABLE")).all(), groups, body.group)
-    if not states:
-        return {"request_id": None, "queued": 0}
-    request_id = enqueue_rescans(boto3.client("sqs"), _env("SCAN_QUEUE_URL"), states)
-    append_if_configured(
-        AuditAction.RESCAN,
+    request_id, states = request_rescan(
+        groups=_groups(),
+        artifacts=ArtifactStore(_env("ARTIFACTS_TABLE")).all(),
+        sqs=boto3.client("sqs"),
+        queue_url=_env("SCAN_QUEUE_URL"),
+        group=body.group,
         principal=caller,
-        request_id=request_id,
-        reason=f"rescan of {body.group or 'all groups'} through the API",
-        detail={"group": body.group, "artifacts": len(states)},
     )
     return {"request_id": request_id, "queued": len(states)}

@@ -19,7 +19,7 @@ import yaml
 from modelshield.cli.output import print_json, print_table
 from modelshield.errors import ConfigError
 from modelshield.policy.groups import SecurityGroup, default_groups, load_groups
-from modelshield.store.groups import GroupStore, GroupVersionConflict
+from modelshield.store.groups import GroupStore
 
 
 def register(sub: Any) -> None:
@@ -125,52 +125,10 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    groups = load_groups(Path(args.file), ingest_bucket=args.ingest_bucket)
-    store = _store()
-    # Check every stated version before writing any, so a stale file changes nothing.
-    current = {g.name: store.find(g.name) for g in groups}
-    for group in groups:
-        if "version" in group.model_fields_set:
-            stored = current[group.name]
-            base = stored.version if stored else 0
-            if base != group.version:
-                raise GroupVersionConflict(
-                    f"{args.file}: group {group.name!r} says version {group.version} but the stored one is "
-                    f"version {base}: run `modelshield groups show {group.name}`, re-apply your edit, retry"
-                )
-    changes = []
-    for group in groups:
-        before = current[group.name]
-        expected = group.version if "version" in group.model_fields_set else (before.version if before else 0)
-        after = store.put(group, expected_version=expected)
-        if before is None:
-            change = "created"
-        elif after.version == before.version:
-            change = "unchanged"
-        else:
-            change = "updated"
-        if change != "unchanged":
-            from modelshield.audit import AuditAction
-            from modelshield.store.audit import append_if_configured
+    from modelshield.admin import apply_groups
 
-            append_if_configured(
-                AuditAction.GROUP_CHANGE,
-                reason=f"group {group.name} {change} from {args.file}",
-                detail={
-                    "group": group.name,
-                    "change": change,
-                    "to_version": after.version,
-                    "from_version": before.version if before else None,
-                },
-            )
-        changes.append(
-            {
-                "name": group.name,
-                "change": change,
-                "from": before.version if before else None,
-                "to": after.version,
-            }
-        )
+    groups = load_groups(Path(args.file), ingest_bucket=args.ingest_bucket)
+    changes = apply_groups(_store(), groups, origin=str(args.file))
     if args.format == "json":
         print_json({"applied": changes})
     else:

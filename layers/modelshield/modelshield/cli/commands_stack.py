@@ -252,8 +252,8 @@ def print_scan_record(record: ScanRecord) -> None:
 
 def cmd_rescan(args: Any) -> int:
     target = _target()
+    from modelshield.admin import request_rescan
     from modelshield.policy.groups import default_groups
-    from modelshield.rescan import artifacts_of_group, enqueue_rescans
     from modelshield.store.artifacts import ArtifactStore
     from modelshield.store.groups import GroupStore
 
@@ -263,26 +263,17 @@ def cmd_rescan(args: Any) -> int:
             "rescan needs SCAN_QUEUE_URL, GROUPS_TABLE and ARTIFACTS_TABLE (see `modelshield local env`)"
         )
     groups = GroupStore(groups_table).list() or default_groups(ingest_bucket=target["INGEST_BUCKET"])
-    if args.group and args.group not in {g.name for g in groups}:
-        raise UsageError(
-            f"no security group named {args.group!r} (known: {', '.join(sorted(g.name for g in groups))})"
-        )
-    store = ArtifactStore(target["ARTIFACTS_TABLE"])
-    states = artifacts_of_group(store.all(), groups, None if args.all else args.group)
+    started = time.time()
+    request_id, states = request_rescan(
+        groups=groups,
+        artifacts=ArtifactStore(target["ARTIFACTS_TABLE"]).all(),
+        sqs=boto3.client("sqs"),
+        queue_url=queue_url,
+        group=None if args.all else args.group,
+    )
     if not states:
         print(f"no artifacts belong to {args.group or 'any group'}: nothing to rescan")
         return 0
-    started = time.time()
-    request_id = enqueue_rescans(boto3.client("sqs"), queue_url, states)
-    from modelshield.audit import AuditAction
-    from modelshield.store.audit import append_if_configured
-
-    append_if_configured(
-        AuditAction.RESCAN,
-        request_id=request_id,
-        reason=f"rescan of {args.group or 'all groups'}",
-        detail={"group": args.group, "artifacts": len(states)},
-    )
     print(
         f"queued {len(states)} rescans (request {request_id})",
         file=sys.stderr if args.format == "json" else sys.stdout,
