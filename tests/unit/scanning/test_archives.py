@@ -10,7 +10,8 @@ import zipfile
 
 import pytest
 from modelshield.models import Format, RuleId, Severity
-from modelshield.scanning.archives import SubStream, compression_kind, path_problem
+from modelshield.scanning.compressed import compression_kind
+from modelshield.scanning.streams import SubStream, path_problem
 
 from tests.corpus import formats as corpus
 from tests.corpus.formats import findings_of, problem_rules, rules_of, scan_bytes

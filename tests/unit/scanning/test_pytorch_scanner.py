@@ -121,7 +121,7 @@ def test_real_checkpoint_central_directory_is_read_despite_its_zip64_end_record(
     import time
 
     import torch
-    from modelshield.scanning.archives import read_zip
+    from modelshield.scanning.zips import read_zip
     from modelshield.scanning.registry import Limits, ScanContext
 
     # Given torch.save output (it always writes a zip64 end record, even for tiny files)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # Each import registers that module's scanner(s) with the registry (one module per format).
 from modelshield.scanning import (  # noqa: F401
-    archives,
+    compressed,
     gguf,
     joblib,
     keras,
@@ -17,7 +17,9 @@ from modelshield.scanning import (  # noqa: F401
     pytorch,
     safetensors,
     savedmodel,
+    tars,
     text,
+    zips,
 )
 from modelshield.scanning.registry import Limits, ScanContext, register, scan_path, scan_stream
 

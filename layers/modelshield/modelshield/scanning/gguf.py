@@ -13,7 +13,6 @@ Facts for policy rules: license, author and organization from `general.*` (ScanC
 
 from __future__ import annotations
 
-import io
 import itertools
 import struct
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, BinaryIO
 from modelshield.models import Format, RuleId, Severity
 from modelshield.scanning.jinja import analyse_template
 from modelshield.scanning.registry import MiB, ScanContext, register
+from modelshield.scanning.streams import stream_size
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (1, 2, 3)
@@ -165,8 +165,7 @@ class _Header:
 @register(Format.GGUF, sniff=sniff_gguf, priority=80)
 def scan_gguf(stream: BinaryIO, ctx: ScanContext) -> None:
     """Parse the whole header section; report template code, malformations and limits."""
-    stream.seek(0, io.SEEK_END)
-    size = stream.tell()
+    size = stream_size(stream)
     parser = _Parser(_Cursor(stream, size), ctx)
     try:
         parser.parse()

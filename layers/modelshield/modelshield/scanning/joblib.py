@@ -23,7 +23,7 @@ import zlib
 from typing import Any, BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
-from modelshield.scanning.archives import BombError, inflate
+from modelshield.scanning.compressed import BombError, inflate
 from modelshield.scanning.numpy_arrays import typestr_itemsize
 from modelshield.scanning.pickle_globals import GlobalVerdict
 from modelshield.scanning.pickles import (
@@ -36,9 +36,9 @@ from modelshield.scanning.pickles import (
     register_build_hook,
     report_walk,
     scan_pickle_region,
-    stream_size,
 )
 from modelshield.scanning.registry import ScanContext, register
+from modelshield.scanning.streams import stream_size
 
 WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 ZFILE_PREFIX = b"ZF"

@@ -22,7 +22,6 @@ they are reported as MS-SCAN-INCOMPLETE; weights datasets are never read.
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 from collections.abc import Iterator
@@ -30,14 +29,15 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
-from modelshield.scanning.archives import (
+from modelshield.scanning.registry import ScanContext, register
+from modelshield.scanning.streams import stream_size
+from modelshield.scanning.zips import (
     ZipEntry,
     central_names,
     open_zip_member,
     scan_zip_archive,
     sniff_zip,
 )
-from modelshield.scanning.registry import ScanContext, register
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 CONFIG_MEMBER = "config.json"
@@ -427,8 +427,7 @@ class HDF5Reader:
 
     def __init__(self, stream: BinaryIO, *, max_value: int) -> None:
         self.stream = stream
-        stream.seek(0, io.SEEK_END)
-        self.size = stream.tell()
+        self.size = stream_size(stream)
         self.max_value = max_value
         self.base = 0
         self.offset_size = 8
@@ -673,8 +672,7 @@ def sniff_hdf5(head: bytes, stream: BinaryIO) -> bool:
     if head[:8] == HDF5_SIGNATURE:
         return True
     offset = 512
-    stream.seek(0, io.SEEK_END)
-    size = stream.tell()
+    size = stream_size(stream)
     while offset + 8 <= min(size, 64 * 1024 * 1024):
         stream.seek(offset)
         if stream.read(8) == HDF5_SIGNATURE:

@@ -5,7 +5,7 @@ shape) and the raw data. Numeric data is inert and skipped (its size must match 
 means loaders and scanners see different files). An object dtype ('O' anywhere in the descr) means the
 data is a pickle that `np.load(allow_pickle=True)` runs: it is walked like any pickle. `.npz` is a zip
 of `.npy` members, each scanned the same way (read in place when stored, no copy), through the structural
-zip reader every zip gets (archives.scan_zip_archive).
+zip reader every zip gets (zips.scan_zip_archive).
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ import re
 from typing import Any, BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
-from modelshield.scanning.archives import (
-    ARRAY_RATIO_FLOOR,
+from modelshield.scanning.compressed import ARRAY_RATIO_FLOOR
+from modelshield.scanning.pickles import scan_pickle_region
+from modelshield.scanning.registry import ScanContext, register
+from modelshield.scanning.streams import stream_size
+from modelshield.scanning.zips import (
     report_duplicate_names,
     scan_zip_archive,
     zip_names,
 )
-from modelshield.scanning.pickles import scan_pickle_region, stream_size
-from modelshield.scanning.registry import ScanContext, register
 
 NPY_MAGIC = b"\x93NUMPY"
 NUMPY_MAX_HEADER = 10_000  # numpy refuses larger headers unless allow_pickle (numpy >= 1.24)

@@ -37,6 +37,7 @@ from typing import Any, BinaryIO
 from modelshield.models import Format, RuleId, Severity
 from modelshield.scanning.pickle_globals import GlobalJudgement, GlobalVerdict, judge_global
 from modelshield.scanning.registry import ScanContext, register
+from modelshield.scanning.streams import stream_size
 
 CHUNK = 1 << 20  # bytes read per refill
 GUARD = 64  # while not at EOF, keep this many bytes ahead of `pos`: every fixed-size argument fits
@@ -1302,13 +1303,6 @@ def _sniff_pickle(head: bytes, stream: BinaryIO) -> bool:
     return looks_like_pickle(head)
 
 
-def stream_size(stream: BinaryIO) -> int:
-    stream.seek(0, io.SEEK_END)
-    size = stream.tell()
-    stream.seek(0)
-    return size
-
-
 @register(Format.PICKLE, sniff=_sniff_pickle, priority=30)
 def scan_pickle(stream: BinaryIO, ctx: ScanContext) -> None:
     """A bare pickle stream (also joblib files, which are pickles with array bytes inline)."""
@@ -1333,5 +1327,4 @@ __all__ = [
     "report_imports",
     "report_walk",
     "scan_pickle_region",
-    "stream_size",
 ]

@@ -14,10 +14,11 @@ Every malformation (truncated varint, a length beyond its parent, groups, wire t
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from modelshield.scanning.streams import stream_size
 
 VARINT, I64, LEN, SGROUP, EGROUP, I32 = 0, 1, 2, 3, 4, 5
 MAX_VARINT_BYTES = 10
@@ -60,8 +61,7 @@ class ProtoReader:
     def __init__(self, stream: BinaryIO, *, size: int | None = None, buffer_size: int = 64 * 1024) -> None:
         self._stream = stream
         if size is None:
-            stream.seek(0, io.SEEK_END)
-            size = stream.tell()
+            size = stream_size(stream)
         self.size = size
         self._buffer_size = buffer_size
         self._buf = b""

@@ -4,7 +4,7 @@ Zip checkpoints hold pickles (`archive/data.pkl`, TorchScript's `constants.pkl`,
 raw tensor bytes (`archive/data/<key>`). Every pickle is walked wherever it sits and whatever it is
 called; members that are neither pickles nor tensor data are sniffed and scanned like any file. Tensor
 members are never read: a 1 GiB checkpoint costs a few kilobytes of reads. The zip is read by the one
-structural zip reader (archives.read_zip), so checkpoints get every check a generic zip gets: central
+structural zip reader (zips.read_zip), so checkpoints get every check a generic zip gets: central
 directory against local headers, a local-header walk when the central directory is broken, hidden and
 overlapping members, bombs, unsafe names; duplicate names are also malformed here (torch.load reads one
 copy by name).
@@ -24,15 +24,7 @@ import re
 from typing import Any, BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
-from modelshield.scanning.archives import (
-    ARRAY_RATIO_FLOOR,
-    ZipEntry,
-    iter_zip_members,
-    read_zip,
-    report_duplicate_names,
-    scan_zip_prefix,
-    zip_names,
-)
+from modelshield.scanning.compressed import ARRAY_RATIO_FLOOR
 from modelshield.scanning.pickles import (
     Call,
     Global,
@@ -41,10 +33,18 @@ from modelshield.scanning.pickles import (
     looks_like_pickle,
     report_walk,
     scan_pickle_region,
-    stream_size,
 )
 from modelshield.scanning.pickles import PickleWalker as _Walker
 from modelshield.scanning.registry import ScanContext, register
+from modelshield.scanning.streams import stream_size
+from modelshield.scanning.zips import (
+    ZipEntry,
+    iter_zip_members,
+    read_zip,
+    report_duplicate_names,
+    scan_zip_prefix,
+    zip_names,
+)
 
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 _MAGIC_LONG1 = b"\x8a\x0a" + TORCH_MAGIC.to_bytes(10, "little")

@@ -14,7 +14,6 @@ returns "clean" for bytes it did not understand.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelshield.models import Finding, Format, RuleId, ScanReport, Severity
+from modelshield.scanning.streams import stream_size
 
 SCANNER_VERSION = "0.1.0"
 SNIFF_BYTES = 4096  # bytes handed to every sniffer; sniffers may also seek/read the stream itself
@@ -154,7 +154,8 @@ def register(fmt: Format, *, sniff: Sniffer, priority: int = 50) -> Callable[[Sc
     """Register `scan` for `fmt`. Higher priority sniffers run first (specific before generic).
 
     Guide: 90 specific containers (pytorch-zip, keras, npz), 80 magic-number formats (npy, gguf, hdf5),
-    70 structural formats (safetensors, onnx), 50 generic containers (zip, tar, compressed),
+    70 structural formats (safetensors, onnx), 50-52 generic containers (zip 52 before tar 51 before
+    compressed 50: a gzip with a zip end record appended is read as a zip by zipfile, so zip goes first),
     30 pickle, 10 text. A sniffer gets the first SNIFF_BYTES bytes and the stream (positioned at 0;
     it may read and seek, dispatch rewinds afterwards). It must not raise on any input.
     """
@@ -244,9 +245,7 @@ def scan_stream(
     ctx = ScanContext(limits=limits, location=name)
     ctx.shared.deadline = started + limits.timeout_seconds
     if size is None:
-        stream.seek(0, io.SEEK_END)
-        size = stream.tell()
-        stream.seek(0)
+        size = stream_size(stream)
     if size > limits.max_file_bytes:
         ctx.incomplete(f"file is {size} bytes, over the {limits.max_file_bytes}-byte limit; not scanned")
         fmt = Format.UNKNOWN

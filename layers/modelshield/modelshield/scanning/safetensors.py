@@ -16,7 +16,6 @@ Everything is MS-MALFORMED (HIGH when a loader would reject or misread it). Memo
 from __future__ import annotations
 
 import codecs
-import io
 import json
 import re
 import struct
@@ -24,6 +23,7 @@ from typing import Any, BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
 from modelshield.scanning.registry import ScanContext, register
+from modelshield.scanning.streams import stream_size
 
 # Bits per element of every dtype the reference implementation knows (sub-byte types pack).
 DTYPE_BITS: dict[str, int] = {
@@ -64,8 +64,7 @@ def sniff_safetensors(head: bytes, stream: BinaryIO) -> bool:
     (n,) = struct.unpack("<Q", head[:8])
     if n < 2 or head[8:9] != b"{" or head[9:10] not in b'"} \t\r\n':
         return False
-    stream.seek(0, io.SEEK_END)
-    if 8 + n <= stream.tell():  # the header fits: it closes where its length says, or at least looks JSON
+    if 8 + n <= stream_size(stream):  # the header fits: it closes where its length says, or looks JSON
         stream.seek(8 + max(n - 64, 0))
         if stream.read(min(n, 64)).rstrip(b" \t\r\n").endswith(b"}"):
             return True
@@ -95,9 +94,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 @register(Format.SAFETENSORS, sniff=sniff_safetensors, priority=70)
 def scan_safetensors(stream: BinaryIO, ctx: ScanContext) -> None:
     """Validate the header against the file; never touch tensor bytes."""
-    stream.seek(0, io.SEEK_END)
-    size = stream.tell()
-    stream.seek(0)
+    size = stream_size(stream)
     (n,) = struct.unpack("<Q", stream.read(8))
     if n > ctx.limits.max_metadata_bytes:
         ctx.add(

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
-from modelshield.scanning.archives import path_problem
 from modelshield.scanning.protobuf import LEN, VARINT, Field, ProtoReader, WireError
 from modelshield.scanning.registry import ScanContext, register
+from modelshield.scanning.streams import path_problem
 
 PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 FILE_OPS = frozenset(

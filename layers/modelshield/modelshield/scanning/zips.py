@@ -1,4 +1,4 @@
-"""Containers: zip (read by its structure), tar, and compressed streams (gzip, bz2, xz, lzma, zlib).
+"""Zip archives, read by their structure (the end record, the central directory and every local header).
 
 Why our own zip reader: loaders disagree about zips. Python's zipfile trusts the central directory, streaming
 unzippers trust local headers, and both accept bytes before the archive. A scanner that reads a zip one
@@ -13,22 +13,15 @@ Every member is detected by content and scanned through `ScanContext.scan_nested
 `outer.zip!inner/path`); stored members are scanned in place through a window on the file, compressed ones
 are inflated into a bounded SpooledTemporaryFile. Budgets: Limits.max_entries, max_ratio, and the
 artifact-wide Limits.max_uncompressed_bytes via `ScanContext.account_uncompressed`.
-
-Tar is read with `tarfile` (it is careful and handles GNU/PAX names), plus the same name checks, link and
-device checks, and a check that nothing but zero padding follows the end of the archive.
 """
 
 from __future__ import annotations
 
-import bz2
 import io
 import itertools
 import lzma
-import re
 import stat
 import struct
-import tarfile
-import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,15 +29,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
+from modelshield.scanning.compressed import OUT_CHUNK, RATIO_FLOOR, BombError, inflate
 from modelshield.scanning.registry import MiB, ScanContext, register
-
-SPOOL_MAX_MEMORY = 32 * MiB  # member bytes kept in memory before spilling to a temp file
-READ_CHUNK = 1 * MiB
-OUT_CHUNK = 1 * MiB  # decompress at most this much per step, so a bomb is noticed within one step
-RATIO_FLOOR = 1 * MiB  # ratios are judged only past this much output (tiny members compress absurdly)
-# Containers of numeric arrays (npz, torch zips): np.savez_compressed of zeros legitimately compresses
-# ~1000x, so their members may reach this much output whatever the ratio.
-ARRAY_RATIO_FLOOR = 16 * MiB
+from modelshield.scanning.streams import READ_CHUNK, SubStream, path_problem, stream_size, window
 
 _LOCAL_SIG = b"PK\x03\x04"
 _CENTRAL_SIG = b"PK\x01\x02"
@@ -52,212 +39,8 @@ _EOCD_SIG = b"PK\x05\x06"
 _EOCD64_SIG = b"PK\x06\x06"
 _EOCD64_LOCATOR_SIG = b"PK\x06\x07"
 _MAX_EOCD_SEARCH = 22 + 0xFFFF
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-# -- streams --------------------------------------------------------------------------------------------
-class SubStream(io.RawIOBase):
-    """A seekable read-only window [start, start+length) of another seekable stream (no copy)."""
-
-    def __init__(self, base: BinaryIO, start: int, length: int) -> None:
-        super().__init__()
-        self._base, self._start, self._length, self._pos = base, start, max(0, length), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._length + offset
-        else:
-            raise ValueError(f"bad whence {whence}")
-        if pos < 0:
-            raise ValueError("negative seek position")
-        self._pos = pos
-        return pos
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = min(len(buffer), self._length - self._pos)
-        if n <= 0:
-            return 0
-        self._base.seek(self._start + self._pos)
-        data = self._base.read(n)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
-def window(stream: BinaryIO, start: int, length: int) -> BinaryIO:
-    """A buffered, seekable view of part of `stream`: what nested scanners receive for in-place members."""
-    return io.BufferedReader(SubStream(stream, start, length), buffer_size=64 * 1024)  # type: ignore[return-value]
-
-
-def _stream_size(stream: BinaryIO) -> int:
-    stream.seek(0, io.SEEK_END)
-    size = stream.tell()
-    stream.seek(0)
-    return size
-
-
-def path_problem(name: str) -> tuple[str, Severity] | None:
-    """Why extracting a member with this name could write outside the target directory."""
-    if "\x00" in name:
-        return "contains a NUL byte", Severity.HIGH
-    if name.startswith(("/", "\\")) or _DRIVE.match(name):
-        return "is an absolute path", Severity.CRITICAL
-    if ".." in re.split(r"[\\/]+", name):
-        return "traverses out of the extraction directory ('..')", Severity.CRITICAL
-    if "\\" in name:
-        return "contains a backslash (a directory separator on Windows)", Severity.HIGH
-    if any(ord(c) < 0x20 for c in name):
-        return "contains control characters", Severity.HIGH
-    return None
-
-
-# -- decompression with budgets -------------------------------------------------------------------------
-class _Decoder:
-    """One interface over zlib/gzip/bz2/lzma decompressors, always pulling bounded output."""
-
-    def __init__(self, kind: str, filters: list[dict[str, object]] | None = None) -> None:
-        self.kind = kind
-        self._tail = b""
-        self._last_out = 0
-        if kind == "deflate":
-            self._z = zlib.decompressobj(-15)
-        elif kind == "gzip":
-            self._z = zlib.decompressobj(31)
-        elif kind == "zlib":
-            self._z = zlib.decompressobj(15)
-        elif kind == "bz2":
-            self._b: bz2.BZ2Decompressor | lzma.LZMADecompressor = bz2.BZ2Decompressor()
-        elif kind == "xz":
-            self._b = lzma.LZMADecompressor(lzma.FORMAT_XZ)
-        elif kind == "lzma":
-            self._b = lzma.LZMADecompressor(lzma.FORMAT_ALONE)
-        elif kind == "lzma-raw":
-            self._b = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
-        else:
-            raise ValueError(kind)
-
-    @property
-    def _is_zlib(self) -> bool:
-        return self.kind in ("deflate", "gzip", "zlib")
-
-    def decompress(self, data: bytes) -> bytes:
-        if self._is_zlib:
-            out = self._z.decompress(self._tail + data, OUT_CHUNK)
-            self._tail = self._z.unconsumed_tail
-        else:
-            out = self._b.decompress(data, OUT_CHUNK)
-        self._last_out = len(out)
-        return out
-
-    @property
-    def needs_input(self) -> bool:
-        if self._is_zlib:
-            return not self._tail and self._last_out < OUT_CHUNK
-        return bool(self._b.needs_input)
-
-    @property
-    def eof(self) -> bool:
-        return bool(self._z.eof if self._is_zlib else self._b.eof)
-
-    @property
-    def unused_data(self) -> bytes:
-        return (self._z.unused_data + self._tail) if self._is_zlib else self._b.unused_data
-
-
-class BombError(Exception):
-    """Decompression stopped by a ratio or size budget (already reported)."""
-
-
-@dataclass
-class _Inflated:
-    spool: tempfile.SpooledTemporaryFile[bytes]
-    size: int
-    crc: int
-    consumed: int  # compressed bytes used
-    unused: bytes  # bytes after the end of the compressed stream (first chunk of them)
-    complete: bool  # the decoder reached its end-of-stream marker
-
-
-def inflate(
-    read: Callable[[int], bytes],
-    kind: str,
-    ctx: ScanContext,
-    *,
-    what: str,
-    max_output: int | None = None,
-    filters: list[dict[str, object]] | None = None,
-    ratio_floor: int = RATIO_FLOOR,
-) -> _Inflated:
-    """Decompress one stream from `read` into a spool, enforcing ratio, size and artifact budgets.
-
-    Raises BombError (after reporting) when a budget is exceeded; zlib/lzma errors propagate as-is.
-    """
-    decoder = _Decoder(kind, filters)
-    spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_MEMORY)
-    total = consumed = crc = stalls = 0
-    ratio = ctx.limits.max_ratio
-    try:
-        while not decoder.eof:
-            ctx.check()
-            data = b""
-            if decoder.needs_input:
-                data = read(READ_CHUNK)
-                if not data:
-                    break  # truncated stream: caller decides
-                consumed += len(data)
-            out = decoder.decompress(data)
-            if not out:
-                stalls = 0 if data else stalls + 1
-                if stalls > 64:
-                    raise ValueError("decompressor makes no progress")
-                continue
-            total += len(out)
-            if max_output is not None and total > max_output:
-                ctx.add(
-                    RuleId.MALFORMED,
-                    Severity.HIGH,
-                    f"{what} inflates past its declared size of {max_output} bytes",
-                )
-                raise BombError(what)
-            if total > ratio_floor and total > ratio * max(consumed, 1):
-                ctx.add(
-                    RuleId.ARCHIVE_UNSAFE,
-                    Severity.HIGH,
-                    f"{what} decompresses more than {ratio:.0f}x its compressed size (a decompression bomb)",
-                    ratio_limit=ratio,
-                )
-                raise BombError(what)
-            if not ctx.account_uncompressed(len(out)):
-                ctx.add(
-                    RuleId.ARCHIVE_UNSAFE,
-                    Severity.HIGH,
-                    f"{what}: more than {ctx.limits.max_uncompressed_bytes} bytes decompressed in this "
-                    "artifact",
-                )
-                raise BombError(what)
-            crc = zlib.crc32(out, crc)
-            spool.write(out)
-    except BaseException:
-        spool.close()
-        raise
-    spool.seek(0)
-    return _Inflated(spool, total, crc, consumed, decoder.unused_data if decoder.eof else b"", decoder.eof)
-
-
-# -- zip structure --------------------------------------------------------------------------------------
 @dataclass
 class ZipEntry:
     """One member as the central directory (or, in fallback, the local header) describes it."""
@@ -378,7 +161,7 @@ def sniff_zip(head: bytes, stream: BinaryIO) -> bool:
     """A local header at 0, an empty archive, or a valid end record at the end (data prepended)."""
     if head[:4] in (_LOCAL_SIG, _EOCD_SIG, b"PK\x07\x08"):
         return True
-    size = _stream_size(stream)
+    size = stream_size(stream)
     found = find_eocd(stream, size, exact=True)
     if found is None:
         return False
@@ -396,7 +179,7 @@ def central_names(stream: BinaryIO, *, max_names: int = 4096, max_bytes: int = 4
     """Member names listed in the central directory, read cheaply for sniffers (empty when there is none).
 
     Handles zip64 end records and data prepended to the archive, as loaders do."""
-    size = _stream_size(stream)
+    size = stream_size(stream)
     found = find_eocd(stream, size)
     if found is None:
         return set()
@@ -425,7 +208,7 @@ def zip_names(stream: BinaryIO, *, max_names: int = 4096) -> set[str]:
         names = central_names(stream, max_names=max_names)
         if names:
             return names
-        pos, size = 0, _stream_size(stream)
+        pos, size = 0, stream_size(stream)
         while pos < size and len(names) < max_names:
             local = _read_local(stream, pos)
             if local is None:
@@ -443,7 +226,7 @@ def zip_names(stream: BinaryIO, *, max_names: int = 4096) -> set[str]:
 def read_zip(stream: BinaryIO, ctx: ScanContext, *, ratio_floor: int = RATIO_FLOOR) -> ZipListing:
     """The members of a zip, by its central directory or, when that is broken, by its local headers,
     checked (names, links, duplicates, overlaps, declared bombs, hidden members); contents not read."""
-    size = _stream_size(stream)
+    size = stream_size(stream)
     try:
         listing = _read_central(stream, size, ctx)
     except (ZipError, struct.error) as exc:
@@ -946,274 +729,7 @@ def scan_zip_archive(
     return listing
 
 
-@register(Format.ZIP, sniff=sniff_zip, priority=50)
+@register(Format.ZIP, sniff=sniff_zip, priority=52)
 def scan_zip(stream: BinaryIO, ctx: ScanContext) -> None:
     """A plain zip: every member scanned by content."""
     scan_zip_archive(stream, ctx)
-
-
-# -- tar ------------------------------------------------------------------------------------------------
-def _tar_checksum_ok(block: bytes) -> bool:
-    """A v7/ustar header block whose checksum field matches its bytes (tarfile's own test)."""
-    if len(block) < 512 or not block[:100].strip(b"\x00"):
-        return False
-    field = block[148:156].split(b"\x00", 1)[0].strip()
-    try:
-        declared = int(field, 8)
-    except ValueError:
-        return False
-    unsigned = sum(block[:148]) + 8 * 0x20 + sum(block[156:512])
-    signed = sum(struct.unpack("148b", block[:148])) + 8 * 0x20 + sum(struct.unpack("356b", block[156:512]))
-    if declared not in (unsigned, signed):
-        return False
-    size_field = block[124:136].split(b"\x00", 1)[0].strip()
-    return not size_field or bool(re.fullmatch(rb"[0-7]+", size_field)) or block[124] & 0x80 != 0
-
-
-def sniff_tar(head: bytes, stream: BinaryIO) -> bool:
-    if head[257:262] == b"ustar" and _tar_checksum_ok(head[:512]):
-        return True
-    return _tar_checksum_ok(head[:512])
-
-
-@register(Format.TAR, sniff=sniff_tar, priority=50)
-def scan_tar(stream: BinaryIO, ctx: ScanContext) -> None:
-    """Every regular member scanned by content; names, links and devices checked; trailing data too."""
-    size = _stream_size(stream)
-    names: set[str] = set()
-    count = 0
-    end_offset = 0
-    if _oversized_meta_header(stream, 0, ctx):
-        return
-    stream.seek(0)
-    try:
-        archive = tarfile.open(fileobj=stream, mode="r:")
-    except (tarfile.TarError, OSError, ValueError) as exc:
-        ctx.add(RuleId.MALFORMED, Severity.HIGH, f"tar archive does not parse: {exc}")
-        ctx.incomplete("tar archive not scanned (unreadable header)")
-        return
-    try:
-        while True:
-            ctx.check()
-            if _oversized_meta_header(stream, archive.offset, ctx):
-                return
-            try:
-                member = archive.next()
-            except (tarfile.TarError, OSError, ValueError, UnicodeError) as exc:
-                ctx.add(
-                    RuleId.MALFORMED, Severity.HIGH, f"tar header after member {count} does not parse: {exc}"
-                )
-                ctx.incomplete("tar archive only partly scanned (corrupt header)")
-                return
-            if member is None:
-                break
-            count += 1
-            archive.members = []  # tarfile caches every member; we need none of them
-            if count > ctx.limits.max_entries:
-                ctx.add(
-                    RuleId.ARCHIVE_UNSAFE,
-                    Severity.HIGH,
-                    f"tar has more than {ctx.limits.max_entries} members",
-                )
-                ctx.incomplete(f"tar members beyond the {ctx.limits.max_entries}-entry limit not scanned")
-                return
-            _check_tar_member(member, names, ctx)
-            if member.isreg():
-                if member.sparse is not None:
-                    ctx.incomplete(f"tar member {member.name!r} is a sparse file; not scanned")
-                    continue
-                if member.offset_data + member.size > size:
-                    ctx.add(RuleId.MALFORMED, Severity.HIGH, f"tar member {member.name!r} runs past the end")
-                    ctx.incomplete(f"tar member {member.name!r} is truncated; not scanned")
-                    continue
-                ctx.scan_nested(window(stream, member.offset_data, member.size), member.name)
-        end_offset = archive.offset
-    finally:
-        archive.close()
-    _check_tar_tail(stream, end_offset, size, ctx)
-    ctx.set_metadata("archive_members", count)
-
-
-def _oversized_meta_header(stream: BinaryIO, offset: int, ctx: ScanContext) -> bool:
-    """tarfile reads PAX and GNU long-name headers whole: refuse declared sizes over the metadata limit."""
-    stream.seek(offset)
-    block = stream.read(512)
-    if len(block) < 512 or block[156:157] not in (b"x", b"g", b"L", b"K"):
-        return False
-    field = block[124:136]
-    if field[0] & 0x80:  # base-256
-        declared = int.from_bytes(field[1:], "big")
-    else:
-        digits = field.split(b"\x00", 1)[0].strip()
-        declared = int(digits, 8) if re.fullmatch(rb"[0-7]+", digits) else 0
-    if declared <= ctx.limits.max_metadata_bytes:
-        return False
-    ctx.add(
-        RuleId.MALFORMED,
-        Severity.HIGH,
-        f"tar extended header at byte {offset} declares {declared} bytes (over the metadata limit)",
-        offset=offset,
-    )
-    ctx.incomplete("tar archive only partly scanned (oversized extended header)")
-    return True
-
-
-def _check_tar_member(member: tarfile.TarInfo, names: set[str], ctx: ScanContext) -> None:
-    name = member.name
-    problem = path_problem(name)
-    if problem:
-        ctx.add(RuleId.ARCHIVE_UNSAFE, problem[1], f"tar member name {name!r} {problem[0]}")
-    if name in names and not member.isdir():
-        ctx.add(RuleId.ARCHIVE_UNSAFE, Severity.HIGH, f"duplicate tar member {name!r} (the later copy wins)")
-    names.add(name)
-    if member.issym() or member.islnk():
-        kind = "symbolic link" if member.issym() else "hard link"
-        target = member.linkname
-        escapes = path_problem(target) is not None
-        ctx.add(
-            RuleId.ARCHIVE_UNSAFE,
-            Severity.CRITICAL if escapes else Severity.HIGH,
-            f"tar member {name!r} is a {kind} to {target!r}"
-            + (" (outside the extraction directory)" if escapes else ""),
-            link_target=target,
-        )
-    elif member.ischr() or member.isblk() or member.isfifo():
-        ctx.add(RuleId.ARCHIVE_UNSAFE, Severity.HIGH, f"tar member {name!r} is a device or FIFO")
-    elif not (member.isreg() or member.isdir()):
-        ctx.add(RuleId.MALFORMED, Severity.MEDIUM, f"tar member {name!r} has unusual type {member.type!r}")
-
-
-def _check_tar_tail(stream: BinaryIO, end: int, size: int, ctx: ScanContext) -> None:
-    """After the last member only zero blocks may follow; anything else hides data from `tar`."""
-    stream.seek(end)
-    pos = end
-    while pos < size:
-        ctx.check()
-        chunk = stream.read(READ_CHUNK)
-        if not chunk:
-            break
-        stripped = chunk.lstrip(b"\x00")
-        if stripped:
-            first = pos + len(chunk) - len(stripped)
-            ctx.add(
-                RuleId.MALFORMED,
-                Severity.HIGH,
-                f"non-zero data after the end of the tar archive at byte {first} (tar -i and other readers "
-                "see more members); scanned as '<trailing>'",
-                offset=first,
-            )
-            ctx.scan_nested(window(stream, first, size - first), "<trailing>")
-            return
-        pos += len(chunk)
-
-
-# -- compressed streams ---------------------------------------------------------------------------------
-def compression_kind(head: bytes) -> str | None:
-    """Which single-stream compression `head` starts with, by magic bytes and a trial decode."""
-    if head[:3] == b"\x1f\x8b\x08":
-        return "gzip"
-    if head[:3] == b"BZh" and head[3:4] in b"123456789" and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
-        return "bz2"
-    if head[:6] == b"\xfd7zXZ\x00":
-        return "xz"
-    if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0 and _trial(head, "zlib"):
-        return "zlib"
-    if len(head) >= 13 and head[0] < 225 and _plausible_lzma_alone(head) and _trial(head, "lzma"):
-        return "lzma"
-    return None
-
-
-def _plausible_lzma_alone(head: bytes) -> bool:
-    dict_size = struct.unpack("<I", head[1:5])[0]
-    usize = struct.unpack("<Q", head[5:13])[0]
-    return (1 << 12) <= dict_size <= (1 << 30) and (usize == 0xFFFFFFFFFFFFFFFF or usize < (1 << 48))
-
-
-def _trial(head: bytes, kind: str) -> bool:
-    try:
-        decoder = _Decoder(kind)
-        out = decoder.decompress(head[:4096])
-        return bool(out) or decoder.needs_input or decoder.eof
-    except (zlib.error, lzma.LZMAError, ValueError):
-        return False
-
-
-def sniff_compressed(head: bytes, stream: BinaryIO) -> bool:
-    return compression_kind(head) is not None
-
-
-_MAGIC_OF = {"gzip": b"\x1f\x8b", "bz2": b"BZh", "xz": b"\xfd7zXZ\x00"}
-
-
-@register(Format.COMPRESSED, sniff=sniff_compressed, priority=50)
-def scan_compressed(stream: BinaryIO, ctx: ScanContext) -> None:
-    """Decompress (every concatenated member, as gzip/bzip2/xz tools do) under budgets, then scan."""
-    size = _stream_size(stream)
-    kind = compression_kind(stream.read(4096))
-    stream.seek(0)
-    if kind is None:  # pragma: no cover - the sniffer said otherwise
-        ctx.incomplete("compressed stream of unknown kind")
-        return
-    ctx.set_metadata("compression", kind)
-    spool: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_MEMORY)
-    try:
-        pos, members = 0, 0
-        while pos < size:
-            members += 1
-            source = SubStream(stream, pos, size - pos)
-            try:
-                part = inflate(source.read, kind, ctx, what=f"{kind} stream")
-            except BombError:
-                ctx.incomplete(f"{kind} content not scanned: decompression stopped by a budget")
-                return
-            except (zlib.error, lzma.LZMAError, OSError, ValueError, EOFError) as exc:
-                ctx.add(
-                    RuleId.MALFORMED, Severity.HIGH, f"{kind} stream does not decompress: {exc}", offset=pos
-                )
-                ctx.incomplete(f"{kind} content not scanned (corrupt stream)")
-                return
-            with part.spool:
-                while chunk := part.spool.read(READ_CHUNK):
-                    spool.write(chunk)
-            if not part.complete:
-                ctx.add(RuleId.MALFORMED, Severity.HIGH, f"{kind} stream is truncated", offset=pos)
-                break
-            pos += part.consumed - len(part.unused)
-            rest = _peek(stream, pos, 16)
-            magic = _MAGIC_OF.get(kind)
-            if not rest:
-                break
-            if magic is not None and rest.startswith(magic):
-                continue  # another member: tools decompress all of them
-            if _all_zero(stream, pos, size, ctx):
-                break  # zero padding (tape blocks)
-            ctx.add(
-                RuleId.MALFORMED,
-                Severity.MEDIUM,
-                f"{size - pos} bytes after the end of the {kind} stream; scanned as '<trailing>'",
-                offset=pos,
-            )
-            ctx.scan_nested(window(stream, pos, size - pos), "<trailing>")
-            break
-        spool.seek(0)
-        ctx.scan_nested(spool, "<decompressed>")  # type: ignore[arg-type]
-    finally:
-        spool.close()
-
-
-def _peek(stream: BinaryIO, pos: int, n: int) -> bytes:
-    stream.seek(pos)
-    return stream.read(n)
-
-
-def _all_zero(stream: BinaryIO, pos: int, size: int, ctx: ScanContext) -> bool:
-    stream.seek(pos)
-    while pos < size:
-        ctx.check()
-        chunk = stream.read(READ_CHUNK)
-        if not chunk:
-            break
-        if chunk.strip(b"\x00"):
-            return False
-        pos += len(chunk)
-    return True
