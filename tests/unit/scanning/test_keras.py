@@ -9,7 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 from modelshield.models import Format, RuleId, Severity
-from modelshield.scanning.keras import HDF5Reader, judge_config
+from modelshield.scanning.hdf5 import HDF5Reader
+from modelshield.scanning.keras import judge_config
 from modelshield.scanning.registry import Limits, ScanContext
 
 from tests.corpus import formats as corpus

@@ -121,8 +121,8 @@ def test_real_checkpoint_central_directory_is_read_despite_its_zip64_end_record(
     import time
 
     import torch
-    from modelshield.scanning.zips import read_zip
     from modelshield.scanning.registry import Limits, ScanContext
+    from modelshield.scanning.zips import read_zip
 
     # Given torch.save output (it always writes a zip64 end record, even for tiny files)
     buf = io.BytesIO()
