@@ -1,0 +1,232 @@
+"""Range-parallel envelope encryption of an S3 object into S3, and range-parallel verification.
+
+One worker thread per range: a ranged GET of the plaintext, sealing (see `crypto.ranges`), and an
+UploadPart with the part's SHA-256 (S3 rejects a part damaged in transit). Range `i` is part `i + 1`;
+part 1 (header + range 0) is sent last, once the plaintext digest -- computed in order while the ranges
+stream through -- is in the header's encryption context. The data key is generated locally and wrapped
+by KMS Encrypt with the final context (header after body, as `streams.encrypt_body_first`).
+
+Afterwards HeadObject(ChecksumMode=ENABLED) must report the size and the composite SHA-256 of the parts
+we sent, or the new version is deleted and IntegrityError raised -- the same verification as the
+sequential path, so a range-encrypted object is trusted on exactly the same evidence.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from modelshield.crypto.envelope import DEFAULT_FRAME_LENGTH, open_header, parse_header, sealed_frame_size
+from modelshield.crypto.keyring import Keyring
+from modelshield.crypto.ranges import DEFAULT_RANGE_SIZE, Range, RangeEncryptor, open_range, plan_ranges
+from modelshield.crypto.s3 import (
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    S3Location,
+    StoredCiphertext,
+    _delete_quietly,
+    _object_extra,
+    _s3_call,
+    _verify_stored,
+    _version_of,
+)
+from modelshield.crypto.streams import check_context, verify_digest
+from modelshield.errors import EnvelopeError, IntegrityError
+from modelshield.ranged import RangedObject
+
+
+def _b64_sha256(data: bytes | bytearray) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def range_size_for(size: int, frame_length: int, range_size: int = DEFAULT_RANGE_SIZE) -> int:
+    """A range size of whole frames, >= S3's minimum part, and few enough ranges for 10,000 parts."""
+    wanted = max(range_size, MIN_PART_SIZE, -(-size // (MAX_PARTS - 1)))
+    return -(-wanted // frame_length) * frame_length
+
+
+def encrypt_object_by_range(
+    source: RangedObject,
+    *,
+    s3: Any,
+    keyring: Keyring,
+    key_id: str,
+    bucket: str,
+    key: str,
+    context: Mapping[str, str],
+    digest_key: str,
+    frame_length: int = DEFAULT_FRAME_LENGTH,
+    range_size: int = DEFAULT_RANGE_SIZE,
+    workers: int = 4,
+    tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    plaintext_sha256: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> StoredCiphertext:
+    """Encrypt the object behind `source` into s3://bucket/key by parallel ranges; verify what S3 stored.
+
+    The plaintext SHA-256 is computed while encrypting and put into the context under `digest_key`;
+    `plaintext_sha256`, when given, must match it (IntegrityError, nothing stored).
+    """
+    encryptor = RangeEncryptor(
+        source.size,
+        frame_length=frame_length,
+        range_size=range_size_for(source.size, frame_length, range_size),
+    )
+    extra = _object_extra(tags, metadata)
+    with _s3_call("CreateMultipartUpload"):
+        upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)[
+            "UploadId"
+        ]
+    parts: dict[int, tuple[int, str, str]] = {}  # part number -> (size, checksum, etag)
+    held: dict[int, bytearray] = {}
+    lock = threading.Lock()
+
+    def send(number: int, body: bytes | bytearray) -> None:
+        checksum = _b64_sha256(body)
+        with _s3_call(f"UploadPart {number}"):
+            response = s3.upload_part(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=bytes(body),
+                ChecksumSHA256=checksum,
+            )
+        with lock:
+            parts[number] = (len(body), checksum, str(response["ETag"]))
+
+    def emit(rng: Range, sealed: bytearray) -> None:
+        if rng.index == 0:
+            held[0] = sealed  # goes out last, behind the header
+        else:
+            send(rng.index + 1, sealed)
+
+    try:
+        with _s3_call(f"GetObject s3://{source.bucket}/{source.key} (ranges)"):
+            pending = encryptor.run(
+                lambda r: source.fetch(r.start, r.end), emit, workers=workers, progress=progress
+            )
+        verify_digest(plaintext_sha256, pending.body.plaintext_sha256)
+        header, result = pending.finish(
+            keyring=keyring, key_id=key_id, context=context, digest_key=digest_key
+        )
+        send(1, header + held.pop(0))
+        numbers = sorted(parts)
+        with _s3_call("CompleteMultipartUpload"):
+            response = s3.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [
+                        {"PartNumber": n, "ETag": parts[n][2], "ChecksumSHA256": parts[n][1]} for n in numbers
+                    ]
+                },
+            )
+    except BaseException:
+        try:
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception:  # noqa: S110 - best effort: the original error is what matters
+            pass
+        raise
+    checksums = tuple(parts[n][1] for n in numbers)
+    composite = hashlib.sha256(b"".join(base64.b64decode(c) for c in checksums)).digest()
+    expected = f"{base64.b64encode(composite).decode('ascii')}-{len(numbers)}"
+    version_id = _version_of(response)
+    try:
+        reported = _verify_stored(s3, bucket, key, version_id, result.ciphertext_size, expected)
+    except BaseException:
+        _delete_quietly(s3, bucket, key, version_id)  # never leave an unverified object behind
+        raise
+    return StoredCiphertext(
+        bucket=bucket,
+        key=key,
+        version_id=version_id,
+        size=result.ciphertext_size,
+        checksum=reported,
+        key_arn=result.key_arn,
+        message_id=result.message_id,
+        plaintext_sha256=result.plaintext_sha256,
+        plaintext_size=result.plaintext_size,
+        header_length=result.header_length,
+        frame_length=result.frame_length,
+        part_sizes=tuple(parts[n][0] for n in numbers),
+        part_checksums=checksums,
+        etag=response.get("ETag"),
+    )
+
+
+def verify_object_by_range(
+    s3: Any,
+    location: S3Location,
+    *,
+    keyring: Keyring,
+    expected_context: Mapping[str, str] | None,
+    digest_key: str | None = None,
+    range_size: int | None = None,
+    workers: int = 4,
+) -> str:
+    """Authenticate every frame of a stored message with parallel ranged reads; return the plaintext sha256.
+
+    Nothing is published: each range is decrypted in memory, checked and dropped (hashed in order). Any
+    failure -- a frame that does not authenticate, frames out of place, a wrong length, a digest that is
+    not the one in the context -- is an EnvelopeError or IntegrityError naming the range.
+    """
+    with _s3_call(f"HeadObject {location.uri}"):
+        head = s3.head_object(
+            Bucket=location.bucket,
+            Key=location.key,
+            **({"VersionId": location.version_id} if location.version_id else {}),
+        )
+    reader = RangedObject(
+        s3,
+        location.bucket,
+        location.key,
+        size=int(head["ContentLength"]),
+        version_id=location.version_id,
+        etag=head.get("ETag"),
+    )
+    header, offset = parse_header(reader)
+    check_context(header.context, expected_context, allow_extra=True)
+    cipher = open_header(header, keyring.unwrap(header.encrypted_data_keys, header.context).plaintext)
+    body_size = reader.size - offset
+    # The body's layout follows from the plaintext size, which follows from the body size.
+    plaintext_size = _plaintext_size(body_size, header.frame_length)
+    size = range_size or range_size_for(plaintext_size, header.frame_length)
+    ranges = plan_ranges(plaintext_size, frame_length=header.frame_length, range_size=size)
+    digest = hashlib.sha256()
+
+    def check(rng: Range) -> bytearray:
+        start = offset + rng.body_offset
+        return open_range(header, cipher, rng, reader.fetch(start, start + rng.sealed_size))
+
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="modelshield-verify") as pool:
+        for plaintext in pool.map(check, ranges):
+            digest.update(plaintext)
+    actual = digest.hexdigest()
+    if digest_key is not None:
+        recorded = header.context.get(digest_key)
+        if recorded is None:
+            raise IntegrityError(
+                f"{location.uri}: the encryption context has no {digest_key!r} to check against"
+            )
+        verify_digest(recorded, actual)
+    return actual
+
+
+def _plaintext_size(body_size: int, frame_length: int) -> int:
+    """Invert the framing: regular frames of `frame_length`, then a final frame of the remainder."""
+    regular = sealed_frame_size(frame_length, False)
+    empty_final = sealed_frame_size(0, True)
+    if body_size < empty_final:
+        raise EnvelopeError("message body is shorter than one final frame: truncated")
+    frames, rest = divmod(body_size - empty_final, regular)
+    # `rest` is the final frame's plaintext length, which must be shorter than a whole frame.
+    if rest >= frame_length:
+        raise IntegrityError("message body length does not match its framing: truncated or extended")
+    return frames * frame_length + rest
