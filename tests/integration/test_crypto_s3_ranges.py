@@ -40,7 +40,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any, str]]:
         "AWS_SECRET_ACCESS_KEY": "testing",
     }.items():
         monkeypatch.setenv(name, value)
-    config = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    config = Config(
+        request_checksum_calculation="when_required", response_checksum_validation="when_required"
+    )
     with mock_aws():
         s3 = boto3.client("s3", config=config)
         kms = boto3.client("kms")
@@ -151,7 +153,7 @@ def test_a_source_that_changes_during_encryption_stores_nothing(aws: tuple[Any, 
     s3.put_object(Bucket="ingest", Key="models/big.gguf", Body=os.urandom(SIZE))
     # When it is encrypted by range
     # Then the ETag precondition fails the read, the multipart upload is aborted and nothing is stored
-    with pytest.raises(Exception, match="PreconditionFailed|412"):
+    with pytest.raises(Exception, match=r"PreconditionFailed|412"):
         _encrypt(s3, kms, key_arn, source)
     assert "Contents" not in s3.list_objects_v2(Bucket="vault")
     assert not s3.list_multipart_uploads(Bucket="vault").get("Uploads")

@@ -34,7 +34,9 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         "AWS_SECRET_ACCESS_KEY": "testing",
     }.items():
         monkeypatch.setenv(name, value)
-    config = Config(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    config = Config(
+        request_checksum_calculation="when_required", response_checksum_validation="when_required"
+    )
     with mock_aws():
         client = boto3.client("s3", config=config)
         client.create_bucket(Bucket="ingest")
