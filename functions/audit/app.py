@@ -15,14 +15,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from modelshield import wiring
 from modelshield.audit import AuditLog, record_cloudtrail_event
 from modelshield.observability import logger, metrics, tracer
-from modelshield.store.audit import audit_log_from_env
 
 
 @lru_cache(maxsize=1)
 def audit_log() -> AuditLog:
-    return audit_log_from_env()
+    return wiring.audit_log()
 
 
 @event_parser(model=EventBridgeModel)

@@ -12,13 +12,14 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from modelshield import wiring
 from modelshield.observability import logger, metrics, tracer
-from modelshield.rotation import Rotator, rotator_from_env
+from modelshield.rotation import Rotator
 
 
 @lru_cache(maxsize=1)
 def rotator() -> Rotator:
-    return rotator_from_env(principal="RotateFunction")
+    return wiring.rotator(principal="RotateFunction")
 
 
 def _dry_run(event: dict[str, Any]) -> bool:

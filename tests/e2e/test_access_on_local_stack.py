@@ -16,6 +16,7 @@ from modelshield.local.samples import benign_checkpoint
 from modelshield.local.stack import LocalStack
 from modelshield.models import Verdict
 from modelshield.store.scans import ScanStore
+from modelshield.wiring import dynamodb
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +49,9 @@ def test_request_approve_decrypt_with_self_approval_refused_and_everything_audit
     ingest = stack.outputs["ingest_bucket"]
     body = benign_checkpoint()
     version = stack.client("s3").put_object(Bucket=ingest, Key="models/served.pt", Body=body)["VersionId"]
-    record = wait_for_scan(ScanStore(stack.env["SCANS_TABLE"]), f"{ingest}/models/served.pt", version, 120)
+    record = wait_for_scan(
+        ScanStore(stack.env["SCANS_TABLE"], dynamodb()), f"{ingest}/models/served.pt", version, 120
+    )
     assert record.verdict is Verdict.ALLOWED
     artifact = f"{ingest}/models/served.pt"
     capsys.readouterr()
@@ -99,7 +102,7 @@ def test_a_security_engineer_cannot_approve_her_own_request(
     version = stack.client("s3").put_object(Bucket=ingest, Key="models/m.pt", Body=benign_checkpoint())[
         "VersionId"
     ]
-    wait_for_scan(ScanStore(stack.env["SCANS_TABLE"]), f"{ingest}/models/m.pt", version, 120)
+    wait_for_scan(ScanStore(stack.env["SCANS_TABLE"], dynamodb()), f"{ingest}/models/m.pt", version, 120)
     capsys.readouterr()
     become(stack, "ModelShieldSecurityEngineer", "alice")
     assert (

@@ -18,6 +18,7 @@ from modelshield.local.samples import benign_checkpoint, malicious_pickle
 from modelshield.local.stack import LocalStack
 from modelshield.models import RuleId, RuleStatus, Verdict
 from modelshield.store.scans import ScanStore
+from modelshield.wiring import dynamodb
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +108,7 @@ def test_prefixes_select_groups_and_author_signatures_are_verified(
     versions = {}
     for key, (body, metadata) in uploads.items():
         versions[key] = s3.put_object(Bucket=ingest, Key=key, Body=body, Metadata=metadata)["VersionId"]
-    scans = ScanStore(stack.env["SCANS_TABLE"])
+    scans = ScanStore(stack.env["SCANS_TABLE"], dynamodb())
     record = {
         k: wait_for_scan(scans, f"{ingest}/{k}", versions[k], 120) for k in uploads if not k.endswith(".sig")
     }
@@ -149,7 +150,7 @@ def test_a_rescan_after_a_rule_change_releases_or_quarantines(
 ) -> None:
     ingest, vault = stack.outputs["ingest_bucket"], stack.outputs["vault_bucket"]
     s3 = stack.client("s3")
-    scans = ScanStore(stack.env["SCANS_TABLE"])
+    scans = ScanStore(stack.env["SCANS_TABLE"], dynamodb())
 
     # Given a pickled checkpoint that the partner group allows with warnings, released to the vault
     version = s3.put_object(Bucket=ingest, Key="partner/acme/model.pt", Body=benign_checkpoint())["VersionId"]

@@ -6,7 +6,6 @@ itself enforces before it uses a grant, and what it asks KMS to create.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config
 from modelshield.access import (
     AccessService,
     RequestConflict,
@@ -24,22 +22,19 @@ from modelshield.access import (
 )
 from modelshield.audit import AuditLog, AuditQuery, Decision
 from modelshield.cli import main as cli_main
-from modelshield.crypto.keyring import KmsKeyring
-from modelshield.crypto.s3 import encrypt_to_s3
 from modelshield.errors import AccessDenied
 from modelshield.models import (
     ArtifactRef,
     ArtifactState,
-    EncryptionState,
-    Format,
     Verdict,
     encryption_context,
 )
 from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore
+from modelshield.wiring import dynamodb
 
-from tests.integration.conftest import keys_and_access_account
+from tests.builders import encrypted_allowed_artifact, keys_and_access_account
 
 ACCOUNT = "123456789012"
 CONSUMER = f"arn:aws:sts::{ACCOUNT}:assumed-role/InferenceService/i-0abc"
@@ -61,62 +56,13 @@ class Clock:
         return self.now
 
 
-def s3_client() -> Any:
-    return boto3.client(
-        "s3",
-        config=Config(
-            request_checksum_calculation="when_required", response_checksum_validation="when_required"
-        ),
-    )
-
-
 def put_artifact(
     s3: Any, kms: Any, artifacts: ArtifactStore, key_arn: str, name: str, data: bytes
 ) -> ArtifactState:
     """Encrypt `data` into the vault the way the pipeline does, and record the artifact version."""
-    ref = ArtifactRef(bucket="ingest", key=name, version_id="v1")
-    sha = hashlib.sha256(data).hexdigest()
-    stored = encrypt_to_s3(
-        _write_tmp(data),
-        s3=s3,
-        keyring=KmsKeyring(kms),
-        key_id=key_arn,
-        bucket=VAULT,
-        key=f"vault/{name}",
-        context=encryption_context(ref, sha256=sha, group="S3-Production"),
-        frame_length=4096,
+    return encrypted_allowed_artifact(
+        s3=s3, kms=kms, artifacts=artifacts, key_arn=key_arn, name=name, data=data, vault=VAULT, now=T0
     )
-    state = ArtifactState(
-        artifact_id=ref.artifact_id,
-        version_id="v1",
-        bucket="ingest",
-        key=name,
-        sha256=sha,
-        size=len(data),
-        format=Format.SAFETENSORS,
-        group="S3-Production",
-        verdict=Verdict.ALLOWED,
-        encryption_state=EncryptionState.ENCRYPTED,
-        vault_bucket=VAULT,
-        vault_key=stored.key,
-        vault_version_id=stored.version_id,
-        ciphertext_size=stored.size,
-        wrapping_key_arn=stored.key_arn,
-        data_key_created_at=T0,
-        latest_scan_ref="scan-1",
-        updated_at=T0,
-    )
-    return artifacts.save(state, expected_revision=None)
-
-
-_TMP: list[Path] = []
-
-
-def _write_tmp(data: bytes) -> Path:
-    path = Path(os.environ["MS_TEST_TMP"]) / f"plain-{len(_TMP)}"
-    path.write_bytes(data)
-    _TMP.append(path)
-    return path
 
 
 @pytest.fixture
@@ -129,17 +75,16 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         "ACCESS_TABLE": "access",
         "ARTIFACTS_TABLE": "artifacts",
         "SECURITY_ENGINEER_ROLE": SE_PATTERN,
-        "MS_TEST_TMP": str(tmp_path),
     }.items():
         monkeypatch.setenv(name, value)
     with keys_and_access_account(VAULT) as s3:
         kms = boto3.client("kms")
         key_arn = kms.create_key(Description="vault")["KeyMetadata"]["Arn"]
-        artifacts = ArtifactStore("artifacts")
+        artifacts = ArtifactStore("artifacts", dynamodb())
         clock = Clock()
-        audit = AuditLog(DynamoAuditStore("audit"), clock=clock)
+        audit = AuditLog(DynamoAuditStore("audit", dynamodb()), clock=clock)
         service = AccessService(
-            store=DynamoAccessStore("access"),
+            store=DynamoAccessStore("access", dynamodb()),
             artifacts=artifacts,
             kms=kms,
             audit=audit,

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from modelshield.access import AccessService, vault_context_reader
-from modelshield.api import access_routes, audit_routes
+from modelshield.api import use_services
 from modelshield.audit import AuditLog
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import encrypt_to_s3
@@ -30,8 +30,9 @@ from modelshield.models import (
 from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore
+from modelshield.wiring import ApiServices, dynamodb
 
-from tests.integration.conftest import keys_and_access_account
+from tests.builders import keys_and_access_account
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = "modelshield-ingest/models/resnet50.safetensors"
@@ -93,7 +94,7 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
             frame_length=4096,
         )
         now = datetime(2026, 11, 20, tzinfo=UTC)
-        artifacts = ArtifactStore("artifacts")
+        artifacts = ArtifactStore("artifacts", dynamodb())
         artifacts.save(
             ArtifactState(
                 artifact_id=ARTIFACT,
@@ -116,25 +117,23 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
             ),
             expected_revision=None,
         )
-        audit = AuditLog(DynamoAuditStore("audit"))
+        audit = AuditLog(DynamoAuditStore("audit", dynamodb()))
         service = AccessService(
-            store=DynamoAccessStore("access"),
+            store=DynamoAccessStore("access", dynamodb()),
             artifacts=artifacts,
             kms=kms,
             audit=audit,
             security_engineer_role="arn:aws:iam::*:role/ModelShieldSecurityEngineer",
             context_reader=vault_context_reader(s3),
         )
-        access_routes.use_service(lambda: service)
-        audit_routes.use_audit_log(lambda: audit)
+        use_services(ApiServices(access=service, audit=audit))
         spec = importlib.util.spec_from_file_location("api_function_app", ROOT / "functions/api/app.py")
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         spec.loader.exec_module(module)  # type: ignore[union-attr]
         try:
             yield SimpleNamespace(call=lambda e: _call(module, e), kms=kms, key_arn=key_arn)
         finally:
-            access_routes.use_service(None)
-            audit_routes.use_audit_log(None)
+            use_services(None)
 
 
 def _call(module: Any, event: dict[str, Any]) -> tuple[int, Any]:

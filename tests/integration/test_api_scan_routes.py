@@ -11,7 +11,7 @@ from modelshield.local.samples import benign_checkpoint
 from modelshield.local.stack import LocalContext, load_handler
 from modelshield.store.scans import ScanStore
 
-from tests.integration.conftest import EVENTS, MotoStack
+from tests.builders import EVENTS, MotoStack
 
 ENGINEER = "arn:aws:sts::123456789012:assumed-role/ModelShieldSecurityEngineer/alice"
 CONSUMER = "arn:aws:sts::123456789012:assumed-role/InferenceService/i-0abc"

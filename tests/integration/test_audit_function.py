@@ -14,6 +14,7 @@ import pytest
 from modelshield.audit import AuditLog, AuditQuery, Decision
 from modelshield.local.template import create_template_table
 from modelshield.store.audit import DynamoAuditStore
+from modelshield.wiring import dynamodb
 from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +72,7 @@ def test_decrypt_success_denied_and_create_grant_are_recorded_with_their_decisio
         (2, "kms.Decrypt", "ALLOWED"),
         (3, "kms.Decrypt", "DENIED"),
     ]
-    log = AuditLog(DynamoAuditStore("audit"))
+    log = AuditLog(DynamoAuditStore("audit", dynamodb()))
     artifact = "modelshield-ingest/models/resnet50.safetensors"
     denied = log.list(AuditQuery(decision=Decision.DENIED))
     assert len(denied) == 1
@@ -92,7 +93,7 @@ def test_a_redelivered_event_is_recorded_once(app: Any) -> None:
     again = app.lambda_handler(_event("cloudtrail_decrypt_success.json"), _context())
     # Then the second delivery returns the first record and the chain holds one record
     assert again["seq"] == first["seq"] == 1
-    assert DynamoAuditStore("audit").head().seq == 1  # type: ignore[union-attr]
+    assert DynamoAuditStore("audit", dynamodb()).head().seq == 1  # type: ignore[union-attr]
 
 
 def test_non_kms_events_are_ignored_and_malformed_ones_rejected(app: Any) -> None:
@@ -104,4 +105,4 @@ def test_non_kms_events_are_ignored_and_malformed_ones_rejected(app: Any) -> Non
     assert app.lambda_handler(other, _context()) == {"recorded": False}
     with pytest.raises(Exception, match="validation"):
         app.lambda_handler(broken, _context())
-    assert DynamoAuditStore("audit").head() is None
+    assert DynamoAuditStore("audit", dynamodb()).head() is None

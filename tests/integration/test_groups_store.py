@@ -149,7 +149,7 @@ def test_groups_apply_of_an_invalid_file_writes_nothing(
     )
     assert main(["groups", "apply", str(path)]) == 2
     assert "groups.yaml:4: groups[1].rules.MS-MALFORMED.enabled" in capsys.readouterr().err
-    assert GroupStore(TABLE).list() == []  # nothing stored (list would show the built-in defaults)
+    assert GroupStore(TABLE, dynamodb).list() == []  # nothing stored (list would show the built-in defaults)
 
 
 def test_groups_commands_without_a_table_say_what_to_set(

@@ -3,7 +3,6 @@ resume after an interruption without repeating work, move live grants, and the R
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -14,28 +13,25 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config
+from modelshield import wiring
 from modelshield.access import AccessService, decrypt_with_grant, vault_context_reader
 from modelshield.audit import AuditLog, AuditQuery, Decision
 from modelshield.cli import main as cli_main
 from modelshield.crypto.envelope import parse_header
 from modelshield.crypto.keyring import KmsKeyring
-from modelshield.crypto.s3 import decrypt_s3_to, encrypt_to_s3
+from modelshield.crypto.s3 import decrypt_s3_to
 from modelshield.models import (
-    ArtifactRef,
     ArtifactState,
-    EncryptionState,
-    Format,
     Verdict,
-    encryption_context,
 )
 from modelshield.policy.groups import SecurityGroup
 from modelshield.rotation import RotationSettings, Rotator
 from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore, DynamoCheckpointStore
+from modelshield.wiring import dynamodb
 
-from tests.integration.conftest import keys_and_access_account
+from tests.builders import encrypted_allowed_artifact, keys_and_access_account
 
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,15 +69,6 @@ class Traffic:
         self.copied_parts += 1
 
 
-def s3_client() -> Any:
-    return boto3.client(
-        "s3",
-        config=Config(
-            request_checksum_calculation="when_required", response_checksum_validation="when_required"
-        ),
-    )
-
-
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     for name, value in {
@@ -111,52 +98,29 @@ def stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
             new_key=new_key,
             default_key=default_key,
             groups=groups,
-            artifacts=ArtifactStore("artifacts"),
-            audit=AuditLog(DynamoAuditStore("audit"), clock=lambda: NOW),
-            checkpoints=DynamoCheckpointStore("audit"),
+            artifacts=ArtifactStore("artifacts", dynamodb()),
+            audit=AuditLog(DynamoAuditStore("audit", dynamodb()), clock=lambda: NOW),
+            checkpoints=DynamoCheckpointStore("audit", dynamodb()),
             tmp=tmp_path,
             env=monkeypatch,
         )
 
 
 def add_artifact(stack: Any, name: str, data: bytes, key_arn: str, *, age_days: int = 10) -> ArtifactState:
-    ref = ArtifactRef(bucket="ingest", key=name, version_id="v1")
-    sha = hashlib.sha256(data).hexdigest()
-    plain = stack.tmp / f"plain-{hashlib.md5(name.encode()).hexdigest()}"
-    plain.write_bytes(data)
-    stored = encrypt_to_s3(
-        plain,
+    return encrypted_allowed_artifact(
         s3=stack.s3,
-        keyring=KmsKeyring(stack.kms),
-        key_id=key_arn,
-        bucket=VAULT,
-        key=f"vault/{name}",
-        context=encryption_context(ref, sha256=sha, group=GROUP),
+        kms=stack.kms,
+        artifacts=stack.artifacts,
+        key_arn=key_arn,
+        name=name,
+        data=data,
+        vault=VAULT,
+        now=NOW,
+        data_key_created_at=NOW - timedelta(days=age_days),
+        group=GROUP,
         frame_length=64 * 1024,
         metadata={"modelshield-verdict": "ALLOWED"},
     )
-    plain.unlink()
-    state = ArtifactState(
-        artifact_id=ref.artifact_id,
-        version_id="v1",
-        bucket="ingest",
-        key=name,
-        sha256=sha,
-        size=len(data),
-        format=Format.SAFETENSORS,
-        group=GROUP,
-        verdict=Verdict.ALLOWED,
-        encryption_state=EncryptionState.ENCRYPTED,
-        vault_bucket=VAULT,
-        vault_key=stored.key,
-        vault_version_id=stored.version_id,
-        ciphertext_size=stored.size,
-        wrapping_key_arn=stored.key_arn,
-        data_key_created_at=NOW - timedelta(days=age_days),
-        latest_scan_ref="scan-1",
-        updated_at=NOW,
-    )
-    return stack.artifacts.save(state, expected_revision=None)
 
 
 def rotator(stack: Any, *, access: AccessService | None = None, **settings: Any) -> Rotator:
@@ -187,7 +151,7 @@ def decrypted_sha(stack: Any, artifact: ArtifactState, key_arn: str) -> str:
         str(artifact.vault_key),
         artifact.vault_version_id,
         out,
-        s3=s3_client(),
+        s3=wiring.s3_client(),
         keyring=KmsKeyring(stack.kms, allowed_key_arns=[key_arn]),
         expected_context=None,
     )
@@ -328,7 +292,7 @@ def test_live_grants_move_to_the_new_key_and_keep_working(stack: Any) -> None:
     # Given an approved grant on the old key
     art = add_artifact(stack, "models/served.pt", os.urandom(40_000), stack.old_key)
     access = AccessService(
-        store=DynamoAccessStore("access"),
+        store=DynamoAccessStore("access", dynamodb()),
         artifacts=stack.artifacts,
         kms=stack.kms,
         audit=stack.audit,
@@ -389,7 +353,7 @@ def test_cli_keys_status_and_rotate(stack: Any, capsys: pytest.CaptureFixture[st
         "KMS_KEY_ID": stack.default_key,
     }.items():
         stack.env.setenv(name, value)
-    stack.env.setattr("modelshield.rotation.groups_from_env", lambda: lambda: stack.groups)
+    stack.env.setattr("modelshield.wiring.group_source", lambda _source: lambda: stack.groups)
     art = add_artifact(stack, "models/cli.pt", os.urandom(5_000), stack.old_key)
     # When `keys status` runs
     assert cli_main(["keys", "status", "--format", "json"]) == 1  # the default key's rotation is off
@@ -418,7 +382,7 @@ def test_rotate_function_handles_the_schedule_event(stack: Any) -> None:
         "POWERTOOLS_METRICS_NAMESPACE": "ModelShieldTest",
     }.items():
         stack.env.setenv(name, value)
-    stack.env.setattr("modelshield.rotation.groups_from_env", lambda: lambda: stack.groups)
+    stack.env.setattr("modelshield.wiring.group_source", lambda _source: lambda: stack.groups)
     art = add_artifact(stack, "models/lambda.pt", os.urandom(5_000), stack.old_key)
     spec = importlib.util.spec_from_file_location("rotate_function_app", ROOT / "functions/rotate/app.py")
     app = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]

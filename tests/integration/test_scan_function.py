@@ -13,7 +13,7 @@ from modelshield.models import CTX_ARTIFACT, CTX_SHA256, CTX_VERSION, RuleId, Sc
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.scans import ScanStore
 
-from tests.integration.conftest import MotoStack, s3_event
+from tests.builders import MotoStack, s3_event
 
 
 def scans(stack: MotoStack) -> ScanStore:
@@ -215,7 +215,7 @@ def test_the_s3_test_event_is_ignored(moto_stack: MotoStack) -> None:
 
 
 def moto_stack_events():
-    from tests.integration.conftest import EVENTS
+    from tests.builders import EVENTS
 
     return EVENTS
 

@@ -19,6 +19,7 @@ from modelshield.audit import (
 from modelshield.errors import UsageError
 from modelshield.local.template import create_template_table
 from modelshield.store.audit import DynamoAuditStore
+from modelshield.wiring import dynamodb
 from moto import mock_aws
 
 TABLE = "audit-test"
@@ -36,7 +37,7 @@ def aws(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def store(aws) -> DynamoAuditStore:
-    return DynamoAuditStore(TABLE)
+    return DynamoAuditStore(TABLE, dynamodb())
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def test_idempotency_key_records_an_event_once(log: AuditLog) -> None:
 
 def test_a_writer_that_loses_the_head_race_retries_without_forking(store: DynamoAuditStore) -> None:
     # Given writer A that reads the head, and writer B that appends right after A's read
-    writer_b = AuditLog(DynamoAuditStore(TABLE), sleep=lambda _s: None)
+    writer_b = AuditLog(DynamoAuditStore(TABLE, dynamodb()), sleep=lambda _s: None)
     real_head = store.head
     calls = {"n": 0}
 
@@ -123,7 +124,7 @@ def test_a_writer_that_loses_the_head_race_retries_without_forking(store: Dynamo
     # Then A's conditional write failed once, A retried on the new head, and the chain is linear
     assert calls["n"] == 2
     assert record_a.seq == 2
-    assert AuditLog(DynamoAuditStore(TABLE)).verify().ok
+    assert AuditLog(DynamoAuditStore(TABLE, dynamodb())).verify().ok
 
 
 def test_verify_reports_a_record_deleted_from_the_middle(log: AuditLog) -> None:

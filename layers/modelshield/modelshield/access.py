@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import fnmatch
 import io
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, Field
 
 from modelshield.audit import AuditAction, AuditLog, Decision
+from modelshield.crypto.envelope import parse_header
+from modelshield.crypto.keyring import KmsKeyring
+from modelshield.crypto.s3 import decrypt_s3_to, read_object_head
 from modelshield.errors import (
     AccessDenied,
     ArtifactNotFound,
@@ -36,56 +36,25 @@ from modelshield.errors import (
     IntegrityError,
     KeyAccessError,
     ModelShieldError,
+    RequestConflict,
+    RequestNotFound,
     UsageError,
 )
-from modelshield.models import ArtifactState, EncryptionState, utcnow
+from modelshield.models import AccessRequest, ArtifactState, EncryptionState, RequestStatus, utcnow
+
+__all__ = [
+    "AccessRequest",
+    "AccessService",
+    "RequestConflict",
+    "RequestNotFound",
+    "RequestStatus",
+    "decrypt_with_grant",
+    "vault_context_reader",
+]
 
 MAX_ACCESS_HOURS = 24 * 30  # longest grant a single approval may create
 MAX_REASON_CHARS = 1000
 GRANT_OPERATIONS = ["Decrypt"]
-
-
-class RequestNotFound(ModelShieldError):
-    """No access request with that id."""
-
-
-class RequestConflict(ModelShieldError):
-    """The request is not in a state that allows this (already decided, raced by another decision)."""
-
-
-class RequestStatus(StrEnum):
-    PENDING = "PENDING"
-    APPROVED = "APPROVED"  # a grant exists until expires_at
-    DENIED = "DENIED"
-    EXPIRED = "EXPIRED"  # approved, then its grant was retired at expiry
-
-
-class AccessRequest(BaseModel):
-    """One request for decryption access to one artifact version (access table, PK `request_id`)."""
-
-    request_id: str
-    artifact_id: str
-    version_id: str
-    requester: str  # the caller's ARN as presented (session ARN for assumed roles)
-    grantee: str  # the IAM principal a grant names: see normalize_principal
-    reason: str
-    hours: int
-    status: RequestStatus = RequestStatus.PENDING
-    created_at: datetime
-    decided_by: str | None = None
-    decided_at: datetime | None = None
-    decision_reason: str = ""
-    key_arn: str | None = None  # KMS key the grant is on (the artifact's wrapping key)
-    grant_id: str | None = None
-    grant_token: str | None = None
-    encryption_context: dict[str, str] = Field(default_factory=dict)  # the grant's constraint
-    expires_at: datetime | None = None
-    retired_at: datetime | None = None
-    revision: int = 1
-
-    def public(self) -> dict[str, Any]:
-        """What list/show commands and the API return: the grant token stays with the grantee's calls."""
-        return self.model_dump(mode="json", exclude={"grant_token"})
 
 
 # -- principals -------------------------------------------------------------------------------------
@@ -522,11 +491,7 @@ def _unreleasable(artifact: ArtifactState) -> str | None:
     return None
 
 
-# -- wiring -----------------------------------------------------------------------------------------
-
-
-def security_engineer_role_from_env() -> str | None:
-    return os.environ.get("SECURITY_ENGINEER_ROLE") or None
+# -- decrypting with a grant, reading the context it is constrained to --------------------------------
 
 
 def decrypt_with_grant(
@@ -543,9 +508,6 @@ def decrypt_with_grant(
     or when the vault object no longer carries the context the grant was constrained to. Every KMS call
     carries the grant token, so it works before the grant has propagated.
     """
-    from modelshield.crypto.keyring import KmsKeyring
-    from modelshield.crypto.s3 import decrypt_s3_to
-
     request, artifact = service.authorize_decrypt(request_id, principal=principal)
     keyring = KmsKeyring(service.kms, grant_tokens=[str(request.grant_token)])
     try:
@@ -593,8 +555,6 @@ def vault_context_reader(s3: Any) -> ContextReader:
     The header is authenticated by the data key, but here it is only read to learn the context the
     grant must be constrained to; KMS checks that context again on every Decrypt.
     """
-    from modelshield.crypto.envelope import parse_header
-    from modelshield.rotation import read_object_head
 
     def read(artifact: ArtifactState) -> dict[str, str]:
         data = read_object_head(
@@ -604,29 +564,3 @@ def vault_context_reader(s3: Any) -> ContextReader:
         return dict(header.context)
 
     return read
-
-
-def access_service_from_env(*, kms: Any | None = None, s3: Any | None = None) -> AccessService:
-    """The service wired to the tables and clients named in the environment (CLI, API, rotation)."""
-    import boto3
-
-    from modelshield.store.access import DynamoAccessStore
-    from modelshield.store.artifacts import ArtifactStore
-    from modelshield.store.audit import audit_log_from_env
-
-    artifacts_table = os.environ.get("ARTIFACTS_TABLE")
-    if not artifacts_table:
-        raise ConfigError("missing environment variable ARTIFACTS_TABLE (the artifacts table name)")
-    if s3 is None:
-        from modelshield.aws import s3_client
-
-        s3 = s3_client()
-    return AccessService(
-        store=DynamoAccessStore.from_env(),
-        artifacts=ArtifactStore(artifacts_table),
-        kms=kms or boto3.client("kms"),
-        audit=audit_log_from_env(),
-        security_engineer_role=security_engineer_role_from_env(),
-        context_reader=vault_context_reader(s3),
-        retiring_principal=os.environ.get("GRANT_RETIRING_PRINCIPAL") or None,
-    )

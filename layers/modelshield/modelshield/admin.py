@@ -1,23 +1,37 @@
 """Security Engineer operations shared by the CLI and the API: apply security groups, request rescans.
 
 One implementation each, so both entry points check the same things and write the same audit records.
+The caller passes the audit log (None: this process has none, e.g. the CLI without a stack) and who
+acts (a verified identity, or a function returning one, asked only when a record is written).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from modelshield.audit import AuditAction
+from modelshield.audit import AuditAction, AuditLog
+from modelshield.errors import GroupNotFound, GroupVersionConflict
 from modelshield.models import ArtifactState
 from modelshield.policy.groups import SecurityGroup
 from modelshield.rescan import artifacts_of_group, enqueue_rescans
-from modelshield.store.audit import append_if_configured
-from modelshield.store.groups import GroupNotFound, GroupStore, GroupVersionConflict
+from modelshield.store.groups import GroupStore
+
+Principal = str | Callable[[], str]
+
+
+def _record(audit: AuditLog | None, principal: Principal, action: str, **fields: Any) -> None:
+    if audit is not None:
+        audit.append(action, principal=principal if isinstance(principal, str) else principal(), **fields)
 
 
 def apply_groups(
-    store: GroupStore, groups: Sequence[SecurityGroup], *, origin: str, principal: str | None = None
+    store: GroupStore,
+    groups: Sequence[SecurityGroup],
+    *,
+    origin: str,
+    audit: AuditLog | None,
+    principal: Principal,
 ) -> list[dict[str, Any]]:
     """Store `groups`, each as a versioned conditional write, and audit every real change.
 
@@ -34,7 +48,6 @@ def apply_groups(
                     f"{origin}: group {group.name!r} says version {group.version} but the stored one is "
                     f"version {base}: run `modelshield groups show {group.name}`, re-apply your edit, retry"
                 )
-    audit = {"principal": principal} if principal else {}
     changes = []
     for group in groups:
         before = current[group.name]
@@ -48,7 +61,9 @@ def apply_groups(
             change = "updated"
         from_version = before.version if before else None
         if change != "unchanged":
-            append_if_configured(
+            _record(
+                audit,
+                principal,
                 AuditAction.GROUP_CHANGE,
                 reason=f"group {group.name} {change} from {origin}",
                 detail={
@@ -57,7 +72,6 @@ def apply_groups(
                     "to_version": after.version,
                     "from_version": from_version,
                 },
-                **audit,
             )
         changes.append({"name": group.name, "change": change, "from": from_version, "to": after.version})
     return changes
@@ -70,7 +84,8 @@ def request_rescan(
     sqs: Any,
     queue_url: str,
     group: str | None,
-    principal: str | None = None,
+    audit: AuditLog | None,
+    principal: Principal,
 ) -> tuple[str | None, list[ArtifactState]]:
     """Queue a rescan of `group`'s artifacts (all artifacts when None) and audit it.
 
@@ -84,11 +99,12 @@ def request_rescan(
     if not states:
         return None, []
     request_id = enqueue_rescans(sqs, queue_url, states)
-    append_if_configured(
+    _record(
+        audit,
+        principal,
         AuditAction.RESCAN,
         request_id=request_id,
         reason=f"rescan of {group or 'all groups'}",
         detail={"group": group, "artifacts": len(states)},
-        **({"principal": principal} if principal else {}),
     )
     return request_id, states

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelshield.errors import ModelShieldError, UsageError
+from modelshield.errors import AuditWriteError, UsageError
 from modelshield.models import CTX_ARTIFACT, CTX_VERSION, utcnow
 
 GENESIS_HASH = "0" * 64  # the "previous hash" of record 1
@@ -40,10 +40,6 @@ HASH_DOMAIN = b"modelshield-audit-v1\n"  # domain separation: this hash means no
 MAX_DETAIL_BYTES = 32 * 1024  # canonical JSON of `detail`; a DynamoDB item is limited to 400 KB
 MAX_REASON_CHARS = 2000
 MAX_APPEND_ATTEMPTS = 25  # head conflicts before giving up (each retry re-reads the head)
-
-
-class AuditWriteError(ModelShieldError):
-    """The audit record could not be written (contention or storage failure): the action must not proceed."""
 
 
 class ChainConflict(Exception):

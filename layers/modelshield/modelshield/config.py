@@ -1,69 +1,266 @@
-"""Settings from the environment: one small pydantic model per concern, validated once per cold start."""
+"""Settings from the environment: the only module that reads (or writes) `os.environ`.
+
+Each function has one settings model (`ScanSettings`, `RotateSettings`, `ApiSettings`, `AuditSettings`)
+composed from small shared parts (`Tables`, `Buckets`, `GroupsSource`, `AccessSettings`, ...). A field
+names its environment variable with `env(...)`; `load(Model)` reads every variable the model (and its
+parts) name and validates them once, so a missing or malformed variable is one clear line naming it:
+`environment variable SCANS_TABLE is not set (the scans table name): ...`. Empty values count as unset.
+
+Adding a setting: give it a field with `env("NAME", "what it is")` in the model of the function that
+needs it (or in a shared part); `modelshield.wiring` then builds the service from the validated model.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar, get_args
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelshield.errors import ConfigError
 
+M = TypeVar("M", bound=BaseModel)
 
-def _from_env(model: type[BaseModel], mapping: dict[str, str]) -> BaseModel:
-    """Build `model` from environment variables named in `mapping` (field -> ENV_NAME)."""
-    values = {field: os.environ[env] for field, env in mapping.items() if env in os.environ}
+HINT = "export it (e.g. `eval $(modelshield local env)` for the local stack)"
+
+
+def env(name: str, description: str, default: Any = ...) -> Any:
+    """A settings field read from environment variable `name`."""
+    return Field(default, validation_alias=name, description=description)
+
+
+class EnvModel(BaseModel):
+    """A settings model: immutable, fields filled from the environment by `load`."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+
+def _part(annotation: Any) -> type[BaseModel] | None:
+    """The settings part a field holds (a nested model, possibly Optional), or None for a plain value."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _values(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        part = _part(field.annotation)
+        if part is not None:
+            values[name] = _values(part, environ)
+        elif isinstance(field.validation_alias, str) and environ.get(field.validation_alias, "") != "":
+            values[name] = environ[field.validation_alias]
+    return values
+
+
+def _describe(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, str]:
+    """(ENV_NAME, description) of the field an error location points at."""
+    current: type[BaseModel] | None = model
+    name, description = ".".join(str(p) for p in loc), ""
+    for step in loc:
+        if current is None or str(step) not in current.model_fields:
+            break
+        field = current.model_fields[str(step)]
+        if isinstance(field.validation_alias, str):
+            name, description = field.validation_alias, field.description or ""
+        current = _part(field.annotation)
+    return name, description
+
+
+def load(model: type[M], environ: Mapping[str, str] | None = None) -> M:
+    """Validate `model` from the environment; ConfigError (one line, naming the variables) otherwise."""
+    source = os.environ if environ is None else environ
     try:
-        return model(**values)
+        return model.model_validate(_values(model, source))
     except ValidationError as exc:
-        missing = ", ".join(mapping[str(e["loc"][0])] for e in exc.errors() if e["loc"])
-        raise ConfigError(f"missing or invalid environment variables: {missing}") from None
+        problems = []
+        for error in exc.errors():
+            name, description = _describe(model, tuple(error["loc"]))
+            what = f" ({description})" if description else ""
+            if error["type"] == "missing":
+                problems.append(f"environment variable {name} is not set{what}")
+            else:
+                problems.append(f"environment variable {name}{what} is invalid: {error['msg']}")
+        raise ConfigError("; ".join(problems) + f": {HINT}") from None
 
 
-class Tables(BaseModel):
-    scans: str
-    artifacts: str
-    idempotency: str
-    groups: str
+# -- shared parts -----------------------------------------------------------------------------------
+class Tables(EnvModel):
+    """The tables the scan pipeline writes."""
+
+    scans: str = env("SCANS_TABLE", "the scans table name")
+    artifacts: str = env("ARTIFACTS_TABLE", "the artifacts table name")
+    idempotency: str = env("IDEMPOTENCY_TABLE", "the idempotency table name")
+    groups: str = env("GROUPS_TABLE", "the groups table name")
 
 
-class Buckets(BaseModel):
-    ingest: str
-    vault: str
+class Buckets(EnvModel):
+    ingest: str = env("INGEST_BUCKET", "the ingest bucket name")
+    vault: str = env("VAULT_BUCKET", "the vault bucket name")
 
 
-class ScanSettings(BaseModel):
+class GroupsSource(EnvModel):
+    """Where security groups come from: the groups table, or the built-in defaults when it is empty."""
+
+    table: str = env("GROUPS_TABLE", "the groups table name")
+    ingest_bucket: str | None = env("INGEST_BUCKET", "the bucket ${IngestBucket} stands for", None)
+
+
+class OptionalGroupsSource(EnvModel):
+    """As GroupsSource, for commands that may run without a groups table (the built-in defaults then)."""
+
+    table: str | None = env("GROUPS_TABLE", "the groups table name", None)
+    ingest_bucket: str | None = env("INGEST_BUCKET", "the bucket ${IngestBucket} stands for", None)
+
+
+class AuditSettings(EnvModel):
+    """AuditFunction (and every writer of the audit log): the hash-chained audit table."""
+
+    audit_table: str = env("AUDIT_TABLE", "the audit table name")
+
+
+class OptionalAudit(EnvModel):
+    audit_table: str | None = env("AUDIT_TABLE", "the audit table name", None)
+
+
+class SecurityEngineer(EnvModel):
+    role: str | None = env(
+        "SECURITY_ENGINEER_ROLE", "comma-separated ARN patterns of the Security Engineer role", None
+    )
+
+
+class AccessSettings(EnvModel):
+    """The access-request service: requests, grants and their audit records."""
+
+    artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name")
+    access_table: str = env("ACCESS_TABLE", "the access-requests table name")
+    audit_table: str = env("AUDIT_TABLE", "the audit table name")
+    security_engineer: SecurityEngineer = SecurityEngineer()
+    grant_retiring_principal: str | None = env(
+        "GRANT_RETIRING_PRINCIPAL", "the principal allowed to retire grants", None
+    )
+
+
+# -- one model per function -------------------------------------------------------------------------
+class ScanSettings(EnvModel):
     """ScanFunction: where artifacts come from and go, which key protects them, and scan limits."""
 
     tables: Tables
     buckets: Buckets
-    kms_key_id: str  # the default group key (alias or ARN)
+    kms_key_id: str = env("KMS_KEY_ID", "the vault's KMS key alias or ARN")
     quarantine_prefix: str = "quarantine/"
-    frame_length: int = 4 * 1024 * 1024
-    scan_timeout_seconds: float = 600.0
-    workdir: str = "/tmp"  # noqa: S108 - Lambda's ephemeral storage
+    frame_length: int = env("FRAME_LENGTH", "envelope frame length in bytes", 4 * 1024 * 1024)
+    scan_timeout_seconds: float = env("SCAN_TIMEOUT_SECONDS", "time limit of one scan", 600.0)
+    workdir: str = env("WORKDIR", "ephemeral storage for downloads", "/tmp")  # noqa: S108 - Lambda's /tmp
 
 
-TABLE_ENV = {
-    "scans": "SCANS_TABLE",
-    "artifacts": "ARTIFACTS_TABLE",
-    "idempotency": "IDEMPOTENCY_TABLE",
-    "groups": "GROUPS_TABLE",
-}
-BUCKET_ENV = {"ingest": "INGEST_BUCKET", "vault": "VAULT_BUCKET"}
+class RotateSettings(EnvModel):
+    """RotateFunction and `modelshield keys rotate`: the artifacts to rotate and where runs are recorded."""
+
+    artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name")
+    audit_table: str = env("AUDIT_TABLE", "the audit table name")
+    kms_key_id: str = env("KMS_KEY_ID", "the stack's default KMS key alias or ARN")
+    access_table: str | None = env("ACCESS_TABLE", "the access-requests table (grants to retire)", None)
+    security_engineer: SecurityEngineer = SecurityEngineer()
+    grant_retiring_principal: str | None = env(
+        "GRANT_RETIRING_PRINCIPAL", "the principal allowed to retire grants", None
+    )
+    groups: OptionalGroupsSource = OptionalGroupsSource()
+    margin_ms: int = env("ROTATION_MARGIN_MS", "stop when less than this remains", 60_000)
+    keep_old_versions: bool = env("ROTATION_KEEP_OLD_VERSIONS", "keep superseded vault versions", False)
+    workdir: str = env("WORKDIR", "ephemeral storage for re-keying", tempfile.gettempdir())
+
+    @property
+    def access(self) -> AccessSettings | None:
+        """The access service's settings when the run also retires and moves grants (ACCESS_TABLE set)."""
+        if not self.access_table:
+            return None
+        return AccessSettings(
+            artifacts_table=self.artifacts_table,
+            access_table=self.access_table,
+            audit_table=self.audit_table,
+            security_engineer=self.security_engineer,
+            grant_retiring_principal=self.grant_retiring_principal,
+        )
+
+
+class KeysSettings(EnvModel):
+    """`modelshield keys status`: the artifacts and the default key to report on."""
+
+    artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name")
+    kms_key_id: str = env("KMS_KEY_ID", "the stack's default KMS key alias or ARN")
+    groups: OptionalGroupsSource = OptionalGroupsSource()
+
+
+class ApiSettings(EnvModel):
+    """ApiFunction: groups, verdicts, rescans, access requests and the audit log."""
+
+    groups: GroupsSource
+    scans_table: str = env("SCANS_TABLE", "the scans table name")
+    artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name")
+    scan_queue_url: str = env("SCAN_QUEUE_URL", "the scan queue URL (rescans)")
+    security_engineer: SecurityEngineer = SecurityEngineer()
+
+
+class RescanSettings(EnvModel):
+    """`modelshield rescan`: where rescans are queued and which artifacts they cover."""
+
+    groups: GroupsSource
+    artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name")
+    scan_queue_url: str = env("SCAN_QUEUE_URL", "the scan queue URL")
+
+
+class StackTarget(EnvModel):
+    """The stack the CLI talks to (a deployed stack's names, or `eval $(modelshield local env)`)."""
+
+    ingest_bucket: str = env("INGEST_BUCKET", "the ingest bucket name", "")
+    vault_bucket: str = env("VAULT_BUCKET", "the vault bucket name", "")
+    scans_table: str = env("SCANS_TABLE", "the scans table name", "")
+    artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name", "")
+
+
+class LocalSettings(EnvModel):
+    """The local stack: where its state and template live, and whether the caller chose AWS instead."""
+
+    template: str | None = env("MODELSHIELD_TEMPLATE", "path of template.yaml", None)
+    state_dir: str = env("MODELSHIELD_STATE_DIR", "local stack state", str(Path.home() / ".modelshield"))
+    target: str | None = env("MODELSHIELD_TARGET", "`aws` to ignore a running local stack", None)
+    ingest_bucket: str | None = env("INGEST_BUCKET", "the ingest bucket name", None)
 
 
 @lru_cache(maxsize=1)
 def scan_settings() -> ScanSettings:
-    tables = _from_env(Tables, TABLE_ENV)
-    buckets = _from_env(Buckets, BUCKET_ENV)
-    extra: dict[str, object] = {}
-    if "SCAN_TIMEOUT_SECONDS" in os.environ:
-        extra["scan_timeout_seconds"] = float(os.environ["SCAN_TIMEOUT_SECONDS"])
-    if "FRAME_LENGTH" in os.environ:
-        extra["frame_length"] = int(os.environ["FRAME_LENGTH"])
-    if "WORKDIR" in os.environ:
-        extra["workdir"] = os.environ["WORKDIR"]
-    if "KMS_KEY_ID" not in os.environ:
-        raise ConfigError("missing environment variable KMS_KEY_ID (the vault's KMS key alias or ARN)")
-    return ScanSettings(tables=tables, buckets=buckets, kms_key_id=os.environ["KMS_KEY_ID"], **extra)
+    """The ScanFunction's settings, once per container."""
+    return load(ScanSettings)
+
+
+def api_settings() -> ApiSettings:
+    return load(ApiSettings)
+
+
+def rotate_settings() -> RotateSettings:
+    return load(RotateSettings)
+
+
+def audit_settings() -> AuditSettings:
+    return load(AuditSettings)
+
+
+def access_settings() -> AccessSettings:
+    return load(AccessSettings)
+
+
+# -- the local stack points this process at itself ---------------------------------------------------
+def export(values: Mapping[str, str]) -> None:
+    """Set environment variables for this process and the handlers it runs in-process (local stack)."""
+    os.environ.update(values)
+
+
+def unset(names: Iterable[str]) -> None:
+    for name in names:
+        os.environ.pop(name, None)

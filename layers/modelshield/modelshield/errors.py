@@ -1,28 +1,90 @@
-"""Narrow exceptions, one per failure. Each message says what was wrong, where, and what to do."""
+"""Every exception the services raise on purpose, with what the CLI and the API make of it.
+
+One class per failure; each message says what was wrong, where, and what to do. `exit_code` is what the
+`modelshield` command exits with (the CLI contract: 2 = usage or I/O error) and `http_status` what the
+API answers. The CLI (`modelshield.cli.main`) and the API (`modelshield.api.error_response`) each read
+these two attributes in exactly one place, so a new error is mapped by declaring it here.
+"""
 
 from __future__ import annotations
+
+from http import HTTPStatus
+from typing import ClassVar
 
 
 class ModelShieldError(Exception):
     """Base of every error this package raises on purpose. The CLI prints these without a traceback."""
 
-    exit_code = 2
+    exit_code: ClassVar[int] = 2
+    http_status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
 
 
+# -- the caller's request ---------------------------------------------------------------------------
 class UsageError(ModelShieldError):
     """The caller asked for something malformed (bad flag, bad YAML, bad argument)."""
 
+    http_status = HTTPStatus.BAD_REQUEST
 
+
+class AccessDenied(ModelShieldError):
+    """The caller is not allowed to do this (e.g. approve their own access request)."""
+
+    http_status = HTTPStatus.FORBIDDEN
+
+
+# -- things that are not there ----------------------------------------------------------------------
 class ArtifactNotFound(ModelShieldError):
     """The object, version or record asked for does not exist."""
 
-
-class StackNotRunning(ModelShieldError):
-    """The local stack is not up (no state file, or the endpoint does not answer)."""
+    http_status = HTTPStatus.NOT_FOUND
 
 
-class ConfigError(ModelShieldError):
-    """The environment or a configuration file is invalid."""
+class RequestNotFound(ModelShieldError):
+    """No access request with that id."""
+
+    http_status = HTTPStatus.NOT_FOUND
+
+
+class GroupNotFound(ModelShieldError):
+    """No group with that name is stored."""
+
+    http_status = HTTPStatus.NOT_FOUND
+
+
+# -- concurrent or conflicting changes --------------------------------------------------------------
+class RequestConflict(ModelShieldError):
+    """The request is not in a state that allows this (already decided, raced by another decision)."""
+
+    http_status = HTTPStatus.CONFLICT
+
+
+class GroupVersionConflict(ModelShieldError):
+    """The stored group changed since the version this edit was based on."""
+
+    http_status = HTTPStatus.CONFLICT
+
+
+class ConcurrentUpdate(ModelShieldError):
+    """Someone else changed the artifact record since it was read; re-read and retry."""
+
+
+class ScanAlreadyRecorded(ModelShieldError):
+    """A scan record with this artifact id and scan ref exists: the scans table is append-only."""
+
+
+class RotationConflict(ModelShieldError):
+    """The artifact's vault object changed while we rotated it; our new version was discarded."""
+
+
+class CheckpointConflict(ModelShieldError):
+    """Another run moved the job checkpoint first."""
+
+
+# -- integrity and keys ------------------------------------------------------------------------------
+class IntegrityError(ModelShieldError):
+    """A stored object does not match what was written (checksum or size mismatch)."""
+
+    http_status = HTTPStatus.CONFLICT
 
 
 class EnvelopeError(ModelShieldError):
@@ -32,10 +94,29 @@ class EnvelopeError(ModelShieldError):
 class KeyAccessError(ModelShieldError):
     """KMS refused a data-key operation (no grant, expired grant, wrong key)."""
 
-
-class IntegrityError(ModelShieldError):
-    """A stored object does not match what was written (checksum or size mismatch)."""
+    http_status = HTTPStatus.BAD_GATEWAY
 
 
-class AccessDenied(ModelShieldError):
-    """The caller is not allowed to do this (e.g. approve their own access request)."""
+# -- infrastructure and environment ------------------------------------------------------------------
+class ConfigError(ModelShieldError):
+    """The environment or a configuration file is invalid."""
+
+
+class StackNotRunning(ModelShieldError):
+    """The local stack is not up (no state file, or the endpoint does not answer)."""
+
+
+class StorageError(ModelShieldError):
+    """An S3 call or local file operation failed for a reason other than "not found" / "denied"."""
+
+
+class GroupStoreError(ModelShieldError):
+    """DynamoDB refused or could not be reached (the message says which table and why)."""
+
+
+class AuditWriteError(ModelShieldError):
+    """The audit record could not be written (contention or storage failure): the action must not proceed."""
+
+
+class ArtifactTooLarge(ModelShieldError):
+    """The object does not fit in this function's ephemeral storage."""

@@ -226,6 +226,44 @@ class ArtifactState(BaseModel):
 # Encryption-context keys. They are authenticated in every envelope header and sent to KMS, where the key
 # policy, the IAM policies in template.yaml and decryption grants constrain on them: renaming one is a
 # breaking change for every stored artifact.
+class RequestStatus(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"  # a grant exists until expires_at
+    DENIED = "DENIED"
+    EXPIRED = "EXPIRED"  # approved, then its grant was retired at expiry
+
+
+class AccessRequest(BaseModel):
+    """One request for decryption access to one artifact version (access table, PK `request_id`).
+
+    A record, not a service: it lives here (not in `access`) so the store and the service both
+    import it from below them."""
+
+    request_id: str
+    artifact_id: str
+    version_id: str
+    requester: str  # the caller's ARN as presented (session ARN for assumed roles)
+    grantee: str  # the IAM principal a grant names: see normalize_principal
+    reason: str
+    hours: int
+    status: RequestStatus = RequestStatus.PENDING
+    created_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str = ""
+    key_arn: str | None = None  # KMS key the grant is on (the artifact's wrapping key)
+    grant_id: str | None = None
+    grant_token: str | None = None
+    encryption_context: dict[str, str] = Field(default_factory=dict)  # the grant's constraint
+    expires_at: datetime | None = None
+    retired_at: datetime | None = None
+    revision: int = 1
+
+    def public(self) -> dict[str, Any]:
+        """What list/show commands and the API return: the grant token stays with the grantee's calls."""
+        return self.model_dump(mode="json", exclude={"grant_token"})
+
+
 CTX_ARTIFACT = "modelshield:artifact"  # "<bucket>/<key>" of the ingest object
 CTX_VERSION = "modelshield:version"  # the ingest object's version id
 CTX_GROUP = "modelshield:group"  # the security group that evaluated it

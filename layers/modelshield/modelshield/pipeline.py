@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.exceptions import ClientError
 
 from modelshield import scanning
-from modelshield.aws import is_not_found, s3_client
+from modelshield.aws import is_not_found
 from modelshield.config import ScanSettings
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import encrypt_to_s3
+from modelshield.errors import ArtifactTooLarge
 from modelshield.events import ObjectEvent
 from modelshield.models import (
     ArtifactRef,
@@ -53,7 +53,6 @@ from modelshield.models import (
 from modelshield.observability import logger
 from modelshield.policy.engine import evaluate
 from modelshield.policy.gather import gather_metadata
-from modelshield.policy.groups import SecurityGroup, default_groups
 from modelshield.policy.sources import resolve_group
 from modelshield.scanning.registry import Limits
 from modelshield.store.artifacts import ArtifactStore
@@ -66,13 +65,9 @@ DOWNLOAD_CHUNK = 8 * 1024 * 1024
 DISK_HEADROOM = 64 * 1024 * 1024  # left free on ephemeral storage for scanner spools and the OS
 
 
-class ArtifactTooLarge(Exception):
-    """The object does not fit in this function's ephemeral storage."""
-
-
 @dataclass
 class Runtime:
-    """Everything the pipeline talks to. Built once per Lambda container (or per local stack)."""
+    """Everything the pipeline talks to. Built once per Lambda container by `modelshield.wiring.runtime`."""
 
     settings: ScanSettings
     s3: Any
@@ -80,22 +75,6 @@ class Runtime:
     scans: ScanStore
     artifacts: ArtifactStore
     groups: GroupStore
-
-    @classmethod
-    def from_settings(cls, settings: ScanSettings) -> Runtime:
-        dynamodb = boto3.resource("dynamodb")
-        return cls(
-            settings=settings,
-            s3=s3_client(),
-            kms=boto3.client("kms"),
-            scans=ScanStore(settings.tables.scans, dynamodb),
-            artifacts=ArtifactStore(settings.tables.artifacts, dynamodb),
-            groups=GroupStore(settings.tables.groups, dynamodb),
-        )
-
-    def security_groups(self) -> list[SecurityGroup]:
-        stored = self.groups.list()
-        return stored or default_groups(ingest_bucket=self.settings.buckets.ingest)
 
 
 def resolve_version(s3: Any, event: ObjectEvent) -> ObjectEvent:
@@ -325,7 +304,7 @@ def _scan_and_store(
 ) -> ScanRecord:
     settings = rt.settings
     t0 = time.monotonic()
-    group, source = resolve_group(rt.security_groups(), ref.bucket, ref.key)
+    group, source = resolve_group(rt.groups.effective(), ref.bucket, ref.key)
     metadata = gather_metadata(
         rt.s3,
         ref.bucket,

@@ -25,7 +25,6 @@ so repeating an item never repeats its work, and every action is audited with an
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -33,28 +32,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
+from modelshield.access import AccessService
 from modelshield.audit import AuditAction, AuditLog, Decision
-from modelshield.crypto.envelope import EnvelopeError, Header, parse_header
+from modelshield.crypto.envelope import EnvelopeError, Header
 from modelshield.crypto.keyring import KmsKeyring, rewrap_header
+from modelshield.crypto.s3 import encrypt_to_s3, get_range, parse_envelope_head, read_object_head
 from modelshield.crypto.streams import decrypt_to, open_message
-from modelshield.errors import IntegrityError, ModelShieldError
+from modelshield.errors import ConcurrentUpdate, IntegrityError, ModelShieldError, RotationConflict
 from modelshield.keys import KeyResolver, key_status, keys_without_rotation
 from modelshield.models import CTX_ARTIFACT, CTX_SHA256, CTX_VERSION, ArtifactState, EncryptionState, utcnow
 from modelshield.store.dynamo import from_item
 
-if TYPE_CHECKING:
-    from modelshield.access import AccessService
-
 MiB = 1 << 20
 S3_MIN_PART = 5 * MiB  # every multipart part but the last
 S3_MAX_PART = 5 * 1024 * MiB  # UploadPartCopy range limit
-HEADER_PROBE = 64 * 1024  # first read covers any usual header (context <= 64 KiB is the format's cap)
-MAX_HEADER_BYTES = 2 * MiB  # a header can never be larger: 64 KiB context + 8 data keys of 3 x 64 KiB
 DEFAULT_MAX_AGE_DAYS = 365
 CHECKPOINT_NAME = "rotation"
 CHECKPOINT_EVERY = 25  # no-op items between checkpoint writes (actions always checkpoint)
@@ -121,10 +117,6 @@ class RotationReport(BaseModel):
             "retired_grants": len(self.retired_grants),
             "failures": len(self.failures),
         }
-
-
-class RotationConflict(ModelShieldError):
-    """The artifact's vault object changed while we rotated it; our new version was discarded."""
 
 
 @dataclass
@@ -339,7 +331,7 @@ class Rotator:
         head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=old_version)
         size = int(head["ContentLength"])
         head_bytes = self._read_head(bucket, key, old_version, size, self.settings.first_part_bytes, result)
-        context = _check_context(_parse(head_bytes)[0], artifact)
+        context = _check_context(parse_envelope_head(head_bytes)[0], artifact)
         # Unwrap only with the key the record names: a header pointing elsewhere is not ours to trust.
         keyring = KmsKeyring(self.kms, allowed_key_arns=[str(artifact.wrapping_key_arn)])
         rewrapped = rewrap_header(
@@ -456,7 +448,7 @@ class Rotator:
                 f"expected {expected_size}"
             )
         data = self._read_head(bucket, key, version, expected_size, 0, result)
-        header, hlen = _parse(data)
+        header, hlen = parse_envelope_head(data)
         first_frame = min(expected_size - hlen, header.frame_length + 64)  # one frame with its framing
         if len(data) < hlen + first_frame:
             data += self._get_range(bucket, key, version, len(data), hlen + first_frame, result)
@@ -472,12 +464,10 @@ class Rotator:
 
     # -- re-key ------------------------------------------------------------------------------------
     def _rekey(self, artifact: ArtifactState, target_key: str, result: ItemResult) -> ArtifactState:
-        from modelshield.crypto.s3 import encrypt_to_s3
-
         bucket, key, old_version = _vault(artifact)
         head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=old_version)
         header_bytes = self._read_head(bucket, key, old_version, int(head["ContentLength"]), 0, result)
-        old_header, _ = _parse(header_bytes)
+        old_header, _ = parse_envelope_head(header_bytes)
         context = _check_context(old_header, artifact)
         workdir = Path(self.settings.workdir)
         with tempfile.TemporaryDirectory(dir=workdir, prefix="modelshield-rekey-") as tmp:
@@ -532,8 +522,6 @@ class Rotator:
     # -- shared steps ------------------------------------------------------------------------------
     def _commit(self, artifact: ArtifactState, update: dict[str, Any]) -> ArtifactState:
         """Move the record to the new vault version without losing a concurrent change."""
-        from modelshield.store.artifacts import ConcurrentUpdate
-
         try:
             return self.artifacts.save(
                 artifact.model_copy(update=update), expected_revision=artifact.revision
@@ -646,66 +634,12 @@ class Rotator:
         )
 
 
-def get_range(s3: Any, bucket: str, key: str, version: str | None, start: int, end: int) -> bytes:
-    """Bytes [start, end) of one object version (one ranged GET)."""
-    if end <= start:
-        return b""
-    params: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"}
-    if version:
-        params["VersionId"] = version
-    body = s3.get_object(**params)["Body"]
-    try:
-        return bytes(body.read())
-    finally:
-        body.close()
-
-
-def read_object_head(
-    s3: Any,
-    bucket: str,
-    key: str,
-    version: str | None,
-    *,
-    size: int | None = None,
-    body_bytes: int = 0,
-    on_bytes: Callable[[int], None] = lambda _n: None,
-) -> bytes:
-    """An envelope's header plus up to `body_bytes` of its body, with as few ranged GETs as possible."""
-    if size is None:
-        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if version:
-            params["VersionId"] = version
-        size = int(s3.head_object(**params)["ContentLength"])
-
-    def fetch(start: int, end: int) -> bytes:
-        data = get_range(s3, bucket, key, version, start, end)
-        on_bytes(len(data))
-        return data
-
-    data = fetch(0, min(size, HEADER_PROBE + body_bytes))
-    try:
-        _, hlen = _parse(data)
-    except EnvelopeError:
-        if len(data) >= min(size, MAX_HEADER_BYTES):
-            raise
-        data += fetch(len(data), min(size, MAX_HEADER_BYTES + body_bytes))
-        _, hlen = _parse(data)
-    want = min(size, hlen + body_bytes)
-    if len(data) < want:
-        data += fetch(len(data), want)
-    return data
-
-
 def _vault(artifact: ArtifactState) -> tuple[str, str, str]:
     if not artifact.vault_version_id:
         raise IntegrityError(
             f"{artifact.artifact_id}: no vault version id recorded (is the vault bucket versioned?)"
         )
     return str(artifact.vault_bucket), str(artifact.vault_key), artifact.vault_version_id
-
-
-def _parse(data: bytes) -> tuple[Header, int]:
-    return parse_header(io.BytesIO(data))
 
 
 def _check_context(header: Header, artifact: ArtifactState) -> dict[str, str]:
@@ -721,57 +655,3 @@ def _check_context(header: Header, artifact: ArtifactState) -> dict[str, str]:
             f"the record ({', '.join(wrong)})"
         )
     return context
-
-
-# -- wiring -----------------------------------------------------------------------------------------
-
-
-def rotator_from_env(*, principal: str = "modelshield-rotation") -> Rotator:
-    """The Rotator for the tables, buckets and key named in the environment (Lambda and CLI)."""
-    import boto3
-
-    from modelshield.access import access_service_from_env
-    from modelshield.aws import s3_client
-    from modelshield.errors import ConfigError
-    from modelshield.store.artifacts import ArtifactStore
-    from modelshield.store.audit import DynamoCheckpointStore, audit_log_from_env
-
-    missing = [n for n in ("ARTIFACTS_TABLE", "AUDIT_TABLE", "KMS_KEY_ID") if not os.environ.get(n)]
-    if missing:
-        raise ConfigError(f"missing environment variables: {', '.join(missing)}")
-    s3, kms = s3_client(), boto3.client("kms")
-    access = access_service_from_env(kms=kms, s3=s3) if os.environ.get("ACCESS_TABLE") else None
-    settings = RotationSettings(
-        default_key_id=os.environ["KMS_KEY_ID"],
-        margin_ms=int(os.environ.get("ROTATION_MARGIN_MS", "60000")),
-        delete_old_versions=os.environ.get("ROTATION_KEEP_OLD_VERSIONS", "").lower()
-        not in ("1", "true", "yes"),
-        workdir=os.environ.get("WORKDIR", tempfile.gettempdir()),
-        principal=principal,
-    )
-    return Rotator(
-        s3=s3,
-        kms=kms,
-        artifacts=ArtifactStore(os.environ["ARTIFACTS_TABLE"]),
-        groups=groups_from_env(),
-        audit=audit_log_from_env(),
-        settings=settings,
-        access=access,
-        checkpoints=DynamoCheckpointStore(os.environ["AUDIT_TABLE"]),
-    )
-
-
-def groups_from_env() -> Callable[[], Sequence[Any]]:
-    def load() -> Sequence[Any]:
-        from modelshield.policy.groups import default_groups
-
-        table = os.environ.get("GROUPS_TABLE")
-        if table:
-            from modelshield.store.groups import GroupStore
-
-            stored = GroupStore(table).list()
-            if stored:
-                return stored
-        return default_groups(ingest_bucket=os.environ.get("INGEST_BUCKET"))
-
-    return load

@@ -12,44 +12,29 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 
-from modelshield.errors import (
-    AccessDenied,
-    ArtifactNotFound,
-    ConfigError,
-    IntegrityError,
-    KeyAccessError,
-    ModelShieldError,
-    UsageError,
-)
+from modelshield.errors import AccessDenied, ModelShieldError
+from modelshield.wiring import ApiServices
 
-# The one mapping from domain exceptions to HTTP statuses (most specific class first).
-# Others (RequestNotFound, RequestConflict) are registered by name below to avoid import cycles.
-STATUS_BY_ERROR: list[tuple[type[Exception], HTTPStatus]] = [
-    (UsageError, HTTPStatus.BAD_REQUEST),
-    (AccessDenied, HTTPStatus.FORBIDDEN),
-    (ArtifactNotFound, HTTPStatus.NOT_FOUND),
-    (KeyAccessError, HTTPStatus.BAD_GATEWAY),
-    (IntegrityError, HTTPStatus.CONFLICT),
-    (ConfigError, HTTPStatus.INTERNAL_SERVER_ERROR),
-]
+_services: ApiServices | None = None
+
+
+def services() -> ApiServices:
+    """The routes' collaborators, built on first use and cached per container (see wiring.ApiServices)."""
+    global _services
+    if _services is None:
+        _services = ApiServices()
+    return _services
+
+
+def use_services(prepared: ApiServices | None) -> None:
+    """Hand the routes prepared services (tests); None goes back to building them from the settings."""
+    global _services
+    _services = prepared
 
 
 def status_for(exc: Exception) -> HTTPStatus:
-    from modelshield.access import RequestConflict, RequestNotFound
-    from modelshield.store.groups import GroupNotFound, GroupVersionConflict
-
-    for cls, status in [
-        (RequestNotFound, HTTPStatus.NOT_FOUND),
-        (RequestConflict, HTTPStatus.CONFLICT),
-        (GroupNotFound, HTTPStatus.NOT_FOUND),
-        (GroupVersionConflict, HTTPStatus.CONFLICT),
-    ]:
-        if isinstance(exc, cls):
-            return status
-    for cls, status in STATUS_BY_ERROR:
-        if isinstance(exc, cls):
-            return status
-    return HTTPStatus.INTERNAL_SERVER_ERROR
+    """The HTTP status of an exception: what errors.py declares for it, 500 for anything unexpected."""
+    return exc.http_status if isinstance(exc, ModelShieldError) else HTTPStatus.INTERNAL_SERVER_ERROR
 
 
 def error_response(exc: Exception) -> Response[Any]:

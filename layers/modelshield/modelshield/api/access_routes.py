@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -10,28 +9,11 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelshield.access import MAX_ACCESS_HOURS, MAX_REASON_CHARS, AccessService, RequestStatus
-from modelshield.api import caller_arn
+from modelshield.access import MAX_ACCESS_HOURS, MAX_REASON_CHARS
+from modelshield.api import caller_arn, services
+from modelshield.models import RequestStatus
 
 router = Router()
-
-# Built on first use and cached per container; tests replace it with `use_service`.
-_service_factory: Callable[[], AccessService] | None = None
-_service: AccessService | None = None
-
-
-def use_service(factory: Callable[[], AccessService] | None) -> None:
-    global _service_factory, _service
-    _service_factory, _service = factory, None
-
-
-def service() -> AccessService:
-    global _service
-    if _service is None:
-        from modelshield.access import access_service_from_env
-
-        _service = (_service_factory or access_service_from_env)()
-    return _service
 
 
 class AccessRequestBody(BaseModel):
@@ -51,7 +33,7 @@ class DecisionBody(BaseModel):
 
 @router.post("/access/requests")
 def create_request(body: AccessRequestBody) -> Response[dict[str, Any]]:
-    request = service().request(
+    request = services().access.request(
         body.artifact_id,
         version_id=body.version_id,
         requester=caller_arn(router.current_event),
@@ -67,22 +49,24 @@ def list_requests(
     artifact_id: Annotated[str | None, Query()] = None,
     requester: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
-    requests = service().list(status=status, artifact_id=artifact_id, requester=requester)
+    requests = services().access.list(status=status, artifact_id=artifact_id, requester=requester)
     return {"requests": [r.public() for r in requests]}
 
 
 @router.get("/access/requests/<request_id>")
 def show_request(request_id: str) -> dict[str, Any]:
-    return service().get(request_id).public()
+    return services().access.get(request_id).public()
 
 
 @router.post("/access/requests/<request_id>/approve")
 def approve_request(request_id: str, body: DecisionBody) -> dict[str, Any]:
-    approved = service().approve(request_id, approver=caller_arn(router.current_event), reason=body.reason)
+    approved = services().access.approve(
+        request_id, approver=caller_arn(router.current_event), reason=body.reason
+    )
     return approved.public()
 
 
 @router.post("/access/requests/<request_id>/deny")
 def deny_request(request_id: str, body: DecisionBody) -> dict[str, Any]:
-    denied = service().deny(request_id, approver=caller_arn(router.current_event), reason=body.reason)
+    denied = services().access.deny(request_id, approver=caller_arn(router.current_event), reason=body.reason)
     return denied.public()

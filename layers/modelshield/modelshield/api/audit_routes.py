@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
-from modelshield.audit import AuditLog, AuditQuery, ChainHead, Decision
+from modelshield.api import services
+from modelshield.audit import AuditQuery, ChainHead, Decision
 
 router = Router()
-
-_log_factory: Callable[[], AuditLog] | None = None
-_log: AuditLog | None = None
-
-
-def use_audit_log(factory: Callable[[], AuditLog] | None) -> None:
-    global _log_factory, _log
-    _log_factory, _log = factory, None
-
-
-def audit_log() -> AuditLog:
-    global _log
-    if _log is None:
-        from modelshield.store.audit import audit_log_from_env
-
-        _log = (_log_factory or audit_log_from_env)()
-    return _log
 
 
 @router.get("/audit")
@@ -50,7 +33,7 @@ def list_audit(
         until=until,
         limit=limit,
     )
-    return {"records": [r.model_dump(mode="json") for r in audit_log().list(query)]}
+    return {"records": [r.model_dump(mode="json") for r in services().audit.list(query)]}
 
 
 @router.get("/audit/verify")
@@ -59,4 +42,4 @@ def verify_audit(
     anchor_hash: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
 ) -> dict[str, Any]:
     anchor = ChainHead(anchor_seq, anchor_hash) if anchor_seq and anchor_hash else None
-    return audit_log().verify(anchor=anchor).to_json()
+    return services().audit.verify(anchor=anchor).to_json()

@@ -6,36 +6,24 @@ Engineer role (SECURITY_ENGINEER_ROLE), and both are audited.
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
-import boto3
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel
 
-from modelshield.access import matches_any, security_engineer_role_from_env
+from modelshield.access import matches_any
 from modelshield.admin import apply_groups, request_rescan
-from modelshield.api import caller_arn
-from modelshield.errors import AccessDenied, ArtifactNotFound, ConfigError, UsageError
-from modelshield.policy.groups import default_groups, load_groups
-from modelshield.store.artifacts import ArtifactStore
-from modelshield.store.groups import GroupStore
-from modelshield.store.scans import ScanStore
+from modelshield.api import caller_arn, services
+from modelshield.errors import AccessDenied, ArtifactNotFound, UsageError
+from modelshield.policy.groups import SecurityGroup, load_groups
 
 router = Router()
 
 
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise ConfigError(f"environment variable {name} is not set for the API function")
-    return value
-
-
 def _require_security_engineer() -> str:
     caller = caller_arn(router.current_event)
-    pattern = security_engineer_role_from_env()
+    pattern = services().settings.security_engineer.role
     if not pattern or not matches_any(caller, pattern):
         raise AccessDenied(
             f"{caller} is not in the Security Engineer role: only that role may change groups or rescan"
@@ -43,9 +31,8 @@ def _require_security_engineer() -> str:
     return caller
 
 
-def _groups() -> list[Any]:
-    stored = GroupStore(_env("GROUPS_TABLE")).list()
-    return stored or default_groups(ingest_bucket=os.environ.get("INGEST_BUCKET"))
+def _groups() -> list[SecurityGroup]:
+    return services().groups.effective()
 
 
 @router.get("/groups")
@@ -68,9 +55,10 @@ class GroupsDocument(BaseModel):
 @router.put("/groups")
 def put_groups(body: GroupsDocument) -> dict[str, Any]:
     caller = _require_security_engineer()
-    groups = load_groups(body.yaml, ingest_bucket=os.environ.get("INGEST_BUCKET"))
-    store = GroupStore(_env("GROUPS_TABLE"))
-    return {"applied": apply_groups(store, groups, origin="the API", principal=caller)}
+    store = services().groups
+    groups = load_groups(body.yaml, ingest_bucket=store.ingest_bucket)
+    applied = apply_groups(store, groups, origin="the API", audit=services().audit, principal=caller)
+    return {"applied": applied}
 
 
 @router.get("/verdicts")
@@ -78,7 +66,7 @@ def latest_verdict(
     artifact_id: Annotated[str, Query(description="<ingest bucket>/<key>")],
     version_id: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
-    record = ScanStore(_env("SCANS_TABLE")).latest(artifact_id, version_id)
+    record = services().scans.latest(artifact_id, version_id)
     if record is None:
         raise ArtifactNotFound(f"no scan recorded for s3://{artifact_id}")
     return record.model_dump(mode="json")
@@ -94,12 +82,14 @@ def start_rescan(body: RescanRequest) -> dict[str, Any]:
     caller = _require_security_engineer()
     if bool(body.group) == body.all:
         raise UsageError("give exactly one of 'group' or 'all': true")
+    api = services()
     request_id, states = request_rescan(
         groups=_groups(),
-        artifacts=ArtifactStore(_env("ARTIFACTS_TABLE")).all(),
-        sqs=boto3.client("sqs"),
-        queue_url=_env("SCAN_QUEUE_URL"),
+        artifacts=api.artifacts.all(),
+        sqs=api.sqs,
+        queue_url=api.settings.scan_queue_url,
         group=body.group,
+        audit=api.audit,
         principal=caller,
     )
     return {"request_id": request_id, "queued": len(states)}

@@ -10,8 +10,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from modelshield.access import AccessRequest, AccessService, RequestStatus
+from modelshield import wiring
+from modelshield.access import AccessService, decrypt_with_grant
 from modelshield.cli.output import add_format_flag, print_json, print_table
+from modelshield.models import AccessRequest, RequestStatus
 
 
 def register(sub: Any) -> None:
@@ -57,15 +59,11 @@ def register(sub: Any) -> None:
 
 
 def _service() -> AccessService:
-    from modelshield.access import access_service_from_env
-
-    return access_service_from_env()
+    return wiring.access_service()
 
 
 def caller_principal() -> str:
-    import boto3
-
-    return str(boto3.client("sts").get_caller_identity()["Arn"])
+    return wiring.caller_arn()
 
 
 def _print(requests: list[AccessRequest], fmt: str) -> None:
@@ -125,12 +123,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
-    from modelshield.access import decrypt_with_grant
-    from modelshield.aws import s3_client
-
     service = _service()
     sha256 = decrypt_with_grant(
-        service, args.request_id, args.output, principal=caller_principal(), s3=s3_client()
+        service, args.request_id, args.output, principal=caller_principal(), s3=wiring.s3_client()
     )
     if args.format == "json":
         print_json({"request_id": args.request_id, "output": str(args.output), "sha256": sha256})

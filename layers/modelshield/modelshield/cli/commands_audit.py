@@ -6,6 +6,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
+from modelshield import wiring
 from modelshield.audit import AuditLog, AuditQuery, ChainHead, Decision
 from modelshield.cli.output import add_format_flag, print_json, print_table
 from modelshield.errors import UsageError
@@ -51,9 +52,7 @@ def _anchor(value: str) -> ChainHead:
 
 
 def _log() -> AuditLog:
-    from modelshield.store.audit import audit_log_from_env
-
-    return audit_log_from_env()
+    return wiring.audit_log()
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -12,12 +12,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from modelshield import wiring
 from modelshield.cli.output import add_format_flag, print_json, print_table
 from modelshield.crypto.envelope import DEFAULT_FRAME_LENGTH
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import S3Location, encrypt_to_s3, open_model, open_object, parse_s3_uri
 from modelshield.crypto.streams import encrypt_file
-from modelshield.errors import ModelShieldError, UsageError
+from modelshield.errors import ModelShieldError, StorageError, UsageError
 
 
 def parse_context(pairs: Sequence[str]) -> dict[str, str]:
@@ -35,11 +36,7 @@ def parse_context(pairs: Sequence[str]) -> dict[str, str]:
 
 def _clients() -> tuple[Any, Any]:
     """KMS and S3 clients. Request checksums only when required: we send our own SHA-256 per part."""
-    import boto3
-
-    from modelshield.aws import s3_client
-
-    return boto3.client("kms"), s3_client()
+    return wiring.client("kms"), wiring.s3_client()
 
 
 @contextlib.contextmanager
@@ -53,9 +50,9 @@ def _cli_errors(action: str) -> Iterator[None]:
         raise
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
-        raise ModelShieldError(f"{action} failed: {exc.strerror or exc}{where}") from None
+        raise StorageError(f"{action} failed: {exc.strerror or exc}{where}") from None
     except (BotoCoreError, ClientError) as exc:
-        raise ModelShieldError(f"{action} failed: {exc}") from None
+        raise StorageError(f"{action} failed: {exc}") from None
 
 
 def _is_s3(value: str) -> bool:

@@ -9,16 +9,16 @@ from a stale copy fails instead of overwriting someone else's change.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from modelshield import config, wiring
+from modelshield.admin import apply_groups
 from modelshield.cli.output import print_json, print_table
-from modelshield.errors import ConfigError
-from modelshield.policy.groups import SecurityGroup, default_groups, load_groups
+from modelshield.policy.groups import SecurityGroup, load_groups
 from modelshield.store.groups import GroupStore
 
 
@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
     apply.add_argument("file", metavar="FILE")
     apply.add_argument(
         "--ingest-bucket",
-        default=os.environ.get("INGEST_BUCKET"),
+        default=None,
         help="bucket that ${IngestBucket} stands for (default: $INGEST_BUCKET; unset: any bucket)",
     )
     apply.add_argument("--format", choices=["table", "json"], default="table", help="output format")
@@ -53,12 +53,7 @@ def register(sub: Any) -> None:
 
 
 def _store() -> GroupStore:
-    table = os.environ.get("GROUPS_TABLE")
-    if not table:
-        raise ConfigError(
-            "GROUPS_TABLE is not set: export it (e.g. `eval $(modelshield local env)` for the local stack)"
-        )
-    return GroupStore(table)
+    return wiring.group_store(config.load(config.GroupsSource))
 
 
 def group_document(group: SecurityGroup) -> dict[str, Any]:
@@ -86,18 +81,17 @@ def _summary(group: SecurityGroup) -> list[Any]:
 _HEADERS = ["NAME", "VERSION", "SOURCES", "RULES", "KMS KEY"]
 
 
+def _say_defaults() -> None:
+    print(
+        "no groups stored yet: these are the built-in defaults the scanner uses until "
+        "`modelshield groups apply FILE` stores your own",
+        file=sys.stderr,
+    )
+
+
 def _effective_groups(store: GroupStore) -> list[SecurityGroup]:
-    """What the scanner evaluates with: the stored groups, or the built-in defaults while none are stored
-    (a fresh deploy), said on stderr so that nobody mistakes them for stored ones."""
-    groups = store.list()
-    if not groups:
-        print(
-            "no groups stored yet: these are the built-in defaults the scanner uses until "
-            "`modelshield groups apply FILE` stores your own",
-            file=sys.stderr,
-        )
-        groups = default_groups(ingest_bucket=os.environ.get("INGEST_BUCKET"))
-    return groups
+    """What the scanner evaluates with, said on stderr when these are the built-in defaults."""
+    return store.effective(on_defaults=_say_defaults)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -125,10 +119,11 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    from modelshield.admin import apply_groups
-
-    groups = load_groups(Path(args.file), ingest_bucket=args.ingest_bucket)
-    changes = apply_groups(_store(), groups, origin=str(args.file))
+    store = _store()
+    ingest_bucket = args.ingest_bucket if args.ingest_bucket is not None else store.ingest_bucket
+    groups = load_groups(Path(args.file), ingest_bucket=ingest_bucket)
+    audit = wiring.optional_audit_log()
+    changes = apply_groups(store, groups, origin=str(args.file), audit=audit, principal=wiring.caller_arn)
     if args.format == "json":
         print_json({"applied": changes})
     else:

@@ -7,11 +7,12 @@ limit; `--dry-run` reports what it would re-wrap, re-key and retire without chan
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
+from modelshield import config, wiring
 from modelshield.cli.output import add_format_flag, print_json, print_table
-from modelshield.errors import ConfigError
+from modelshield.keys import key_status
+from modelshield.store.artifacts import ArtifactStore
 
 
 def register(sub: Any) -> None:
@@ -32,20 +33,12 @@ def register(sub: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import boto3
-
-    from modelshield.keys import key_status
-    from modelshield.rotation import groups_from_env
-    from modelshield.store.artifacts import ArtifactStore
-
-    missing = [n for n in ("ARTIFACTS_TABLE", "KMS_KEY_ID") if not os.environ.get(n)]
-    if missing:
-        raise ConfigError(f"missing environment variables: {', '.join(missing)}")
+    settings = config.load(config.KeysSettings)
     statuses = key_status(
-        kms=boto3.client("kms"),
-        groups=groups_from_env()(),
-        default_key_id=os.environ["KMS_KEY_ID"],
-        artifacts=ArtifactStore(os.environ["ARTIFACTS_TABLE"]).all(),
+        kms=wiring.client("kms"),
+        groups=wiring.group_source(settings.groups)(),
+        default_key_id=settings.kms_key_id,
+        artifacts=ArtifactStore(settings.artifacts_table, wiring.dynamodb()).all(),
     )
     if args.format == "json":
         print_json({"keys": [{**s.model_dump(mode="json"), "compliant": s.compliant} for s in statuses]})
@@ -72,12 +65,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    import boto3
-
-    from modelshield.rotation import rotator_from_env
-
-    principal = str(boto3.client("sts").get_caller_identity()["Arn"])
-    report = rotator_from_env(principal=principal).run(dry_run=args.dry_run)
+    settings = config.rotate_settings()
+    report = wiring.rotator(settings, principal=wiring.caller_arn()).run(dry_run=args.dry_run)
     if args.format == "json":
         print_json({**report.model_dump(mode="json"), "counts": report.counts()})
         return 1 if report.failures else 0

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
-
+from modelshield import config, wiring
+from modelshield.admin import request_rescan
 from modelshield.cli.output import add_format_flag, print_json, print_table
-from modelshield.errors import ArtifactNotFound, StackNotRunning, UsageError
+from modelshield.errors import ArtifactNotFound, ConfigError, StackNotRunning, UsageError
 from modelshield.local import stack as local
 from modelshield.models import ScanRecord
 
@@ -133,8 +133,12 @@ def _target() -> dict[str, str]:
     """Bucket and table names of the stack to talk to: env vars (deployed or `eval $(modelshield local
     env)`), else the running local stack."""
     local.use_local_stack_if_running()
+    target = config.load(config.StackTarget)
     names = {
-        k: os.environ.get(k, "") for k in ("INGEST_BUCKET", "VAULT_BUCKET", "SCANS_TABLE", "ARTIFACTS_TABLE")
+        "INGEST_BUCKET": target.ingest_bucket,
+        "VAULT_BUCKET": target.vault_bucket,
+        "SCANS_TABLE": target.scans_table,
+        "ARTIFACTS_TABLE": target.artifacts_table,
     }
     if not names["INGEST_BUCKET"] or not names["SCANS_TABLE"]:
         raise StackNotRunning(
@@ -170,10 +174,9 @@ def _files_to_upload(path: Path, key: str) -> list[tuple[Path, str]]:
 def cmd_upload(args: Any) -> int:
     target = _target()
     metadata = _parse_pairs(args.metadata, "--metadata")
-    from modelshield.aws import s3_client
     from modelshield.store.scans import ScanStore
 
-    s3 = s3_client()
+    s3 = wiring.s3_client()
     uploaded: list[tuple[str, str | None]] = []
     for file, key in _files_to_upload(args.path, args.key):
         with file.open("rb") as body:
@@ -183,7 +186,7 @@ def cmd_upload(args: Any) -> int:
             print(f"uploaded s3://{target['INGEST_BUCKET']}/{key} (version {response.get('VersionId')})")
     if not args.wait:
         return 0
-    store = ScanStore(target["SCANS_TABLE"])
+    store = ScanStore(target["SCANS_TABLE"], wiring.dynamodb())
     records = [
         wait_for_scan(store, f"{target['INGEST_BUCKET']}/{key}", version, args.timeout)
         for key, version in uploaded
@@ -217,7 +220,7 @@ def cmd_verdict(args: Any) -> int:
         artifact_id = args.key[len("s3://") :]
     else:
         artifact_id = f"{target['INGEST_BUCKET']}/{args.key.lstrip('/')}"
-    record = ScanStore(target["SCANS_TABLE"]).latest(artifact_id, args.version)
+    record = ScanStore(target["SCANS_TABLE"], wiring.dynamodb()).latest(artifact_id, args.version)
     if record is None:
         raise ArtifactNotFound(
             f"no scan recorded for s3://{artifact_id}"
@@ -252,24 +255,23 @@ def print_scan_record(record: ScanRecord) -> None:
 
 def cmd_rescan(args: Any) -> int:
     target = _target()
-    from modelshield.admin import request_rescan
-    from modelshield.policy.groups import default_groups
     from modelshield.store.artifacts import ArtifactStore
-    from modelshield.store.groups import GroupStore
 
-    queue_url, groups_table = os.environ.get("SCAN_QUEUE_URL"), os.environ.get("GROUPS_TABLE")
-    if not queue_url or not groups_table or not target["ARTIFACTS_TABLE"]:
+    try:
+        settings = config.load(config.RescanSettings)
+    except ConfigError as exc:
         raise StackNotRunning(
-            "rescan needs SCAN_QUEUE_URL, GROUPS_TABLE and ARTIFACTS_TABLE (see `modelshield local env`)"
-        )
-    groups = GroupStore(groups_table).list() or default_groups(ingest_bucket=target["INGEST_BUCKET"])
+            f"rescan needs SCAN_QUEUE_URL, GROUPS_TABLE and ARTIFACTS_TABLE: {exc}"
+        ) from None
     started = time.time()
     request_id, states = request_rescan(
-        groups=groups,
-        artifacts=ArtifactStore(target["ARTIFACTS_TABLE"]).all(),
-        sqs=boto3.client("sqs"),
-        queue_url=queue_url,
+        groups=wiring.group_store(settings.groups).effective(),
+        artifacts=ArtifactStore(settings.artifacts_table, wiring.dynamodb()).all(),
+        sqs=wiring.client("sqs"),
+        queue_url=settings.scan_queue_url,
         group=None if args.all else args.group,
+        audit=wiring.optional_audit_log(),
+        principal=wiring.caller_arn,
     )
     if not states:
         print(f"no artifacts belong to {args.group or 'any group'}: nothing to rescan")
@@ -282,7 +284,7 @@ def cmd_rescan(args: Any) -> int:
         return 0
     from modelshield.store.scans import ScanStore
 
-    scans = ScanStore(target["SCANS_TABLE"])
+    scans = ScanStore(target["SCANS_TABLE"], wiring.dynamodb())
     records = []
     for state in states:
         deadline = time.monotonic() + args.timeout
@@ -334,7 +336,7 @@ def cmd_demo(args: Any) -> int:
                 f"  uploaded s3://{ingest}/{key} ({len(body)} bytes, "
                 f"sha256 {hashlib.sha256(body).hexdigest()[:16]}...)"
             )
-        scans = ScanStore(stack.env["SCANS_TABLE"])
+        scans = ScanStore(stack.env["SCANS_TABLE"], wiring.dynamodb())
         records = {key: wait_for_scan(scans, f"{ingest}/{key}", versions[key], 120) for key in samples}
         print()
         rows = []
@@ -364,7 +366,8 @@ def cmd_demo(args: Any) -> int:
                 )
         allowed_key = "models/demo/classifier.pt"
         record = records[allowed_key]
-        state = ArtifactStore(stack.env["ARTIFACTS_TABLE"]).get(f"{ingest}/{allowed_key}", record.version_id)
+        artifacts = ArtifactStore(stack.env["ARTIFACTS_TABLE"], wiring.dynamodb())
+        state = artifacts.get(f"{ingest}/{allowed_key}", record.version_id)
         if state is None or not record.verdict.releases:
             print(f"\nunexpected: {allowed_key} was not released ({record.verdict.value})")
             return 1

@@ -17,16 +17,25 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import io
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelshield.crypto.envelope import DEFAULT_FRAME_LENGTH, DEFAULT_LIMITS, ReadLimits, sealed_frame_size
+from modelshield.crypto.envelope import (
+    DEFAULT_FRAME_LENGTH,
+    DEFAULT_LIMITS,
+    EnvelopeError,
+    Header,
+    ReadLimits,
+    parse_header,
+    sealed_frame_size,
+)
 from modelshield.crypto.keyring import Keyring
 from modelshield.crypto.streams import (
     DecryptResult,
@@ -37,7 +46,14 @@ from modelshield.crypto.streams import (
     encrypt_stream,
     verify_digest,
 )
-from modelshield.errors import AccessDenied, ArtifactNotFound, IntegrityError, ModelShieldError, UsageError
+from modelshield.errors import (
+    AccessDenied,
+    ArtifactNotFound,
+    IntegrityError,
+    ModelShieldError,
+    StorageError,
+    UsageError,
+)
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3: minimum size of every part except the last
 MAX_PARTS = 10_000  # S3: parts per multipart upload
@@ -105,7 +121,7 @@ def _s3_error(exc: Exception, action: str) -> ModelShieldError:
         return ArtifactNotFound(message)
     if code in {"AccessDenied", "403", "Forbidden"}:
         return AccessDenied(message)
-    return ModelShieldError(message)
+    return StorageError(message)
 
 
 @contextlib.contextmanager
@@ -477,9 +493,7 @@ def open_model(
     }
     if isinstance(source, str) and source.startswith("s3://"):
         if s3 is None:
-            import boto3
-
-            s3 = boto3.client("s3")
+            raise UsageError(f"{source}: pass an S3 client (s3=modelshield.wiring.s3_client())")
         return _decrypt_location(parse_s3_uri(source), Path(dest), s3=s3, **options)
     return decrypt_file(Path(source), Path(dest), **options)
 
@@ -633,3 +647,63 @@ def encrypt_in_place(
         return _copy_verified(s3, stored, key, _object_extra(tags, metadata))
     finally:
         _delete_quietly(s3, bucket, stored.key, stored.version_id)
+
+
+# -- reading envelopes in place: a header (and a little body) with ranged GETs ------------------------
+HEADER_PROBE = 64 * 1024  # first read covers any usual header (context <= 64 KiB is the format's cap)
+MAX_HEADER_BYTES = 2 * 1024 * 1024  # no header is larger: 64 KiB context + 8 data keys of 3 x 64 KiB
+
+
+def parse_envelope_head(data: bytes) -> tuple[Header, int]:
+    """The header at the start of `data` and its length (EnvelopeError if `data` holds no whole header)."""
+    return parse_header(io.BytesIO(data))
+
+
+def get_range(s3: Any, bucket: str, key: str, version: str | None, start: int, end: int) -> bytes:
+    """Bytes [start, end) of one object version (one ranged GET)."""
+    if end <= start:
+        return b""
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"}
+    if version:
+        params["VersionId"] = version
+    body = s3.get_object(**params)["Body"]
+    try:
+        return bytes(body.read())
+    finally:
+        body.close()
+
+
+def read_object_head(
+    s3: Any,
+    bucket: str,
+    key: str,
+    version: str | None,
+    *,
+    size: int | None = None,
+    body_bytes: int = 0,
+    on_bytes: Callable[[int], None] = lambda _n: None,
+) -> bytes:
+    """An envelope's header plus up to `body_bytes` of its body, with as few ranged GETs as possible."""
+    if size is None:
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if version:
+            params["VersionId"] = version
+        size = int(s3.head_object(**params)["ContentLength"])
+
+    def fetch(start: int, end: int) -> bytes:
+        data = get_range(s3, bucket, key, version, start, end)
+        on_bytes(len(data))
+        return data
+
+    data = fetch(0, min(size, HEADER_PROBE + body_bytes))
+    try:
+        _, hlen = parse_envelope_head(data)
+    except EnvelopeError:
+        if len(data) >= min(size, MAX_HEADER_BYTES):
+            raise
+        data += fetch(len(data), min(size, MAX_HEADER_BYTES + body_bytes))
+        _, hlen = parse_envelope_head(data)
+    want = min(size, hlen + body_bytes)
+    if len(data) < want:
+        data += fetch(len(data), want)
+    return data

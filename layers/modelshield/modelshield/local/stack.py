@@ -23,11 +23,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
+from modelshield import config, wiring
 from modelshield.errors import StackNotRunning
 from modelshield.local.template import ACCOUNT_ID, REGION, FunctionSpec, LocalProvisioner, load_template
+from modelshield.policy.groups import default_groups
+from modelshield.store.groups import GroupStore
 
 STACK_NAME = "modelshield-local"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "modelshield-local", "AWS_SECRET_ACCESS_KEY": "modelshield-local"}
@@ -39,7 +39,7 @@ def repo_root() -> Path:
 
 
 def template_path() -> Path:
-    explicit = os.environ.get("MODELSHIELD_TEMPLATE")
+    explicit = config.load(config.LocalSettings).template
     candidates = (
         [Path(explicit)] if explicit else [repo_root() / "template.yaml", Path.cwd() / "template.yaml"]
     )
@@ -52,7 +52,7 @@ def template_path() -> Path:
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("MODELSHIELD_STATE_DIR", Path.home() / ".modelshield"))
+    return Path(config.load(config.LocalSettings).state_dir)
 
 
 def free_port() -> int:
@@ -130,9 +130,8 @@ class LocalStack:
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "ModelShield",
         }
-        os.environ.update(base_env)
-        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            os.environ.pop(var, None)
+        config.export(base_env)
+        config.unset(("AWS_PROFILE", "AWS_SESSION_TOKEN"))
         clients = {name: self.client(name) for name in ("s3", "sqs", "dynamodb", "kms")}
         provisioned = LocalProvisioner(
             load_template(template_path()), stack_name=STACK_NAME, clients=clients
@@ -143,7 +142,7 @@ class LocalStack:
             env.update(spec.environment)
         env["WORKDIR"] = str(state_dir() / "work")
         self.env = env
-        os.environ.update(env)
+        config.export(env)
         self.outputs = {
             "ingest_bucket": provisioned.names.get("IngestBucket", ""),
             "vault_bucket": provisioned.names.get("VaultBucket", ""),
@@ -151,12 +150,11 @@ class LocalStack:
             "dead_letter_queue_url": provisioned.names.get("ScanDeadLetterQueue", ""),
         }
         self.env["SCAN_QUEUE_URL"] = self.outputs["scan_queue_url"]
-        os.environ["SCAN_QUEUE_URL"] = self.outputs["scan_queue_url"]
+        config.export({"SCAN_QUEUE_URL": self.outputs["scan_queue_url"]})
         self._seed_groups()
         self._drain_test_events()
         if self.quiet:  # the demo prints its own story; handler logs and metrics go nowhere
-            os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
-            os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+            config.export({"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"})
         if pollers:
             for spec in provisioned.functions.values():
                 for queue_logical, batch in spec.sqs_sources:
@@ -178,28 +176,24 @@ class LocalStack:
         self.stop()
 
     def client(self, service: str) -> Any:
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            config=Config(
-                request_checksum_calculation="when_required", response_checksum_validation="when_required"
-            ),
-        )
+        return wiring.client(service, **self._endpoint())
+
+    def _endpoint(self) -> dict[str, Any]:
+        return {
+            "endpoint_url": self.endpoint,
+            "region_name": REGION,
+            "aws_access_key_id": FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        }
 
     # -- setup helpers -------------------------------------------------------------------------------
     def _seed_groups(self) -> None:
         """Seed the default security groups, as a deploy does (an empty table means the defaults anyway)."""
-        from modelshield.policy.groups import default_groups
-        from modelshield.store.groups import GroupStore
-
         table = self.env.get("GROUPS_TABLE")
         if table:
-            GroupStore(
-                table, boto3.resource("dynamodb", endpoint_url=self.endpoint, region_name=REGION)
-            ).seed_defaults(default_groups(ingest_bucket=self.outputs["ingest_bucket"]))
+            GroupStore(table, wiring.dynamodb(**self._endpoint())).seed_defaults(
+                default_groups(ingest_bucket=self.outputs["ingest_bucket"])
+            )
 
     def _drain_test_events(self) -> None:
         """S3 sends `s3:TestEvent` when notifications are configured; the handler ignores it, but draining it
@@ -330,10 +324,11 @@ def export_lines(env: dict[str, str]) -> list[str]:
 
 def use_local_stack_if_running() -> bool:
     """Point this process at the running local stack unless the caller already chose a target."""
-    if os.environ.get("INGEST_BUCKET") or os.environ.get("MODELSHIELD_TARGET") == "aws":
+    settings = config.load(config.LocalSettings)
+    if settings.ingest_bucket or settings.target == "aws":
         return False
     state = read_state()
     if state is None:
         return False
-    os.environ.update(state["env"])
+    config.export(state["env"])
     return True

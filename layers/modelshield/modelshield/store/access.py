@@ -6,16 +6,14 @@ ArtifactIndex (artifact_id, created_at) finds the live grants to move when an ar
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from modelshield.access import AccessRequest, RequestConflict, RequestStatus
-from modelshield.errors import ConfigError
+from modelshield.errors import RequestConflict
+from modelshield.models import AccessRequest, RequestStatus
 from modelshield.store.dynamo import from_item, is_conditional_failure, to_item
 
 STATUS_INDEX = "StatusIndex"
@@ -25,15 +23,8 @@ ARTIFACT_INDEX = "ArtifactIndex"
 class DynamoAccessStore:
     """`AccessStore` on DynamoDB. Reads are consistent where a decision depends on them."""
 
-    def __init__(self, table_name: str, dynamodb_resource: Any | None = None) -> None:
-        self.table = (dynamodb_resource or boto3.resource("dynamodb")).Table(table_name)
-
-    @classmethod
-    def from_env(cls) -> DynamoAccessStore:
-        name = os.environ.get("ACCESS_TABLE")
-        if not name:
-            raise ConfigError("missing environment variable ACCESS_TABLE (the access-requests table name)")
-        return cls(name)
+    def __init__(self, table_name: str, dynamodb: Any) -> None:
+        self.table = dynamodb.Table(table_name)
 
     def get(self, request_id: str) -> AccessRequest | None:
         item = self.table.get_item(Key={"request_id": request_id}, ConsistentRead=True).get("Item")

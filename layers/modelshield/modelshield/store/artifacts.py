@@ -5,22 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from modelshield.errors import ModelShieldError
+from modelshield.errors import ConcurrentUpdate
 from modelshield.models import ArtifactState, utcnow
 from modelshield.store.dynamo import from_item, is_conditional_failure, to_item
 
-
-class ConcurrentUpdate(ModelShieldError):
-    """Someone else changed the artifact record since it was read; re-read and retry."""
+__all__ = ["ArtifactStore", "ConcurrentUpdate"]
 
 
 class ArtifactStore:
-    def __init__(self, table_name: str, dynamodb: Any | None = None) -> None:
-        self.table = (dynamodb or boto3.resource("dynamodb")).Table(table_name)
+    def __init__(self, table_name: str, dynamodb: Any) -> None:
+        self.table = dynamodb.Table(table_name)
 
     def get(self, artifact_id: str, version_id: str) -> ArtifactState | None:
         item = self.table.get_item(Key={"artifact_id": artifact_id, "version_id": version_id}).get("Item")

@@ -13,27 +13,25 @@ UpdateItem to the `head` and `state#*` partitions with `dynamodb:LeadingKeys` (s
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import boto3
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from botocore.exceptions import ClientError
 
 from modelshield.audit import (
-    AuditLog,
     AuditQuery,
     AuditRecord,
-    AuditWriteError,
     ChainConflict,
     ChainHead,
     DuplicateEvent,
     format_time,
     parse_time,
 )
-from modelshield.errors import ConfigError
+from modelshield.errors import AuditWriteError, CheckpointConflict
+
+__all__ = ["CheckpointConflict", "DynamoAuditStore", "DynamoCheckpointStore"]
 
 CHAIN_PK = "chain"
 HEAD_PK = "head"
@@ -85,17 +83,10 @@ def _item_to_record(item: dict[str, Any]) -> AuditRecord:
 class DynamoAuditStore:
     """`AuditStore` on one DynamoDB table."""
 
-    def __init__(self, table_name: str, dynamodb_resource: Any | None = None) -> None:
-        self._resource = dynamodb_resource or boto3.resource("dynamodb")
+    def __init__(self, table_name: str, dynamodb: Any) -> None:
+        self._resource = dynamodb
         self.table = self._resource.Table(table_name)
         self.table_name = table_name
-
-    @classmethod
-    def from_env(cls) -> DynamoAuditStore:
-        name = os.environ.get("AUDIT_TABLE")
-        if not name:
-            raise ConfigError("missing environment variable AUDIT_TABLE (the audit table name)")
-        return cls(name)
 
     # -- AuditStore ------------------------------------------------------------------------------
     def head(self) -> ChainHead | None:
@@ -206,14 +197,6 @@ class DynamoAuditStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def audit_log_from_env() -> AuditLog:
-    return AuditLog(DynamoAuditStore.from_env())
-
-
-class CheckpointConflict(Exception):
-    """Another run moved the checkpoint first."""
-
-
 class DynamoCheckpointStore:
     """Small versioned JSON documents (job checkpoints) kept in the audit table under `state#<name>`.
 
@@ -221,8 +204,8 @@ class DynamoCheckpointStore:
     writes a checkpoint also writes audit records, so it already has access to this table.
     """
 
-    def __init__(self, table_name: str, dynamodb_resource: Any | None = None) -> None:
-        self.table = (dynamodb_resource or boto3.resource("dynamodb")).Table(table_name)
+    def __init__(self, table_name: str, dynamodb: Any) -> None:
+        self.table = dynamodb.Table(table_name)
 
     def get(self, name: str) -> tuple[dict[str, Any], int] | None:
         item = self.table.get_item(Key={"pk": f"state#{name}", "seq": 0}, ConsistentRead=True).get("Item")
@@ -257,14 +240,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return str(value)
-
-
-def append_if_configured(action: str, **fields: Any) -> None:
-    """Record `action` when this process has an audit table (AUDIT_TABLE); CLI paths that may run with
-    no stack (e.g. offline validation) call this instead of failing. The caller's IAM identity is the
-    principal unless one is given."""
-    if not os.environ.get("AUDIT_TABLE"):
-        return
-    if "principal" not in fields:
-        fields["principal"] = str(boto3.client("sts").get_caller_identity()["Arn"])
-    audit_log_from_env().append(action, **fields)

@@ -7,28 +7,18 @@ Seeding only creates missing groups; it never reverts an edit made after deploy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from modelshield.errors import ConfigError, ModelShieldError
+from modelshield.errors import GroupNotFound, GroupStoreError, GroupVersionConflict
 from modelshield.models import utcnow
-from modelshield.policy.groups import SecurityGroup
+from modelshield.policy.groups import SecurityGroup, default_groups
 from modelshield.store.dynamo import from_item, is_conditional_failure, to_item
 
-
-class GroupVersionConflict(ModelShieldError):
-    """The stored group changed since the version this edit was based on."""
-
-
-class GroupNotFound(ModelShieldError):
-    """No group with that name is stored."""
-
-
-class GroupStoreError(ModelShieldError):
-    """DynamoDB refused or could not be reached (the message says which table and why)."""
+__all__ = ["GroupNotFound", "GroupStore", "GroupStoreError", "GroupVersionConflict"]
 
 
 def _same(a: SecurityGroup, b: SecurityGroup) -> bool:
@@ -36,12 +26,10 @@ def _same(a: SecurityGroup, b: SecurityGroup) -> bool:
 
 
 class GroupStore:
-    def __init__(self, table_name: str, dynamodb_resource: Any | None = None) -> None:
+    def __init__(self, table_name: str, dynamodb: Any, *, ingest_bucket: str | None = None) -> None:
         self.table_name = table_name
-        try:
-            self.table = (dynamodb_resource or boto3.resource("dynamodb")).Table(table_name)
-        except NoRegionError:
-            raise ConfigError("no AWS region: set AWS_DEFAULT_REGION (or AWS_REGION)") from None
+        self.table = dynamodb.Table(table_name)
+        self.ingest_bucket = ingest_bucket  # what ${IngestBucket} in the built-in defaults stands for
 
     # -- reads ---------------------------------------------------------------------------------------
     def list(self) -> list[SecurityGroup]:
@@ -54,6 +42,17 @@ class GroupStore:
             if "LastEvaluatedKey" not in page:
                 return sorted(groups, key=lambda g: g.name)
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def effective(self, *, on_defaults: Callable[[], None] | None = None) -> list[SecurityGroup]:
+        """What the scanner evaluates with: the stored groups, or the built-in defaults while none are
+        stored (a fresh deploy). The one place that fallback is written; `on_defaults` lets a caller
+        say so (the CLI tells people on stderr that these are not stored ones)."""
+        stored = self.list()
+        if stored:
+            return stored
+        if on_defaults is not None:
+            on_defaults()
+        return default_groups(ingest_bucket=self.ingest_bucket)
 
     def get(self, name: str) -> SecurityGroup:
         """The stored group; GroupNotFound if there is none."""

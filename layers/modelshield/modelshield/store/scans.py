@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from modelshield.errors import ModelShieldError
+from modelshield.errors import ScanAlreadyRecorded
 from modelshield.models import ScanRecord
 from modelshield.store.dynamo import from_item, is_conditional_failure, to_item
 
 
 class ScanStore:
-    def __init__(self, table_name: str, dynamodb: Any | None = None) -> None:
-        self.table = (dynamodb or boto3.resource("dynamodb")).Table(table_name)
+    def __init__(self, table_name: str, dynamodb: Any) -> None:
+        self.table = dynamodb.Table(table_name)
 
     def append(self, record: ScanRecord) -> None:
         """Add a record. Never overwrites: the scans table is the audit trail of verdicts."""
@@ -27,7 +26,7 @@ class ScanStore:
             )
         except ClientError as exc:
             if is_conditional_failure(exc):
-                raise ModelShieldError(
+                raise ScanAlreadyRecorded(
                     f"scan {record.scan_ref} of {record.artifact_id} already recorded"
                 ) from None
             raise

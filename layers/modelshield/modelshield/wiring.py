@@ -1,0 +1,188 @@
+"""Wiring: build the services from validated settings. The only module that calls `boto3.client/resource`.
+
+Handlers (`functions/*/app.py`), CLI commands and the local stack ask this module for what they need;
+domain modules receive their collaborators (clients, stores, other services) as arguments and never
+build them. Settings come from `modelshield.config`, which is the only reader of the environment.
+
+Clients: S3 is built without per-request payload checksums (moto is quadratic with them, TOOLING.md)
+while S3 still stores and reports the checksums we ask for explicitly, which is what we verify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import NoRegionError
+
+from modelshield import config
+from modelshield.access import AccessService, vault_context_reader
+from modelshield.audit import AuditLog
+from modelshield.errors import ConfigError
+from modelshield.pipeline import Runtime
+from modelshield.policy.groups import SecurityGroup, default_groups
+from modelshield.rotation import RotationSettings, Rotator
+from modelshield.store.access import DynamoAccessStore
+from modelshield.store.artifacts import ArtifactStore
+from modelshield.store.audit import DynamoAuditStore, DynamoCheckpointStore
+from modelshield.store.groups import GroupStore
+from modelshield.store.scans import ScanStore
+
+S3_CONFIG = Config(
+    request_checksum_calculation="when_required",
+    response_checksum_validation="when_required",
+    retries={"mode": "standard", "max_attempts": 5},
+)
+
+
+# -- clients ----------------------------------------------------------------------------------------
+def client(service: str, **options: Any) -> Any:
+    """A boto3 client (`options`: endpoint_url, region_name, credentials, config for the local stack)."""
+    if service == "s3":
+        options.setdefault("config", S3_CONFIG)
+    try:
+        return boto3.client(service, **options)  # type: ignore[call-overload]
+    except NoRegionError:
+        raise ConfigError("no AWS region: set AWS_DEFAULT_REGION (or AWS_REGION)") from None
+
+
+def s3_client(**options: Any) -> Any:
+    return client("s3", **options)
+
+
+def dynamodb(**options: Any) -> Any:
+    """The DynamoDB resource every store is built on."""
+    try:
+        return boto3.resource("dynamodb", **options)
+    except NoRegionError:
+        raise ConfigError("no AWS region: set AWS_DEFAULT_REGION (or AWS_REGION)") from None
+
+
+def caller_arn() -> str:
+    """The verified identity of the credentials in use (STS), never a name from the environment."""
+    return str(client("sts").get_caller_identity()["Arn"])
+
+
+# -- stores and small services ----------------------------------------------------------------------
+def group_store(source: config.GroupsSource | None = None, *, resource: Any | None = None) -> GroupStore:
+    source = source or config.load(config.GroupsSource)
+    return GroupStore(source.table, resource or dynamodb(), ingest_bucket=source.ingest_bucket)
+
+
+def group_source(source: config.OptionalGroupsSource) -> Callable[[], Sequence[SecurityGroup]]:
+    """The effective groups for callers that may run without a groups table (then: the built-in ones)."""
+    if source.table:
+        store = GroupStore(source.table, dynamodb(), ingest_bucket=source.ingest_bucket)
+        return store.effective
+    return lambda: default_groups(ingest_bucket=source.ingest_bucket)
+
+
+def audit_log(settings: config.AuditSettings | None = None) -> AuditLog:
+    settings = settings or config.audit_settings()
+    return AuditLog(DynamoAuditStore(settings.audit_table, dynamodb()))
+
+
+def optional_audit_log() -> AuditLog | None:
+    """The audit log when this process has one (AUDIT_TABLE); CLI paths that may run without a stack."""
+    table = config.load(config.OptionalAudit).audit_table
+    return AuditLog(DynamoAuditStore(table, dynamodb())) if table else None
+
+
+def access_service(
+    settings: config.AccessSettings | None = None, *, kms: Any | None = None, s3: Any | None = None
+) -> AccessService:
+    """The access service on the tables the settings name (CLI, API, rotation)."""
+    settings = settings or config.access_settings()
+    resource = dynamodb()
+    return AccessService(
+        store=DynamoAccessStore(settings.access_table, resource),
+        artifacts=ArtifactStore(settings.artifacts_table, resource),
+        kms=kms or client("kms"),
+        audit=AuditLog(DynamoAuditStore(settings.audit_table, resource)),
+        security_engineer_role=settings.security_engineer.role,
+        context_reader=vault_context_reader(s3 or s3_client()),
+        retiring_principal=settings.grant_retiring_principal,
+    )
+
+
+# -- one builder per function -----------------------------------------------------------------------
+def runtime(settings: config.ScanSettings | None = None) -> Runtime:
+    """Everything the scan pipeline talks to (ScanFunction, local stack, jobs)."""
+    settings = settings or config.scan_settings()
+    resource = dynamodb()
+    return Runtime(
+        settings=settings,
+        s3=s3_client(),
+        kms=client("kms"),
+        scans=ScanStore(settings.tables.scans, resource),
+        artifacts=ArtifactStore(settings.tables.artifacts, resource),
+        groups=GroupStore(settings.tables.groups, resource, ingest_bucket=settings.buckets.ingest),
+    )
+
+
+def rotator(settings: config.RotateSettings | None = None, *, principal: str) -> Rotator:
+    """The Rotator for the tables and key the settings name (RotateFunction and `keys rotate`)."""
+    settings = settings or config.rotate_settings()
+    s3, kms, resource = s3_client(), client("kms"), dynamodb()
+    access = settings.access
+    return Rotator(
+        s3=s3,
+        kms=kms,
+        artifacts=ArtifactStore(settings.artifacts_table, resource),
+        groups=group_source(settings.groups),
+        audit=AuditLog(DynamoAuditStore(settings.audit_table, resource)),
+        settings=RotationSettings(
+            default_key_id=settings.kms_key_id,
+            margin_ms=settings.margin_ms,
+            delete_old_versions=not settings.keep_old_versions,
+            workdir=settings.workdir,
+            principal=principal,
+        ),
+        access=access_service(access, kms=kms, s3=s3) if access is not None else None,
+        checkpoints=DynamoCheckpointStore(settings.audit_table, resource),
+    )
+
+
+class ApiServices:
+    """What the API routes use, built on first use and kept for the container's life.
+
+    The one way the API gets its collaborators: routes call `modelshield.api.services()`; tests hand
+    in prepared ones with `ApiServices(access=..., audit=...)` and `modelshield.api.use_services(...)`.
+    """
+
+    def __init__(self, **prepared: Any) -> None:
+        unknown = set(prepared) - {"settings", "access", "audit", "groups", "scans", "artifacts", "sqs"}
+        if unknown:
+            raise TypeError(f"ApiServices has no {', '.join(sorted(unknown))}")
+        self.__dict__.update(prepared)  # cached_property reads the instance dict first
+
+    @cached_property
+    def settings(self) -> config.ApiSettings:
+        return config.api_settings()
+
+    @cached_property
+    def access(self) -> AccessService:
+        return access_service()
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return audit_log()
+
+    @cached_property
+    def groups(self) -> GroupStore:
+        return group_store(self.settings.groups)
+
+    @cached_property
+    def scans(self) -> ScanStore:
+        return ScanStore(self.settings.scans_table, dynamodb())
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        return ArtifactStore(self.settings.artifacts_table, dynamodb())
+
+    @cached_property
+    def sqs(self) -> Any:
+        return client("sqs")

@@ -1,0 +1,191 @@
+"""What several test files build by hand, built once: moto credentials and accounts, the template's stack
+under in-process moto, sample events, and "an encrypted ALLOWED artifact" in the vault.
+
+Test files import from here (`from tests.builders import ...`), never from another test's conftest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import pytest
+from modelshield import wiring
+from modelshield.crypto.keyring import KmsKeyring
+from modelshield.crypto.s3 import encrypt_to_s3
+from modelshield.local.stack import LocalContext, sqs_record
+from modelshield.local.template import create_template_table
+from modelshield.models import (
+    ArtifactRef,
+    ArtifactState,
+    EncryptionState,
+    Format,
+    Verdict,
+    encryption_context,
+)
+from modelshield.store.artifacts import ArtifactStore
+from moto import mock_aws
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+ACCOUNT = "123456789012"
+FAKE_AWS = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+}
+
+
+def moto_credentials(monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
+    """Fake credentials and region for moto; nothing that could reach a real account or endpoint."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**FAKE_AWS, **extra}.items():
+        monkeypatch.setenv(name, value)
+
+
+@contextmanager
+def keys_and_access_account(vault: str) -> Iterator[Any]:
+    """moto with the audit, access and artifacts tables (as template.yaml defines them, named `audit`,
+    `access`, `artifacts`) and a versioned vault bucket; yields an S3 client."""
+    with mock_aws():
+        dynamodb = wiring.client("dynamodb")
+        for logical, name in (
+            ("AuditTable", "audit"),
+            ("AccessTable", "access"),
+            ("ArtifactsTable", "artifacts"),
+        ):
+            create_template_table(dynamodb, logical, name)
+        s3 = wiring.s3_client()
+        s3.create_bucket(Bucket=vault)
+        s3.put_bucket_versioning(Bucket=vault, VersioningConfiguration={"Status": "Enabled"})
+        yield s3
+
+
+def encrypted_allowed_artifact(
+    *,
+    s3: Any,
+    kms: Any,
+    artifacts: ArtifactStore,
+    key_arn: str,
+    name: str,
+    data: bytes,
+    vault: str,
+    now: datetime,
+    data_key_created_at: datetime | None = None,
+    group: str = "S3-Production",
+    ingest: str = "ingest",
+    vault_key: str | None = None,
+    frame_length: int = 4096,
+    metadata: dict[str, str] | None = None,
+) -> ArtifactState:
+    """Encrypt `data` into the vault the way the pipeline does, and record the ALLOWED artifact version."""
+    ref = ArtifactRef(bucket=ingest, key=name, version_id="v1")
+    sha = hashlib.sha256(data).hexdigest()
+    with tempfile.TemporaryDirectory(prefix="modelshield-test-") as tmp:
+        plain = Path(tmp) / "plain"
+        plain.write_bytes(data)
+        stored = encrypt_to_s3(
+            plain,
+            s3=s3,
+            keyring=KmsKeyring(kms),
+            key_id=key_arn,
+            bucket=vault,
+            key=vault_key or f"vault/{name}",
+            context=encryption_context(ref, sha256=sha, group=group),
+            frame_length=frame_length,
+            metadata=metadata,
+        )
+    state = ArtifactState(
+        artifact_id=ref.artifact_id,
+        version_id="v1",
+        bucket=ingest,
+        key=name,
+        sha256=sha,
+        size=len(data),
+        format=Format.SAFETENSORS,
+        group=group,
+        verdict=Verdict.ALLOWED,
+        encryption_state=EncryptionState.ENCRYPTED,
+        vault_bucket=vault,
+        vault_key=stored.key,
+        vault_version_id=stored.version_id,
+        ciphertext_size=stored.size,
+        wrapping_key_arn=stored.key_arn,
+        data_key_created_at=data_key_created_at or now,
+        latest_scan_ref="scan-1",
+        updated_at=now,
+    )
+    return artifacts.save(state, expected_revision=None)
+
+
+# -- the template's stack under in-process moto -------------------------------------------------------
+@dataclass
+class MotoStack:
+    env: dict[str, str]
+    s3: Any
+    sqs: Any
+    kms: Any
+    dynamodb: Any
+    handler: Any
+    queue_url: str
+    queue_arn: str
+    provisioned: Any = None
+
+    @property
+    def ingest(self) -> str:
+        return self.env["INGEST_BUCKET"]
+
+    @property
+    def vault(self) -> str:
+        return self.env["VAULT_BUCKET"]
+
+    def invoke(self, event: dict[str, Any], timeout: int = 900) -> dict[str, Any]:
+        return self.handler(event, LocalContext("ScanFunction", 3008, timeout))
+
+    def deliver_queued(self) -> dict[str, Any]:
+        """Receive what S3 sent to the scan queue and hand it to the handler as Lambda would."""
+        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
+        messages = [m for m in messages if json.loads(m["Body"]).get("Event") != "s3:TestEvent"]
+        return self.invoke({"Records": [sqs_record(m, self.queue_arn) for m in messages]})
+
+    def put(self, key: str, body: bytes, **kwargs: Any) -> str:
+        return self.s3.put_object(Bucket=self.ingest, Key=key, Body=body, **kwargs)["VersionId"]
+
+    def table(self, env_name: str) -> Any:
+        return self.dynamodb.Table(self.env[env_name])
+
+
+def s3_event(
+    stack: MotoStack, key: str, version_id: str | None, template: str = "s3_put_via_sqs.json"
+) -> dict[str, Any]:
+    """A sample event from events/, pointed at this stack's bucket and an uploaded object version."""
+    event = json.loads((EVENTS / template).read_text())
+    for record in event["Records"]:
+        body = json.loads(record["body"])
+        s3 = body["Records"][0]["s3"]
+        s3["bucket"]["name"] = stack.ingest
+        s3["bucket"]["arn"] = f"arn:aws:s3:::{stack.ingest}"
+        s3["object"]["key"] = quote_plus(key, safe="/")
+        if version_id is None:
+            s3["object"].pop("versionId", None)
+        else:
+            s3["object"]["versionId"] = version_id
+            try:
+                head = stack.s3.head_object(Bucket=stack.ingest, Key=key, VersionId=version_id)
+                s3["object"]["eTag"] = head["ETag"].strip('"')
+                s3["object"]["size"] = head["ContentLength"]
+            except stack.s3.exceptions.ClientError:
+                pass  # deleted on purpose by the test: keep the sample's eTag and size
+        record["body"] = json.dumps(body)
+    return event
