@@ -54,6 +54,7 @@ from modelshield.observability import logger
 from modelshield.policy.engine import evaluate
 from modelshield.policy.gather import gather_metadata
 from modelshield.policy.sources import resolve_group
+from modelshield.s3_metadata import S3Object
 from modelshield.scanning.registry import Limits
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.groups import GroupStore
@@ -306,13 +307,10 @@ def _scan_and_store(
     t0 = time.monotonic()
     group, source = resolve_group(rt.groups.effective(), ref.bucket, ref.key)
     metadata = gather_metadata(
-        rt.s3,
-        ref.bucket,
+        S3Object(rt.s3, ref.bucket, ref.key, ref.version_id, workdir=download.path.parent),
         ref.key,
-        ref.version_id,
         source,
         event_principal=event.principal_id,
-        workdir=download.path.parent,
         artifact_path=download.path,
     )
     timeout = settings.scan_timeout_seconds

@@ -41,6 +41,7 @@ from modelshield.access import AccessService
 from modelshield.audit import AuditAction, AuditLog, Decision
 from modelshield.crypto.envelope import EnvelopeError, Header
 from modelshield.crypto.keyring import KmsKeyring, rewrap_header
+from modelshield.crypto.multipart import MultipartUpload
 from modelshield.crypto.s3 import encrypt_to_s3, get_range, parse_envelope_head, read_object_head
 from modelshield.crypto.streams import decrypt_to, open_message
 from modelshield.errors import ConcurrentUpdate, IntegrityError, ModelShieldError, RotationConflict
@@ -394,40 +395,21 @@ class Rotator:
         extra: dict[str, Any],
         result: ItemResult,
     ) -> str | None:
-        upload_id = self.s3.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
-        try:
-            parts = [
-                {
-                    "PartNumber": 1,
-                    "ETag": self.s3.upload_part(
-                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=first_part
-                    )["ETag"],
-                }
-            ]
+        # No per-part checksums here: the copied parts' digests are S3's to compute, and `_verify` reads
+        # the new version back through KMS and AES-GCM, which is the check that matters.
+        with MultipartUpload(self.s3, bucket, key, extra=extra, checksums=False) as upload:
+            upload.send(1, first_part)
             result.bytes_uploaded += len(first_part)
             start, number = copy_from, 2
+            source = {"Bucket": bucket, "Key": key, "VersionId": old_version}
             while start < size:
                 end = min(size, start + self.settings.copy_part_bytes)
                 if size - end < S3_MIN_PART:  # never leave a too-small part that is not the last
                     end = size
-                copied = self.s3.upload_part_copy(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource={"Bucket": bucket, "Key": key, "VersionId": old_version},
-                    CopySourceRange=f"bytes={start}-{end - 1}",
-                )
-                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+                upload.copy(number, source, start, end)
                 result.bytes_copied += end - start
                 start, number = end, number + 1
-            done = self.s3.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-            return done.get("VersionId")
-        except BaseException:
-            self.s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            raise
+            return upload.complete().get("VersionId")
 
     def _verify(
         self,

@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 from modelshield.policy.gather import gather_metadata, hf_repo_from_key
 from modelshield.policy.groups import Source
+from modelshield.s3_metadata import S3Object
 from moto import mock_aws
 
 BUCKET = "ingest"
@@ -35,13 +36,10 @@ def gather(
     s3: Any, key: str, source: Source | None, tmp_path: Path, principal: str | None = None, version=None
 ):
     return gather_metadata(
-        s3,
-        BUCKET,
+        S3Object(s3, BUCKET, key, version, workdir=tmp_path),
         key,
-        version,
         source,
         event_principal=principal,
-        workdir=tmp_path,
         artifact_path=tmp_path / "a",
     )
 

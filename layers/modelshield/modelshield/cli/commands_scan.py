@@ -25,15 +25,9 @@ from modelshield.errors import UsageError
 from modelshield.models import Finding, Format, RuleId, RuleStatus, ScanReport, Severity, Verdict
 from modelshield.policy.catalog import CATALOG, rule_spec, settings_help
 from modelshield.policy.engine import Evaluation, evaluate
+from modelshield.policy.gather import local_metadata
 from modelshield.policy.groups import SecurityGroup, content_safety_group, default_groups, load_groups
-from modelshield.policy.metadata import (
-    MAX_MODEL_CARD_BYTES,
-    ArtifactMetadata,
-    base_model_from_card,
-    license_from_card,
-    metadata_from_pairs,
-    parse_model_card,
-)
+from modelshield.policy.metadata import ArtifactMetadata, metadata_from_pairs
 from modelshield.policy.sources import resolve_group
 from modelshield.sarif import sarif_log
 
@@ -215,33 +209,6 @@ def _pick_group(args: argparse.Namespace) -> tuple[SecurityGroup | None, list[Se
     return None, groups
 
 
-def _local_metadata(base: ArtifactMetadata, path: Path) -> ArtifactMetadata:
-    """Add what an upload's gatherer would find next to the file: a model card and a signature."""
-    update: dict[str, Any] = {"artifact_path": str(path)}
-    if base.license is None or base.base_model is None:
-        card = _read_card(path.parent / "README.md")
-        if card:
-            update["license"] = base.license or license_from_card(card)
-            update["base_model"] = base.base_model or base_model_from_card(card)
-    if base.signature_path is None and path.suffix != ".sig":
-        direct = path.with_name(path.name + ".sig")
-        shared = path.with_name("model.sig")
-        if direct.is_file():
-            update["signature_path"] = str(direct)
-        elif shared.is_file() and shared != path:
-            update["signature_path"] = str(shared)
-            update["signature_member"] = path.name
-    return base.model_copy(update=update)
-
-
-def _read_card(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as stream:
-            return parse_model_card(stream.read(MAX_MODEL_CARD_BYTES).decode("utf-8", errors="replace"))
-    except OSError:
-        return {}
-
-
 def _not_scanned(target: _Target, reason: str) -> ScanReport:
     finding = Finding(
         rule=RuleId.SCAN_INCOMPLETE, severity=Severity.HIGH, message=reason, location=target.display
@@ -272,7 +239,7 @@ def scan_files(
                 io_error = True
         chosen = group or resolve_group(groups, "*", Path(os.path.normpath(target.display)).as_posix())[0]
         evaluation = evaluate(
-            report, chosen, _local_metadata(metadata, target.path), artifact_key=target.display
+            report, chosen, local_metadata(metadata, target.path), artifact_key=target.display
         )
         results.append(FileResult(target.display, report, evaluation, io_error))
     return results

@@ -13,15 +13,13 @@ only, so a re-wrap can copy parts 2..n server-side and a large artifact can be e
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
-import hashlib
 import io
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,8 @@ from modelshield.crypto.envelope import (
     sealed_frame_size,
 )
 from modelshield.crypto.keyring import Keyring
+from modelshield.crypto.multipart import MAX_PARTS, MultipartUpload, b64_sha256
+from modelshield.crypto.multipart import s3_call as _s3_call
 from modelshield.crypto.streams import (
     DecryptResult,
     EncryptResult,
@@ -46,17 +46,9 @@ from modelshield.crypto.streams import (
     encrypt_stream,
     verify_digest,
 )
-from modelshield.errors import (
-    AccessDenied,
-    ArtifactNotFound,
-    IntegrityError,
-    ModelShieldError,
-    StorageError,
-    UsageError,
-)
+from modelshield.errors import ArtifactNotFound, IntegrityError, UsageError
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3: minimum size of every part except the last
-MAX_PARTS = 10_000  # S3: parts per multipart upload
 DEFAULT_PART_SIZE = 8 * 1024 * 1024  # target part size; rounded up to whole frames
 ENVELOPE_MAGIC = b"\x02\x04\x78"  # format v2 + suite 0x0478: the first bytes of every message we write
 
@@ -112,33 +104,6 @@ class StoredCiphertext:
         return S3Location(self.bucket, self.key, self.version_id)
 
 
-def _s3_error(exc: Exception, action: str) -> ModelShieldError:
-    response = getattr(exc, "response", None) or {}
-    error = response.get("Error", {}) if isinstance(response, dict) else {}
-    code = str(error.get("Code", type(exc).__name__))
-    message = f"S3 {action} failed: {code}: {error.get('Message') or exc}"
-    if code in {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404", "NotFound"}:
-        return ArtifactNotFound(message)
-    if code in {"AccessDenied", "403", "Forbidden"}:
-        return AccessDenied(message)
-    return StorageError(message)
-
-
-@contextlib.contextmanager
-def _s3_call(action: str) -> Iterator[None]:
-    """S3 errors inside the block become ModelShield errors naming `action`."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except (ClientError, BotoCoreError) as exc:
-        raise _s3_error(exc, action) from None
-
-
-def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
-
-
 def frames_per_part(
     frame_length: int, part_size: int = DEFAULT_PART_SIZE, total_plaintext: int | None = None
 ) -> int:
@@ -172,8 +137,8 @@ class _PartSink:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._held: bytes | None = None
-        self._upload_id: str | None = None
-        self._parts: dict[int, tuple[int, str, Future[str]]] = {}
+        self._upload = MultipartUpload(s3, bucket, key, extra=extra)
+        self._sent: list[Future[Any]] = []
         self._next_part = 1
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="modelshield-upload")
         self._slots = threading.BoundedSemaphore(max_concurrency + 1)  # bounds memory held by uploads
@@ -198,44 +163,26 @@ class _PartSink:
         if number == 1 and self._hold_first:
             self._held = part  # sent last, once the header that goes in front of it exists
             return
-        self._upload(number, part)
+        self._send(number, part)
 
-    def _upload(self, number: int, part: bytes) -> None:
+    def _send(self, number: int, part: bytes) -> None:
         if number > MAX_PARTS:
             raise UsageError(f"object needs more than {MAX_PARTS} parts: use a larger part size")
-        if self._upload_id is None:
-            with _s3_call("CreateMultipartUpload"):
-                created = self._s3.create_multipart_upload(
-                    Bucket=self._bucket, Key=self._key, ChecksumAlgorithm="SHA256", **self._extra
-                )
-            self._upload_id = str(created["UploadId"])
-        for _, _, sent in self._parts.values():  # fail fast: stop encrypting once a part has failed
+        self._upload.start()
+        for sent in self._sent:  # fail fast: stop encrypting once a part has failed
             if sent.done() and sent.exception() is not None:
                 sent.result()
-        checksum = _b64(hashlib.sha256(part).digest())
         self._slots.acquire()
-        future = self._pool.submit(self._send_part, number, part, checksum)
+        future = self._pool.submit(self._upload.send, number, part)
         future.add_done_callback(lambda _: self._slots.release())
-        self._parts[number] = (len(part), checksum, future)
-
-    def _send_part(self, number: int, part: bytes, checksum: str) -> str:
-        with _s3_call(f"UploadPart {number}"):
-            response = self._s3.upload_part(
-                Bucket=self._bucket,
-                Key=self._key,
-                UploadId=self._upload_id,
-                PartNumber=number,
-                Body=part,
-                ChecksumSHA256=checksum,
-            )
-        return str(response["ETag"])
+        self._sent.append(future)
 
     def finish(self, header: bytes | None) -> tuple[dict[str, Any], str, tuple[int, ...], tuple[str, ...]]:
         """Send what is left; return (S3 response, expected checksum, part sizes, part checksums)."""
         tail = self._take()
-        if self._upload_id is None and (self._held is None or not tail):
+        if not self._upload.started and (self._held is None or not tail):
             body = (header or b"") + (self._held or b"") + tail  # everything fits in one part: single PUT
-            checksum = _b64(hashlib.sha256(body).digest())
+            checksum = b64_sha256(body)
             with _s3_call("PutObject"):
                 response = self._s3.put_object(
                     Bucket=self._bucket,
@@ -247,31 +194,20 @@ class _PartSink:
                 )
             return dict(response), checksum, (len(body),), (checksum,)
         if self._held is not None:
-            self._upload(1, (header or b"") + self._held)
+            self._send(1, (header or b"") + self._held)
         if tail:
-            self._upload(self._next_part, tail)
-        parts = []
-        for number in sorted(self._parts):
-            _, checksum, future = self._parts[number]
-            parts.append({"PartNumber": number, "ETag": future.result(), "ChecksumSHA256": checksum})
-        with _s3_call("CompleteMultipartUpload"):
-            response = self._s3.complete_multipart_upload(
-                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
-            )
-        self._upload_id = None
-        sizes = tuple(self._parts[n][0] for n in sorted(self._parts))
-        checksums = tuple(self._parts[n][1] for n in sorted(self._parts))
-        composite = hashlib.sha256(b"".join(base64.b64decode(c) for c in checksums)).digest()
-        return dict(response), f"{_b64(composite)}-{len(parts)}", sizes, checksums
+            self._send(self._next_part, tail)
+        for future in self._sent:
+            future.result()
+        response = self._upload.complete()
+        upload = self._upload
+        return response, upload.composite_checksum, upload.part_sizes, upload.part_checksums
 
     def abort(self) -> None:
-        for _, _, future in self._parts.values():
+        for future in self._sent:
             future.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._upload_id is not None:
-            with contextlib.suppress(Exception):  # best effort: the original error is what matters
-                self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
-            self._upload_id = None
+        self._upload.abort()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -528,40 +464,14 @@ def _copy_verified(s3: Any, staged: StoredCiphertext, key: str, extra: Mapping[s
             )
         version_id = _version_of(response)
     else:
-        with _s3_call("CreateMultipartUpload (copy)"):
-            upload_id = s3.create_multipart_upload(
-                Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **extra
-            )["UploadId"]
-        try:
-            parts, offset = [], 0
+        with MultipartUpload(s3, bucket, key, extra=extra) as upload:
+            offset = 0
             for number, (size, checksum) in enumerate(
                 zip(staged.part_sizes, staged.part_checksums, strict=True), 1
             ):
-                with _s3_call(f"UploadPartCopy {number}"):
-                    copied = s3.upload_part_copy(
-                        Bucket=bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource=source,
-                        CopySourceRange=f"bytes={offset}-{offset + size - 1}",
-                    )
-                parts.append(
-                    {
-                        "PartNumber": number,
-                        "ETag": copied["CopyPartResult"]["ETag"],
-                        "ChecksumSHA256": checksum,
-                    }
-                )
+                upload.copy(number, source, offset, offset + size, checksum=checksum)
                 offset += size
-            with _s3_call("CompleteMultipartUpload (copy)"):
-                response = s3.complete_multipart_upload(
-                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-                )
-        except BaseException:
-            with contextlib.suppress(Exception):
-                s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            raise
+            response = upload.complete()
         version_id = _version_of(response)
     try:
         reported = _verify_stored(s3, bucket, key, version_id, staged.size, staged.checksum)

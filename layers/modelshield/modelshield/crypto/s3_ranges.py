@@ -13,15 +13,14 @@ sequential path, so a range-encrypted object is trusted on exactly the same evid
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from modelshield.crypto.envelope import DEFAULT_FRAME_LENGTH, open_header, parse_header, sealed_frame_size
 from modelshield.crypto.keyring import Keyring
+from modelshield.crypto.multipart import MultipartUpload
 from modelshield.crypto.ranges import DEFAULT_RANGE_SIZE, Range, RangeEncryptor, open_range, plan_ranges
 from modelshield.crypto.s3 import (
     MAX_PARTS,
@@ -37,10 +36,6 @@ from modelshield.crypto.s3 import (
 from modelshield.crypto.streams import check_context, verify_digest
 from modelshield.errors import EnvelopeError, IntegrityError
 from modelshield.ranged import RangedObject
-
-
-def _b64_sha256(data: bytes | bytearray) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
 def range_size_for(size: int, frame_length: int, range_size: int = DEFAULT_RANGE_SIZE) -> int:
@@ -77,36 +72,17 @@ def encrypt_object_by_range(
         frame_length=frame_length,
         range_size=range_size_for(source.size, frame_length, range_size),
     )
-    extra = _object_extra(tags, metadata)
-    with _s3_call("CreateMultipartUpload"):
-        upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)[
-            "UploadId"
-        ]
-    parts: dict[int, tuple[int, str, str]] = {}  # part number -> (size, checksum, etag)
+    upload = MultipartUpload(s3, bucket, key, extra=_object_extra(tags, metadata))
+    upload.start()
     held: dict[int, bytearray] = {}
-    lock = threading.Lock()
-
-    def send(number: int, body: bytes | bytearray) -> None:
-        checksum = _b64_sha256(body)
-        with _s3_call(f"UploadPart {number}"):
-            response = s3.upload_part(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=bytes(body),
-                ChecksumSHA256=checksum,
-            )
-        with lock:
-            parts[number] = (len(body), checksum, str(response["ETag"]))
 
     def emit(rng: Range, sealed: bytearray) -> None:
         if rng.index == 0:
             held[0] = sealed  # goes out last, behind the header
         else:
-            send(rng.index + 1, sealed)
+            upload.send(rng.index + 1, sealed)
 
-    try:
+    with upload:
         with _s3_call(f"GetObject s3://{source.bucket}/{source.key} (ranges)"):
             pending = encryptor.run(
                 lambda r: source.fetch(r.start, r.end), emit, workers=workers, progress=progress
@@ -115,28 +91,9 @@ def encrypt_object_by_range(
         header, result = pending.finish(
             keyring=keyring, key_id=key_id, context=context, digest_key=digest_key
         )
-        send(1, header + held.pop(0))
-        numbers = sorted(parts)
-        with _s3_call("CompleteMultipartUpload"):
-            response = s3.complete_multipart_upload(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={
-                    "Parts": [
-                        {"PartNumber": n, "ETag": parts[n][2], "ChecksumSHA256": parts[n][1]} for n in numbers
-                    ]
-                },
-            )
-    except BaseException:
-        try:
-            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        except Exception:  # noqa: S110 - best effort: the original error is what matters
-            pass
-        raise
-    checksums = tuple(parts[n][1] for n in numbers)
-    composite = hashlib.sha256(b"".join(base64.b64decode(c) for c in checksums)).digest()
-    expected = f"{base64.b64encode(composite).decode('ascii')}-{len(numbers)}"
+        upload.send(1, header + held.pop(0))
+        response = upload.complete()
+    expected = upload.composite_checksum
     version_id = _version_of(response)
     try:
         reported = _verify_stored(s3, bucket, key, version_id, result.ciphertext_size, expected)
@@ -155,8 +112,8 @@ def encrypt_object_by_range(
         plaintext_size=result.plaintext_size,
         header_length=result.header_length,
         frame_length=result.frame_length,
-        part_sizes=tuple(parts[n][0] for n in numbers),
-        part_checksums=checksums,
+        part_sizes=upload.part_sizes,
+        part_checksums=upload.part_checksums,
         etag=response.get("ETag"),
     )
 

@@ -2,6 +2,6 @@
 
 catalog (rules with rationale) · settings (typed rule settings) · groups (SecurityGroup, YAML loading,
 defaults) · sources (which group governs an object) · metadata (what rules know besides bytes) ·
-signing (OpenSSF model signatures) · engine (evaluate → Evaluation) · gather (the one boto3 module) ·
+signing (OpenSSF model signatures) · engine (evaluate → Evaluation) · gather (metadata via a port) ·
 docs (docs/rules.md generator).
 """

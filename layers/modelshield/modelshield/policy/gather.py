@@ -1,24 +1,26 @@
-"""Gather what the policy rules need about an S3 object: the one module in policy/ that calls AWS.
+"""Gather what the policy rules need about an artifact, through a small port: no I/O of its own.
 
-Per source type:
+`MetadataSource` is the port: the artifact's own metadata (S3 user metadata and tags) and its siblings
+(a `README.md` model card, a detached signature `<name>.sig` or a shared `model.sig`). Two
+implementations: `LocalFiles` (below) for `modelshield scan PATH`, and `modelshield.s3_metadata.S3Object`
+for uploads. The lookups themselves are written once, here, for both.
+
+Per source type (uploads):
 - every source: object user metadata (x-amz-meta-license, -author, -hf-repo, -hf-revision,
   -base-model) and object tags;
 - huggingface: the sibling README.md model card (front matter license / base_model) and the repo id,
   from metadata or the key layout `<prefix><org>/<name>/...`;
 - s3: the uploader principal from the S3 event;
-- a detached signature `<key>.sig`, or `model.sig` in the same prefix, downloaded into `workdir`.
-Missing siblings are normal (None). Any other S3 error raises: a scan must not silently lose the
+- a detached signature `<key>.sig`, or `model.sig` in the same prefix.
+Missing siblings are normal (None). Any other storage error raises: a scan must not silently lose the
 metadata a blocking rule depends on.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from botocore.exceptions import ClientError
-
-from modelshield.aws import is_not_found
 from modelshield.policy.groups import Source
 from modelshield.policy.metadata import (
     MAX_MODEL_CARD_BYTES,
@@ -31,6 +33,46 @@ from modelshield.policy.signing import MAX_SIGNATURE_BYTES
 
 _HF_DEFAULT_PREFIX = "huggingface/"
 MAX_USER_METADATA_VALUE = 1024  # S3 caps all user metadata at 2 KB; be defensive anyway
+MODEL_CARD = "README.md"
+SHARED_SIGNATURE = "model.sig"
+
+
+class MetadataSource(Protocol):
+    """Where an artifact's metadata and siblings are read (an S3 object and its prefix, a local file)."""
+
+    def object_metadata(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The artifact's user metadata and tags (both empty for a local file)."""
+        ...
+
+    def read_sibling(self, name: str, limit: int) -> bytes | None:
+        """The first `limit` bytes of the file `name` beside the artifact; None when there is none."""
+        ...
+
+    def sibling_file(self, name: str, limit: int) -> Path | None:
+        """A local path holding sibling `name` (downloaded when remote); None if absent or over `limit`."""
+        ...
+
+
+class LocalFiles:
+    """`MetadataSource` for a file on disk: siblings are files in its directory; no metadata or tags."""
+
+    def __init__(self, path: Path) -> None:
+        self.directory = path.parent
+        self.path = path
+
+    def object_metadata(self) -> tuple[dict[str, str], dict[str, str]]:
+        return {}, {}
+
+    def read_sibling(self, name: str, limit: int) -> bytes | None:
+        try:
+            with (self.directory / name).open("rb") as stream:
+                return stream.read(limit)
+        except OSError:
+            return None  # absent or unreadable: a local scan reports what it can read
+
+    def sibling_file(self, name: str, limit: int) -> Path | None:
+        candidate = self.directory / name
+        return candidate if candidate.is_file() and candidate != self.path else None
 
 
 def _first(meta: dict[str, str], *names: str) -> str | None:
@@ -55,59 +97,41 @@ def hf_repo_from_key(key: str, prefix: str) -> str | None:
     return f"{parts[0]}/{parts[1]}"
 
 
-def _read_small(s3: Any, bucket: str, key: str, limit: int) -> bytes | None:
-    """The first `limit` bytes of a sibling object, or None when it does not exist."""
-    try:
-        response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")
-    except ClientError as exc:
-        if is_not_found(exc) or str(exc.response.get("Error", {}).get("Code")) == "InvalidRange":
-            return None
-        raise
-    body = response["Body"]
-    try:
-        return body.read(limit)
-    finally:
-        body.close()
+def model_card_fields(source: MetadataSource) -> dict[str, Any]:
+    """license and base_model from the sibling model card's front matter ({} without a card)."""
+    card_bytes = source.read_sibling(MODEL_CARD, MAX_MODEL_CARD_BYTES)
+    if card_bytes is None:
+        return {}
+    card = parse_model_card(card_bytes.decode("utf-8", errors="replace"))
+    return {"license": license_from_card(card), "base_model": base_model_from_card(card)}
 
 
-def _download_signature(s3: Any, bucket: str, key: str, workdir: Path) -> Path | None:
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    if int(head.get("ContentLength", 0)) > MAX_SIGNATURE_BYTES:
-        return None  # not a signature we would read; the author rule then reports "no signature"
-    data = _read_small(s3, bucket, key, MAX_SIGNATURE_BYTES)
-    if data is None:
-        return None
-    target = workdir / ("detached-" + key.rsplit("/", 1)[-1])
-    target.write_bytes(data)
-    return target
+def signature_fields(source: MetadataSource, name: str) -> dict[str, Any]:
+    """The detached signature for artifact `name`: `<name>.sig`, else a shared `model.sig` naming it."""
+    if name.endswith(".sig"):
+        return {}
+    direct = source.sibling_file(name + ".sig", MAX_SIGNATURE_BYTES)
+    if direct is not None:
+        return {"signature_path": str(direct)}
+    shared = source.sibling_file(SHARED_SIGNATURE, MAX_SIGNATURE_BYTES)
+    if shared is not None:
+        return {"signature_path": str(shared), "signature_member": name}
+    return {}
 
 
 def gather_metadata(
-    s3: Any,
-    bucket: str,
+    source: MetadataSource,
     key: str,
-    version_id: str | None,
-    source: Source | None,
+    group_source: Source | None,
     *,
     event_principal: str | None,
-    workdir: Path,
     artifact_path: Path,
 ) -> ArtifactMetadata:
-    """ArtifactMetadata for s3://bucket/key (at version_id) under `source` (None: no source)."""
-    head_args: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if version_id:
-        head_args["VersionId"] = version_id
-    head = s3.head_object(**head_args)
-    user = {str(k).lower().replace("_", "-"): str(v) for k, v in (head.get("Metadata") or {}).items()}
-    tag_set = s3.get_object_tagging(**head_args).get("TagSet", [])
-    tags = {str(t["Key"]): str(t["Value"]) for t in tag_set}
-
-    source_type = source.type if source is not None else "s3"
+    """ArtifactMetadata for an uploaded artifact `key` under `group_source` (None: no source)."""
+    raw_user, raw_tags = source.object_metadata()
+    user = {str(k).lower().replace("_", "-"): str(v) for k, v in raw_user.items()}
+    tags = {str(k): str(v) for k, v in raw_tags.items()}
+    source_type = group_source.type if group_source is not None else "s3"
     values: dict[str, Any] = {
         "source_type": source_type,
         "license": _first(user, "license"),
@@ -119,26 +143,28 @@ def gather_metadata(
         "tags": tags,
         "artifact_path": str(artifact_path),
     }
-
-    prefix = _prefix_of(key)
     if source_type == "huggingface":
-        card_bytes = _read_small(s3, bucket, prefix + "README.md", MAX_MODEL_CARD_BYTES)
-        if card_bytes is not None:
-            card = parse_model_card(card_bytes.decode("utf-8", errors="replace"))
-            values["license"] = values["license"] or license_from_card(card)
-            values["base_model"] = values["base_model"] or base_model_from_card(card)
+        card = model_card_fields(source)
+        values["license"] = values["license"] or card.get("license")
+        values["base_model"] = values["base_model"] or card.get("base_model")
         if not values["hf_repo"]:
-            values["hf_repo"] = hf_repo_from_key(key, source.prefix if source else _HF_DEFAULT_PREFIX)
+            prefix = group_source.prefix if group_source else _HF_DEFAULT_PREFIX
+            values["hf_repo"] = hf_repo_from_key(key, prefix)
     if source_type == "s3":
         values["uploader_principal"] = event_principal
-
-    if not key.endswith(".sig"):
-        direct = _download_signature(s3, bucket, key + ".sig", workdir)
-        if direct is not None:
-            values["signature_path"] = str(direct)
-        else:
-            shared = _download_signature(s3, bucket, prefix + "model.sig", workdir)
-            if shared is not None:
-                values["signature_path"] = str(shared)
-                values["signature_member"] = key[len(prefix) :]
+    values.update(signature_fields(source, key[len(_prefix_of(key)) :]))
     return ArtifactMetadata.model_validate(values)
+
+
+def local_metadata(base: ArtifactMetadata, path: Path) -> ArtifactMetadata:
+    """`base` (from --metadata) plus what an upload's gatherer would find next to the file."""
+    files = LocalFiles(path)
+    update: dict[str, Any] = {"artifact_path": str(path)}
+    if base.license is None or base.base_model is None:
+        card = model_card_fields(files)
+        if card:
+            update["license"] = base.license or card["license"]
+            update["base_model"] = base.base_model or card["base_model"]
+    if base.signature_path is None:
+        update.update(signature_fields(files, path.name))
+    return base.model_copy(update=update)
