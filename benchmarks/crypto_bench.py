@@ -108,7 +108,7 @@ def run_case(
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     if case.startswith("ms-"):
-        from modelshield.crypto.streams import decrypt_stream, encrypt_stream
+        from modelshield.crypto.streams import Expectation, decrypt_stream, encrypt_stream
     if case.startswith("sdk-"):
         import aws_encryption_sdk
         from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy
@@ -150,7 +150,7 @@ def run_case(
     elif case.startswith("ms-decrypt"):
         with open(ciphertexts[f"{_frame(case) // MiB}MiB"], "rb") as src:
             result = decrypt_stream(
-                src, dst, keyring=_keyring(), expected_context=CONTEXT, hash_plaintext=case.endswith("sha256")
+                src, dst, hash_plaintext=case.endswith("sha256"), expect=Expectation(_keyring(), CONTEXT)
             )
         check = result.plaintext_sha256 or ""
     elif case.startswith("sdk-"):

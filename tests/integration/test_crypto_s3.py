@@ -24,6 +24,7 @@ from modelshield.crypto.s3 import (
     open_model,
     parse_s3_uri,
 )
+from modelshield.crypto.streams import Expectation
 from modelshield.errors import ArtifactNotFound, EnvelopeError, IntegrityError, ModelShieldError, UsageError
 
 FRAME = 64 * 1024
@@ -159,7 +160,7 @@ def test_a_large_object_is_a_multipart_upload_of_whole_frames_verified_by_compos
     # And it decrypts back to the plaintext, whose digest decrypt_s3_to returns
     out = tmp_path / "back.bin"
     digest = decrypt_s3_to(
-        "vault", "m/big.enc", stored.version_id, out, s3=env.s3, keyring=env.keyring, expected_context=CONTEXT
+        "vault", "m/big.enc", stored.version_id, out, s3=env.s3, expect=Expectation(env.keyring, CONTEXT)
     )
     assert digest == hashlib.sha256(data).hexdigest() and out.read_bytes() == data
 
@@ -294,8 +295,7 @@ def test_decrypting_with_the_wrong_context_publishes_nothing(env: Env, tmp_path:
             stored.version_id,
             tmp_path / "m",
             s3=env.s3,
-            keyring=env.keyring,
-            expected_context={**CONTEXT, "group": "HuggingFace-Research"},
+            expect=Expectation(env.keyring, {**CONTEXT, "group": "HuggingFace-Research"}),
         )
     assert list(tmp_path.iterdir()) == []
 
@@ -325,14 +325,13 @@ def test_open_model_reads_s3_uris_with_versions_and_reports_missing_objects(env:
     result = open_model(
         f"s3://vault/m/v.enc?versionId={first.version_id}",
         tmp_path / "m",
-        keyring=env.keyring,
-        expected_context=CONTEXT,
         s3=env.s3,
+        expect=Expectation(env.keyring, CONTEXT),
     )
     assert (tmp_path / "m").read_bytes() == data and result.plaintext_size == len(data)
     with pytest.raises(ArtifactNotFound, match="NoSuchKey"):
         open_model(
-            "s3://vault/m/absent.enc", tmp_path / "x", keyring=env.keyring, expected_context=None, s3=env.s3
+            "s3://vault/m/absent.enc", tmp_path / "x", s3=env.s3, expect=Expectation(env.keyring, None)
         )
     assert parse_s3_uri("s3://b/a/b?c.bin").key == "a/b?c.bin"  # only ?versionId= is special
 
@@ -357,9 +356,7 @@ def test_in_place_encryption_deletes_the_plaintext_version_only_after_verifying(
     # Then only the encrypted version remains, and it decrypts to the original
     assert env.versions("ingest", "team/model.bin") == [stored.version_id] != [plain_version]
     out = tmp_path / "model.bin"
-    decrypt_s3_to(
-        "ingest", "team/model.bin", None, out, s3=env.s3, keyring=env.keyring, expected_context=CONTEXT
-    )
+    decrypt_s3_to("ingest", "team/model.bin", None, out, s3=env.s3, expect=Expectation(env.keyring, CONTEXT))
     assert out.read_bytes() == data
     # And running it again refuses: the object is already an envelope
     with pytest.raises(UsageError, match="already envelope-encrypted"):
@@ -436,12 +433,6 @@ def test_in_place_encryption_in_an_unversioned_bucket_goes_through_a_verified_st
     assert keys == ["old/model.bin"]  # the staging object is gone
     assert stored.key == "old/model.bin" and stored.version_id is None
     digest = decrypt_s3_to(
-        "legacy",
-        "old/model.bin",
-        None,
-        tmp_path / "m",
-        s3=env.s3,
-        keyring=env.keyring,
-        expected_context=CONTEXT,
+        "legacy", "old/model.bin", None, tmp_path / "m", s3=env.s3, expect=Expectation(env.keyring, CONTEXT)
     )
     assert digest == hashlib.sha256(data).hexdigest()

@@ -20,6 +20,7 @@ from modelshield.cli import main as cli_main
 from modelshield.crypto.envelope import parse_header
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import decrypt_s3_to
+from modelshield.crypto.streams import Expectation
 from modelshield.models import (
     ArtifactState,
     Verdict,
@@ -152,8 +153,7 @@ def decrypted_sha(stack: Any, artifact: ArtifactState, key_arn: str) -> str:
         artifact.vault_version_id,
         out,
         s3=wiring.s3_client(),
-        keyring=KmsKeyring(stack.kms, allowed_key_arns=[key_arn]),
-        expected_context=None,
+        expect=Expectation(KmsKeyring(stack.kms, allowed_key_arns=[key_arn]), None),
     )
     out.unlink()
     return sha

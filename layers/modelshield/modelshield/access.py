@@ -29,6 +29,7 @@ from modelshield.audit import AuditAction, AuditLog, Decision
 from modelshield.crypto.envelope import parse_header
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import decrypt_s3_to, read_object_head
+from modelshield.crypto.streams import Expectation
 from modelshield.errors import (
     AccessDenied,
     ArtifactNotFound,
@@ -135,6 +136,31 @@ class AccessService:
         self.clock = clock
         self.max_hours = max_hours
 
+    def record(
+        self,
+        action: AuditAction,
+        about: AccessRequest | ArtifactState,
+        *,
+        principal: str,
+        decision: Decision,
+        reason: str = "",
+        detail: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """The one way this service writes the audit log: a record about a request (its artifact version
+        and request id), or about an artifact version when no request exists (a refused request)."""
+        self.audit.append(
+            action,
+            principal=principal,
+            decision=decision,
+            artifact_id=about.artifact_id,
+            version_id=about.version_id,
+            request_id=about.request_id if isinstance(about, AccessRequest) else None,
+            reason=reason,
+            detail=detail,
+            idempotency_key=idempotency_key,
+        )
+
     # -- request -----------------------------------------------------------------------------------
     def request(
         self, artifact_id: str, *, requester: str, reason: str, hours: int, version_id: str | None = None
@@ -151,12 +177,11 @@ class AccessService:
         artifact = self._artifact(artifact_id, version_id)
         refusal = _unreleasable(artifact)
         if refusal:
-            self.audit.append(
+            self.record(
                 AuditAction.ACCESS_REQUEST,
+                artifact,
                 principal=requester,
                 decision=Decision.DENIED,
-                artifact_id=artifact.artifact_id,
-                version_id=artifact.version_id,
                 reason=refusal,
             )
             raise AccessDenied(f"access to {artifact.artifact_id} ({artifact.version_id}) refused: {refusal}")
@@ -170,13 +195,11 @@ class AccessService:
             hours=hours,
             created_at=self.clock(),
         )
-        self.audit.append(
+        self.record(
             AuditAction.ACCESS_REQUEST,
+            request,
             principal=requester,
             decision=Decision.ALLOWED,
-            artifact_id=request.artifact_id,
-            version_id=request.version_id,
-            request_id=request.request_id,
             reason=reason,
             detail={"hours": hours, "grantee": request.grantee},
         )
@@ -198,13 +221,11 @@ class AccessService:
             raise AccessDenied(f"cannot approve request {request_id}: {refusal}")
         context = self.read_context(artifact)
         now = self.clock()
-        self.audit.append(
+        self.record(
             AuditAction.ACCESS_APPROVE,
+            request,
             principal=approver,
             decision=Decision.ALLOWED,
-            artifact_id=request.artifact_id,
-            version_id=request.version_id,
-            request_id=request_id,
             reason=reason,
             detail={"requester": request.requester, "hours": request.hours},
             idempotency_key=f"approve:{request_id}",
@@ -233,13 +254,11 @@ class AccessService:
 
     def deny(self, request_id: str, *, approver: str, reason: str = "") -> AccessRequest:
         request = self._pending(request_id, approver, AuditAction.ACCESS_DENY)
-        self.audit.append(
+        self.record(
             AuditAction.ACCESS_DENY,
+            request,
             principal=approver,
             decision=Decision.DENIED,
-            artifact_id=request.artifact_id,
-            version_id=request.version_id,
-            request_id=request_id,
             reason=reason,
             detail={"requester": request.requester},
             idempotency_key=f"deny:{request_id}",
@@ -335,13 +354,11 @@ class AccessService:
         artifact = self.artifacts.get(request.artifact_id, request.version_id)
 
         def refuse(why: str) -> AccessDenied:
-            self.audit.append(
+            self.record(
                 AuditAction.ARTIFACT_DECRYPT,
+                request,
                 principal=principal,
                 decision=Decision.DENIED,
-                artifact_id=request.artifact_id,
-                version_id=request.version_id,
-                request_id=request_id,
                 reason=why,
             )
             return AccessDenied(f"cannot decrypt {request.artifact_id} with request {request_id}: {why}")
@@ -393,13 +410,11 @@ class AccessService:
         return request
 
     def _refuse(self, request: AccessRequest, principal: str, action: AuditAction, why: str) -> None:
-        self.audit.append(
+        self.record(
             action,
+            request,
             principal=principal,
             decision=Decision.DENIED,
-            artifact_id=request.artifact_id,
-            version_id=request.version_id,
-            request_id=request.request_id,
             reason=why,
         )
 
@@ -420,24 +435,20 @@ class AccessService:
             response = self.kms.create_grant(**kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            self.audit.append(
+            self.record(
                 AuditAction.GRANT_CREATE,
+                request,
                 principal=request.decided_by or "",
                 decision=Decision.ERROR,
-                artifact_id=request.artifact_id,
-                version_id=request.version_id,
-                request_id=request.request_id,
                 reason=code,
             )
             raise KeyAccessError(f"KMS refused to create the grant on {key_arn}: {code}") from None
         grant_id, token = str(response["GrantId"]), str(response["GrantToken"])
-        self.audit.append(
+        self.record(
             AuditAction.GRANT_CREATE,
+            request,
             principal=request.grantee,
             decision=Decision.ALLOWED,
-            artifact_id=request.artifact_id,
-            version_id=request.version_id,
-            request_id=request.request_id,
             detail={
                 "grant_id": grant_id,
                 "key_arn": key_arn,
@@ -455,25 +466,21 @@ class AccessService:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code != "NotFoundException":
-                self.audit.append(
+                self.record(
                     AuditAction.GRANT_RETIRE,
+                    request,
                     principal=principal,
                     decision=Decision.ERROR,
-                    artifact_id=request.artifact_id,
-                    version_id=request.version_id,
-                    request_id=request.request_id,
                     reason=f"{why}: {code}",
                     detail={"grant_id": grant_id, "key_arn": key_arn},
                 )
                 raise KeyAccessError(f"KMS refused to revoke grant {grant_id} on {key_arn}: {code}") from None
             decision, note = Decision.ALLOWED, f"{why} (grant already gone)"
-        self.audit.append(
+        self.record(
             AuditAction.GRANT_RETIRE,
+            request,
             principal=principal,
             decision=decision,
-            artifact_id=request.artifact_id,
-            version_id=request.version_id,
-            request_id=request.request_id,
             reason=note,
             detail={"grant_id": grant_id, "key_arn": key_arn},
             idempotency_key=f"retire:{request.request_id}:{grant_id}",
@@ -517,9 +524,7 @@ def decrypt_with_grant(
             artifact.vault_version_id,
             dest,
             s3=s3,
-            keyring=keyring,
-            expected_context=request.encryption_context,
-            allow_extra_context=False,
+            expect=Expectation(keyring, request.encryption_context, allow_extra_context=False),
         )
         if artifact.sha256 and sha256 != artifact.sha256:
             Path(dest).unlink(missing_ok=True)  # never leave a plaintext we could not vouch for
@@ -527,23 +532,19 @@ def decrypt_with_grant(
                 f"decrypted {request.artifact_id} has sha256 {sha256}, expected {artifact.sha256}"
             )
     except ModelShieldError as exc:
-        service.audit.append(
+        service.record(
             AuditAction.ARTIFACT_DECRYPT,
+            request,
             principal=principal,
             decision=Decision.ERROR,
-            artifact_id=request.artifact_id,
-            version_id=request.version_id,
-            request_id=request_id,
             reason=str(exc)[:500],
         )
         raise
-    service.audit.append(
+    service.record(
         AuditAction.ARTIFACT_DECRYPT,
+        request,
         principal=principal,
         decision=Decision.ALLOWED,
-        artifact_id=request.artifact_id,
-        version_id=request.version_id,
-        request_id=request_id,
         detail={"sha256": sha256, "grant_id": request.grant_id},
     )
     return sha256

@@ -146,10 +146,8 @@ def _scan_ref(version_id: str, scan_id: str) -> str:
     return f"{utcnow().strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{version_id}#{scan_id}"
 
 
-def _error_record(ref: ArtifactRef, message: str, *, trigger: str) -> ScanRecord:
-    """A scan that could not happen (object gone, unreadable): ERROR, with the reason for the user."""
-    scan_id = uuid.uuid4().hex
-    finding = Finding(rule=RuleId.SCAN_INCOMPLETE, severity=Severity.HIGH, message=message, location=ref.uri)
+def _scan_record(ref: ArtifactRef, scan_id: str, **fields: Any) -> ScanRecord:
+    """The one place a ScanRecord is built: identity, sort key and time from the object version."""
     version = ref.version_id or "null"
     return ScanRecord(
         artifact_id=ref.artifact_id,
@@ -158,6 +156,17 @@ def _error_record(ref: ArtifactRef, message: str, *, trigger: str) -> ScanRecord
         bucket=ref.bucket,
         key=ref.key,
         version_id=version,
+        scanned_at=utcnow(),
+        **fields,
+    )
+
+
+def _error_record(ref: ArtifactRef, message: str, *, trigger: str) -> ScanRecord:
+    """A scan that could not happen (object gone, unreadable): ERROR, with the reason for the user."""
+    finding = Finding(rule=RuleId.SCAN_INCOMPLETE, severity=Severity.HIGH, message=message, location=ref.uri)
+    return _scan_record(
+        ref,
+        uuid.uuid4().hex,
         sha256=None,
         size=0,
         format=Format.UNKNOWN,
@@ -176,7 +185,6 @@ def _error_record(ref: ArtifactRef, message: str, *, trigger: str) -> ScanRecord
         ],
         findings=[finding],
         scanner_version=scanning.registry.SCANNER_VERSION,
-        scanned_at=utcnow(),
         trigger=trigger,
         message=message,
     )
@@ -345,13 +353,9 @@ def _scan_and_store(
         timings["encrypt"] = (time.monotonic() - t1) * 1000
     state = EncryptionState.ENCRYPTED if verdict.releases else EncryptionState.QUARANTINED
 
-    record = ScanRecord(
-        artifact_id=ref.artifact_id,
-        scan_ref=_scan_ref(ref.version_id or "null", scan_id),
-        scan_id=scan_id,
-        bucket=ref.bucket,
-        key=ref.key,
-        version_id=ref.version_id or "null",
+    record = _scan_record(
+        ref,
+        scan_id,
         sha256=download.sha256,
         size=download.size,
         format=report.format,
@@ -361,7 +365,6 @@ def _scan_and_store(
         rules=evaluation.rules,
         findings=report.findings,
         scanner_version=report.scanner_version,
-        scanned_at=utcnow(),
         timings_ms={k: round(v, 3) for k, v in timings.items()},
         encryption_state=state,
         vault_uri=_vault_uri(stored, existing),

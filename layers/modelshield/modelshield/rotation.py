@@ -43,7 +43,7 @@ from modelshield.crypto.envelope import EnvelopeError, Header
 from modelshield.crypto.keyring import KmsKeyring, rewrap_header
 from modelshield.crypto.multipart import MultipartUpload
 from modelshield.crypto.s3 import encrypt_to_s3, get_range, parse_envelope_head, read_object_head
-from modelshield.crypto.streams import decrypt_to, open_message
+from modelshield.crypto.streams import Expectation, decrypt_to, open_message
 from modelshield.errors import ConcurrentUpdate, IntegrityError, ModelShieldError, RotationConflict
 from modelshield.keys import KeyResolver, key_status, keys_without_rotation
 from modelshield.models import CTX_ARTIFACT, CTX_SHA256, CTX_VERSION, ArtifactState, EncryptionState, utcnow
@@ -440,7 +440,7 @@ class Rotator:
             raise IntegrityError("the re-wrapped object's data key is not wrapped by the target key only")
         strict = KmsKeyring(self.kms, allowed_key_arns=[target_key])
         _, reader, _ = open_message(
-            io.BytesIO(data), keyring=strict, expected_context=context, allow_extra_context=False
+            io.BytesIO(data), expect=Expectation(strict, context, allow_extra_context=False)
         )
         reader.read_into(memoryview(bytearray(header.frame_length)))  # authenticates the first frame
 
@@ -459,10 +459,12 @@ class Rotator:
                 decrypted = decrypt_to(
                     body,
                     plain,
-                    keyring=KmsKeyring(self.kms, allowed_key_arns=[str(artifact.wrapping_key_arn)]),
-                    expected_context=context,
-                    allow_extra_context=False,
                     expected_sha256=artifact.sha256,
+                    expect=Expectation(
+                        KmsKeyring(self.kms, allowed_key_arns=[str(artifact.wrapping_key_arn)]),
+                        context,
+                        allow_extra_context=False,
+                    ),
                 )
             finally:
                 body.close()

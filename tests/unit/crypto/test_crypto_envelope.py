@@ -21,6 +21,7 @@ from modelshield.crypto.envelope import (
     serialize_context,
 )
 from modelshield.crypto.keyring import StaticKeyring
+from modelshield.crypto.streams import Expectation
 from modelshield.errors import EnvelopeError
 
 EDK = EncryptedDataKey("aws-kms", b"arn:aws:kms:us-east-1:111122223333:key/abc", b"\x01" * 40)
@@ -215,15 +216,11 @@ def test_frame_count_and_plaintext_limits_apply_while_reading(keyring: StaticKey
         decrypt_stream(
             io.BytesIO(message),
             io.BytesIO(),
-            keyring=keyring,
-            expected_context=None,
-            limits=ReadLimits(max_frames=3),
+            expect=Expectation(keyring, None, limits=ReadLimits(max_frames=3)),
         )
     with pytest.raises(EnvelopeError, match="plaintext limit"):
         decrypt_stream(
             io.BytesIO(message),
             io.BytesIO(),
-            keyring=keyring,
-            expected_context=None,
-            limits=ReadLimits(max_plaintext_bytes=4000),
+            expect=Expectation(keyring, None, limits=ReadLimits(max_plaintext_bytes=4000)),
         )

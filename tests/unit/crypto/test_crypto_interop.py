@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from modelshield.crypto.envelope import parse_header
 from modelshield.crypto.keyring import StaticKeyring
-from modelshield.crypto.streams import decrypt_stream
+from modelshield.crypto.streams import Expectation, decrypt_stream
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "esdk_v2_0478_raw_aes.json"
 SIZES = [0, 1, 127, 1023, 1024, 1025, 2048, 3000, 4096, 10_000]
@@ -26,7 +26,7 @@ SIZES = [0, 1, 127, 1023, 1024, 1025, 2048, 3000, 4096, 10_000]
 
 def _decrypt(message: bytes, keyring: StaticKeyring, expected: dict[str, str] | None = CONTEXT) -> bytes:
     out = io.BytesIO()
-    decrypt_stream(io.BytesIO(message), out, keyring=keyring, expected_context=expected)
+    decrypt_stream(io.BytesIO(message), out, expect=Expectation(keyring, expected))
     return out.getvalue()
 
 
@@ -95,7 +95,7 @@ def test_the_known_answer_vectors_decrypt_with_modelshield() -> None:
         header, _ = parse_header(io.BytesIO(message))
         out = io.BytesIO()
         result = decrypt_stream(
-            io.BytesIO(message), out, keyring=keyring, expected_context=vector["encryption_context"]
+            io.BytesIO(message), out, expect=Expectation(keyring, vector["encryption_context"])
         )
         # Then header fields, plaintext and digest are exactly the recorded ones
         assert header.frame_length == vector["frame_length"], vector["name"]
@@ -117,4 +117,4 @@ def test_a_known_answer_vector_with_one_bit_flipped_fails() -> None:
     from modelshield.errors import EnvelopeError
 
     with pytest.raises(EnvelopeError, match="failed authentication"):
-        decrypt_stream(io.BytesIO(bytes(message)), io.BytesIO(), keyring=keyring, expected_context=None)
+        decrypt_stream(io.BytesIO(bytes(message)), io.BytesIO(), expect=Expectation(keyring, None))

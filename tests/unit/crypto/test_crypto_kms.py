@@ -10,7 +10,7 @@ import pytest
 from envelope_helpers import CONTEXT, Aws, sdk_client
 from modelshield.crypto.envelope import parse_header
 from modelshield.crypto.keyring import KmsKeyring, rewrap_header
-from modelshield.crypto.streams import decrypt_stream, encrypt_stream
+from modelshield.crypto.streams import Expectation, decrypt_stream, encrypt_stream
 from modelshield.errors import EnvelopeError, KeyAccessError
 
 
@@ -29,7 +29,7 @@ def _encrypt(data: bytes, keyring: KmsKeyring, key_id: str, frame_length: int = 
 
 def _decrypt(message: bytes, keyring: KmsKeyring, expected: dict[str, str] | None = CONTEXT) -> bytes:
     out = io.BytesIO()
-    decrypt_stream(io.BytesIO(message), out, keyring=keyring, expected_context=expected)
+    decrypt_stream(io.BytesIO(message), out, expect=Expectation(keyring, expected))
     return out.getvalue()
 
 

@@ -16,7 +16,7 @@ from envelope_helpers import CONTEXT
 from modelshield.crypto.envelope import FrameCipher, derive_keys, open_header, parse_header
 from modelshield.crypto.keyring import StaticKeyring
 from modelshield.crypto.ranges import Range, RangeEncryptor, open_range, plan_ranges
-from modelshield.crypto.streams import decrypt_stream, encrypt_frames
+from modelshield.crypto.streams import Expectation, decrypt_stream, encrypt_frames
 from modelshield.errors import EnvelopeError, UsageError
 
 FRAME = 1024
@@ -47,7 +47,7 @@ def _range_encrypt(data: bytes, keyring: StaticKeyring, *, workers: int = 3) -> 
 
 def _decrypt(message: bytes, keyring: StaticKeyring) -> bytes:
     out = io.BytesIO()
-    decrypt_stream(io.BytesIO(message), out, keyring=keyring, expected_context=CONTEXT)
+    decrypt_stream(io.BytesIO(message), out, expect=Expectation(keyring, CONTEXT))
     return out.getvalue()
 
 

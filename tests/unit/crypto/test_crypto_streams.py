@@ -14,6 +14,7 @@ from envelope_helpers import CONTEXT, KEY_NAME, encrypt_bytes
 from modelshield.crypto.envelope import parse_header, sealed_frame_size
 from modelshield.crypto.keyring import StaticKeyring
 from modelshield.crypto.streams import (
+    Expectation,
     decrypt_file,
     decrypt_stream,
     decrypt_to,
@@ -57,7 +58,7 @@ def test_decrypt_to_publishes_a_private_file_with_the_plaintext_and_its_digest(
     message = encrypt_bytes(data, keyring)
     dest = tmp_path / "model.bin"
     # When it is decrypted to a file
-    result = decrypt_to(io.BytesIO(message), dest, keyring=keyring, expected_context=CONTEXT)
+    result = decrypt_to(io.BytesIO(message), dest, expect=Expectation(keyring, CONTEXT))
     # Then the file holds the plaintext, is readable by its owner only, and the result describes it
     assert dest.read_bytes() == data
     assert stat.S_IMODE(dest.stat().st_mode) == 0o600
@@ -109,7 +110,7 @@ def test_header_after_body_puts_the_computed_digest_into_the_context(
     assert header.encryption_context["sha256"] == digest
     # And ModelShield decrypts it while insisting on that digest
     out = tmp_path / "plain"
-    decrypt_file(dest, out, keyring=keyring, expected_context={"sha256": digest})
+    decrypt_file(dest, out, expect=Expectation(keyring, {"sha256": digest}))
     assert out.read_bytes() == data
 
 
@@ -155,9 +156,8 @@ def test_decrypt_to_with_a_pinned_digest_refuses_other_plaintext(
         decrypt_to(
             io.BytesIO(message),
             tmp_path / "m",
-            keyring=keyring,
-            expected_context=CONTEXT,
             expected_sha256="00" * 32,
+            expect=Expectation(keyring, CONTEXT),
         )
     assert list(tmp_path.iterdir()) == []
 
@@ -179,7 +179,7 @@ def test_read_only_and_short_reading_streams_work_both_ways(keyring: StaticKeyri
             return self._inner.read(min(n, 333) if n > 0 else n)
 
     out = io.BytesIO()
-    decrypted = decrypt_stream(ReadOnly(sealed.getvalue()), out, keyring=keyring, expected_context=CONTEXT)
+    decrypted = decrypt_stream(ReadOnly(sealed.getvalue()), out, expect=Expectation(keyring, CONTEXT))
     assert out.getvalue() == bytes(50_000)
     assert decrypted.plaintext_sha256 == result.plaintext_sha256 == hashlib.sha256(bytes(50_000)).hexdigest()
 
@@ -212,7 +212,7 @@ def test_every_write_carries_whole_frames(keyring: StaticKeyring) -> None:
 def test_empty_input_is_one_empty_final_frame(keyring: StaticKeyring) -> None:
     message = encrypt_bytes(b"", keyring)
     out = io.BytesIO()
-    result = decrypt_stream(io.BytesIO(message), out, keyring=keyring, expected_context=CONTEXT)
+    result = decrypt_stream(io.BytesIO(message), out, expect=Expectation(keyring, CONTEXT))
     assert out.getvalue() == b"" and result.frame_count == 1
     _, header_length = parse_header(io.BytesIO(message))
     assert len(message) == header_length + sealed_frame_size(0, True)
@@ -272,4 +272,4 @@ def test_missing_input_and_missing_output_directory_are_clear_errors(
     with pytest.raises(ArtifactNotFound, match="output directory"):
         encrypt_file(tmp_path / "m", tmp_path / "no" / "out", keyring=keyring, key_id=KEY_NAME, context={})
     with pytest.raises(ArtifactNotFound, match="does not exist"):
-        decrypt_file(tmp_path / "absent", tmp_path / "out", keyring=keyring, expected_context=None)
+        decrypt_file(tmp_path / "absent", tmp_path / "out", expect=Expectation(keyring, None))

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from envelope_helpers import CONTEXT, KEY_NAME, encrypt_bytes
 from modelshield.crypto.envelope import EncryptedDataKey, derive_keys, parse_header
 from modelshield.crypto.keyring import DataKey, StaticKeyring
-from modelshield.crypto.streams import decrypt_stream, decrypt_to
+from modelshield.crypto.streams import Expectation, decrypt_stream, decrypt_to
 from modelshield.errors import EnvelopeError, KeyAccessError
 
 FRAME = 1024
@@ -98,7 +98,7 @@ def _frames(message: bytes) -> tuple[bytes, list[bytes]]:
 
 def _decrypt(data: bytes, keyring: StaticKeyring, expected: Mapping[str, str] | None = CONTEXT) -> bytes:
     out = io.BytesIO()
-    decrypt_stream(io.BytesIO(data), out, keyring=keyring, expected_context=expected)
+    decrypt_stream(io.BytesIO(data), out, expect=Expectation(keyring, expected))
     return out.getvalue()
 
 
@@ -164,7 +164,7 @@ def test_a_modified_field_is_named_in_the_error_and_nothing_is_published(
     dest = tmp_path / "model.bin"
     # When it is decrypted to a file
     with pytest.raises(EnvelopeError, match=EXPECTED_ERRORS[field]):
-        decrypt_to(io.BytesIO(tampered), dest, keyring=keyring, expected_context=CONTEXT)
+        decrypt_to(io.BytesIO(tampered), dest, expect=Expectation(keyring, CONTEXT))
     # Then the destination does not exist and no staging file is left behind
     assert list(tmp_path.iterdir()) == []
 
@@ -217,7 +217,7 @@ def test_reordered_dropped_or_duplicated_frames_are_rejected(
     assert len(frames) == 4
     tampered = header + b"".join(reorder(frames))  # type: ignore[operator]
     with pytest.raises(EnvelopeError, match=problem):
-        decrypt_to(io.BytesIO(tampered), tmp_path / "out", keyring=keyring, expected_context=CONTEXT)
+        decrypt_to(io.BytesIO(tampered), tmp_path / "out", expect=Expectation(keyring, CONTEXT))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -262,9 +262,7 @@ def test_a_context_other_than_the_expected_one_is_refused_before_any_key_is_unwr
         decrypt_to(
             io.BytesIO(message),
             tmp_path / "m",
-            keyring=spy,
-            expected_context=expected,
-            allow_extra_context=not exact,
+            expect=Expectation(spy, expected, allow_extra_context=not exact),
         )
     assert _SpyKeyring.calls == 0
     assert list(tmp_path.iterdir()) == []
@@ -300,7 +298,7 @@ def test_a_failed_decryption_leaves_an_existing_destination_untouched(
     tampered = _flip(message, len(message) - 1)
     # When decryption fails after three frames were already decrypted into staging
     with pytest.raises(EnvelopeError, match="frame 4"):
-        decrypt_to(io.BytesIO(tampered), dest, keyring=keyring, expected_context=CONTEXT)
+        decrypt_to(io.BytesIO(tampered), dest, expect=Expectation(keyring, CONTEXT))
     # Then the old file is still there, unchanged, and nothing else is
     assert dest.read_bytes() == b"previous model"
     assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]

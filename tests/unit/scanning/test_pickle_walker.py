@@ -202,9 +202,13 @@ def test_an_import_built_from_memo_entries_past_the_limit_is_still_blocked() -> 
     data = (
         b"\x80\x04"
         + filler
-        + b"\x8c\x02os\x94" + b"0"
-        + b"\x8c\x06system\x94" + b"0"
-        + b"h\x14" + b"h\x15" + b"\x93"  # BINGET 20, BINGET 21, STACK_GLOBAL
+        + b"\x8c\x02os\x94"
+        + b"0"
+        + b"\x8c\x06system\x94"
+        + b"0"
+        + b"h\x14"
+        + b"h\x15"
+        + b"\x93"  # BINGET 20, BINGET 21, STACK_GLOBAL
         + b"\x8c\x04echo\x85R."  # ("echo",) REDUCE STOP
     )
     # When it is scanned with a memo limit below those entries

@@ -17,7 +17,7 @@ from modelshield.cli.output import add_format_flag, print_json, print_table
 from modelshield.crypto.envelope import DEFAULT_FRAME_LENGTH
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import S3Location, encrypt_to_s3, open_model, open_object, parse_s3_uri
-from modelshield.crypto.streams import encrypt_file
+from modelshield.crypto.streams import Expectation, encrypt_file
 from modelshield.errors import ModelShieldError, StorageError, UsageError
 
 
@@ -127,10 +127,8 @@ def run_decrypt(args: argparse.Namespace) -> int:
         result = open_model(
             args.input,
             Path(args.output),
-            keyring=keyring,
-            expected_context=context,
             s3=s3,
-            allow_extra_context=not args.exact_context,
+            expect=Expectation(keyring, context, allow_extra_context=not args.exact_context),
         )
     _print(
         args,

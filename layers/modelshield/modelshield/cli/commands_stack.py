@@ -14,6 +14,7 @@ from typing import Any
 from modelshield import config, wiring
 from modelshield.admin import request_rescan
 from modelshield.cli.output import add_format_flag, print_json, print_table
+from modelshield.crypto.streams import Expectation
 from modelshield.errors import ArtifactNotFound, ConfigError, StackNotRunning, UsageError
 from modelshield.local import stack as local
 from modelshield.models import ScanRecord
@@ -384,8 +385,7 @@ def cmd_demo(args: Any) -> int:
                 state.vault_version_id,
                 out,
                 s3=s3,
-                keyring=KmsKeyring(stack.client("kms")),
-                expected_context=context,
+                expect=Expectation(KmsKeyring(stack.client("kms")), context),
             )
         uploaded = hashlib.sha256(samples[allowed_key]).hexdigest()
         print(f"\ndecrypted s3://{vault}/{state.vault_key} (version {state.vault_version_id})")

@@ -36,6 +36,7 @@ from modelshield.crypto.s3 import (
 from modelshield.crypto.streams import (
     DecryptResult,
     EncryptResult,
+    Expectation,
     PendingHeader,
     decrypt_file,
     decrypt_stream,
@@ -53,6 +54,7 @@ __all__ = [
     "DecryptResult",
     "EncryptResult",
     "EncryptedDataKey",
+    "Expectation",
     "Header",
     "Keyring",
     "KmsKeyring",

@@ -27,10 +27,8 @@ from typing import Any, BinaryIO
 
 from modelshield.crypto.envelope import (
     DEFAULT_FRAME_LENGTH,
-    DEFAULT_LIMITS,
     EnvelopeError,
     Header,
-    ReadLimits,
     parse_header,
     sealed_frame_size,
 )
@@ -40,6 +38,7 @@ from modelshield.crypto.multipart import s3_call as _s3_call
 from modelshield.crypto.streams import (
     DecryptResult,
     EncryptResult,
+    Expectation,
     decrypt_file,
     decrypt_to,
     encrypt_body_first,
@@ -376,62 +375,30 @@ def open_object(s3: Any, location: S3Location, **extra: Any) -> Any:
 
 
 def decrypt_s3_to(
-    bucket: str,
-    key: str,
-    version_id: str | None,
-    dest: Path,
-    *,
-    s3: Any,
-    keyring: Keyring,
-    expected_context: Mapping[str, str] | None,
-    allow_extra_context: bool = True,
-    limits: ReadLimits = DEFAULT_LIMITS,
+    bucket: str, key: str, version_id: str | None, dest: Path, *, s3: Any, expect: Expectation
 ) -> str:
     """Decrypt an S3 object to `dest` (published only once verified); return the plaintext sha256."""
-    result = _decrypt_location(
-        S3Location(bucket, key, version_id),
-        Path(dest),
-        s3=s3,
-        keyring=keyring,
-        expected_context=expected_context,
-        allow_extra_context=allow_extra_context,
-        limits=limits,
-    )
+    result = _decrypt_location(S3Location(bucket, key, version_id), Path(dest), s3=s3, expect=expect)
     return str(result.plaintext_sha256)
 
 
-def _decrypt_location(location: S3Location, dest: Path, *, s3: Any, **options: Any) -> DecryptResult:
+def _decrypt_location(location: S3Location, dest: Path, *, s3: Any, expect: Expectation) -> DecryptResult:
     body = open_object(s3, location)
     try:
         with _s3_call(f"GetObject {location.uri} (reading)"):
-            return decrypt_to(body, dest, **options)
+            return decrypt_to(body, dest, expect=expect)
     finally:
         with contextlib.suppress(Exception):
             body.close()
 
 
-def open_model(
-    source: str | Path,
-    dest: Path,
-    *,
-    keyring: Keyring,
-    expected_context: Mapping[str, str] | None,
-    s3: Any = None,
-    allow_extra_context: bool = True,
-    limits: ReadLimits = DEFAULT_LIMITS,
-) -> DecryptResult:
+def open_model(source: str | Path, dest: Path, *, expect: Expectation, s3: Any = None) -> DecryptResult:
     """Decrypt a model from a local file or `s3://bucket/key[?versionId=...]` to `dest`."""
-    options: dict[str, Any] = {
-        "keyring": keyring,
-        "expected_context": expected_context,
-        "allow_extra_context": allow_extra_context,
-        "limits": limits,
-    }
     if isinstance(source, str) and source.startswith("s3://"):
         if s3 is None:
             raise UsageError(f"{source}: pass an S3 client (s3=modelshield.wiring.s3_client())")
-        return _decrypt_location(parse_s3_uri(source), Path(dest), s3=s3, **options)
-    return decrypt_file(Path(source), Path(dest), **options)
+        return _decrypt_location(parse_s3_uri(source), Path(dest), s3=s3, expect=expect)
+    return decrypt_file(Path(source), Path(dest), expect=expect)
 
 
 # -- in-place encryption ----------------------------------------------------------------------------

@@ -443,48 +443,37 @@ def encrypt_file(
 
 
 # -- decryption -------------------------------------------------------------------------------------
-def open_message(
-    src: BinaryIO,
-    *,
-    keyring: Keyring,
-    expected_context: Mapping[str, str] | None,
-    allow_extra_context: bool = True,
-    limits: ReadLimits = DEFAULT_LIMITS,
-) -> tuple[Header, FrameReader, DataKey]:
+@dataclass(frozen=True)
+class Expectation:
+    """What a message must satisfy to be decrypted: whose keys may unwrap it, the encryption context it
+    must carry (None: any; extra pairs allowed unless `allow_extra_context` is False) and the parser's
+    limits. Every decrypt function takes one, so the checks cannot drift apart between them."""
+
+    keyring: Keyring
+    context: Mapping[str, str] | None
+    allow_extra_context: bool = True
+    limits: ReadLimits = DEFAULT_LIMITS
+
+
+def open_message(src: BinaryIO, *, expect: Expectation) -> tuple[Header, FrameReader, DataKey]:
     """Parse and authenticate the header; return a reader positioned at the first frame.
 
     The context is compared before KMS is asked for anything, so a wrong message costs no KMS call.
     """
-    header, _ = parse_header(src, limits)
-    check_context(header.context, expected_context, allow_extra=allow_extra_context)
-    data_key = keyring.unwrap(header.encrypted_data_keys, header.context)
+    header, _ = parse_header(src, expect.limits)
+    check_context(header.context, expect.context, allow_extra=expect.allow_extra_context)
+    data_key = expect.keyring.unwrap(header.encrypted_data_keys, header.context)
     cipher = open_header(header, data_key.plaintext)
-    return header, FrameReader(src, header, cipher, limits), data_key
+    return header, FrameReader(src, header, cipher, expect.limits), data_key
 
 
-def decrypt_stream(
-    src: Any,
-    dst: Any,
-    *,
-    keyring: Keyring,
-    expected_context: Mapping[str, str] | None,
-    allow_extra_context: bool = True,
-    limits: ReadLimits = DEFAULT_LIMITS,
-    hash_plaintext: bool = True,
-) -> DecryptResult:
+def decrypt_stream(src: Any, dst: Any, *, expect: Expectation, hash_plaintext: bool = True) -> DecryptResult:
     """Decrypt a whole message into `dst`.
 
     Each frame is authenticated before it is written, but truncation after a frame boundary is only
     detectable at the end: `dst` must be staged and discarded on error. Use `decrypt_to` for files.
     """
-    reader_stream = as_reader(src)
-    header, reader, data_key = open_message(
-        reader_stream,
-        keyring=keyring,
-        expected_context=expected_context,
-        allow_extra_context=allow_extra_context,
-        limits=limits,
-    )
+    header, reader, data_key = open_message(as_reader(src), expect=expect)
     frame_length = header.frame_length
     batch = max(1, CHUNK_BYTES // frame_length)
     outputs = _Buffers(2, batch * frame_length)
@@ -524,14 +513,7 @@ def decrypt_stream(
 
 
 def decrypt_to(
-    src: Any,
-    dest: Path,
-    *,
-    keyring: Keyring,
-    expected_context: Mapping[str, str] | None,
-    allow_extra_context: bool = True,
-    limits: ReadLimits = DEFAULT_LIMITS,
-    expected_sha256: str | None = None,
+    src: Any, dest: Path, *, expect: Expectation, expected_sha256: str | None = None
 ) -> DecryptResult:
     """Decrypt `src` (a binary stream) to the file `dest`, published only after the final frame verifies.
 
@@ -541,34 +523,12 @@ def decrypt_to(
     """
     dest = Path(dest)
     with staged_output(dest) as out:
-        result = decrypt_stream(
-            src,
-            out,
-            keyring=keyring,
-            expected_context=expected_context,
-            allow_extra_context=allow_extra_context,
-            limits=limits,
-        )
+        result = decrypt_stream(src, out, expect=expect)
         verify_digest(expected_sha256, result.plaintext_sha256)
     return dataclasses.replace(result, path=dest)
 
 
-def decrypt_file(
-    src: Path,
-    dest: Path,
-    *,
-    keyring: Keyring,
-    expected_context: Mapping[str, str] | None,
-    allow_extra_context: bool = True,
-    limits: ReadLimits = DEFAULT_LIMITS,
-) -> DecryptResult:
+def decrypt_file(src: Path, dest: Path, *, expect: Expectation) -> DecryptResult:
     """`decrypt_to` for a local ciphertext file."""
     with _open_input(Path(src)) as source:
-        return decrypt_to(
-            source,
-            dest,
-            keyring=keyring,
-            expected_context=expected_context,
-            allow_extra_context=allow_extra_context,
-            limits=limits,
-        )
+        return decrypt_to(source, dest, expect=expect)
