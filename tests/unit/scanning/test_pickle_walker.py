@@ -11,7 +11,7 @@ import time
 import pytest
 from modelshield.models import Format, RuleId, Severity
 from modelshield.scanning import pickles
-from modelshield.scanning.pickles import PickleWalker, looks_like_pickle
+from modelshield.scanning.pickles import PickleWalker, looks_like_pickle, opcodes
 from modelshield.scanning.registry import Limits, ScanContext
 
 from tests.corpus import pickle_family as corpus
@@ -253,12 +253,12 @@ def test_fast_tuple_path_matches_the_slow_path() -> None:
     rows = [(i, f"s{i % 7}", i * 0.5, i % 2 == 0, None) for i in range(3000)]
     data = pickle.dumps(rows, protocol=4)[:-1] + b"0" + corpus.call_global_p4("os", "system")[2:]
     fast, _ = _walk(data)
-    saved = pickles._FAST_TUPLE
-    pickles._FAST_TUPLE = re.compile(rb"(?!)")  # never matches: every opcode through the loop
+    saved = opcodes.FAST_TUPLE
+    opcodes.FAST_TUPLE = re.compile(rb"(?!)")  # never matches: every opcode through the loop
     try:
         slow, _ = _walk(data)
     finally:
-        pickles._FAST_TUPLE = saved
+        opcodes.FAST_TUPLE = saved
     # Then both paths stop at the same place with the same imports
     assert fast.stopped and slow.stopped
     assert fast.end == slow.end == len(data)
