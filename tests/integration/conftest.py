@@ -38,6 +38,7 @@ def moto_stack(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS
             "sqs": boto3.client("sqs"),
             "dynamodb": boto3.client("dynamodb"),
             "kms": boto3.client("kms"),
+            "ssm": boto3.client("ssm"),
         }
         out = LocalProvisioner(
             load_template(ROOT / "template.yaml"), stack_name="mstest", clients=clients

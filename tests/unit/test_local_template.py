@@ -20,7 +20,7 @@ def provisioned(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "t")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "t")
     with mock_aws():
-        clients = {n: boto3.client(n) for n in ("s3", "sqs", "dynamodb", "kms")}
+        clients = {n: boto3.client(n) for n in ("s3", "sqs", "dynamodb", "kms", "ssm")}
         out = LocalProvisioner(
             load_template(ROOT / "template.yaml"), stack_name="unit", clients=clients
         ).provision()

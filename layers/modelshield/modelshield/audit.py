@@ -13,8 +13,9 @@ the head and retries. An optional idempotency key (a CloudTrail eventID, a rotat
 written in the same transaction, so redelivered events are recorded once.
 
 What a chain cannot show: someone able to rewrite every record after N *and* the head can forge a
-consistent chain. `verify(anchor=...)` compares against a head (seq, hash) saved elsewhere earlier
-(a ticket, a log line, an S3 Object Lock copy) to close that gap.
+consistent chain. `verify(anchor=...)` compares against a head (seq, hash) saved elsewhere earlier; the
+AuditAnchorFunction keeps such anchors automatically in an S3 Object Lock bucket (`audit_anchor.py`),
+and `verify_against_latest_anchor` uses the newest one.
 """
 
 from __future__ import annotations
@@ -182,12 +183,17 @@ class VerifyReport:
     head: ChainHead | None
     problems: list[ChainProblem] = field(default_factory=list)
     truncated_report: bool = False  # more problems than were kept
+    anchor: ChainHead | None = None  # what the chain was checked against (the latest automatic anchor)
+    anchor_source: str = ""  # "automatic" (anchor bucket), "given" (--anchor) or "" (none)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "checked": self.checked,
             "head": None if self.head is None else {"seq": self.head.seq, "hash": self.head.hash},
+            "anchor": None
+            if self.anchor is None
+            else {"seq": self.anchor.seq, "hash": self.anchor.hash, "source": self.anchor_source},
             "problems": [{"seq": p.seq, "kind": p.kind, "message": p.message} for p in self.problems],
             "more_problems": self.truncated_report,
         }
@@ -274,9 +280,13 @@ class AuditLog:
                 break
         return out
 
-    def verify(self, *, anchor: ChainHead | None = None, max_problems: int = 100) -> VerifyReport:
+    def verify(
+        self, *, anchor: ChainHead | None = None, anchor_source: str = "given", max_problems: int = 100
+    ) -> VerifyReport:
         """Walk the whole chain once, ascending, and report every break (up to `max_problems`)."""
-        report = VerifyReport(ok=True, checked=0, head=None)
+        report = VerifyReport(
+            ok=True, checked=0, head=None, anchor=anchor, anchor_source=anchor_source if anchor else ""
+        )
 
         def problem(seq: int, kind: str, message: str) -> None:
             report.ok = False
@@ -316,7 +326,12 @@ class AuditLog:
                 if anchor is not None and record.seq == anchor.seq:
                     anchor_seen = True
                     if record.hash != anchor.hash:
-                        problem(record.seq, "anchor-mismatch", f"record {record.seq} differs from the anchor")
+                        problem(
+                            record.seq,
+                            "anchor-mismatch",
+                            f"record {record.seq} differs from the anchored one: the chain was rewritten "
+                            f"from record {record.seq} or earlier",
+                        )
                 expected_seq, prev_hash = record.seq + 1, record.hash
             head = self.store.head()
         except Exception as exc:  # a malformed stored item is evidence too, never a crash
@@ -334,8 +349,28 @@ class AuditLog:
                 head.seq, "head-mismatch", f"the chain head (seq {head.seq}) does not match record {last}"
             )
         if not anchor_seen:
-            problem(anchor.seq if anchor else 0, "anchor-mismatch", "the anchored record is missing")
+            seq = anchor.seq if anchor else 0
+            problem(
+                seq,
+                "anchor-mismatch",
+                f"anchored record {seq} is missing: the end of the chain was deleted, its head rolled back",
+            )
         return report
+
+
+def verify_against_latest_anchor(
+    log: AuditLog, anchors: Any | None, *, anchor: ChainHead | None = None
+) -> VerifyReport:
+    """Verify the chain against `anchor` if given, else against the newest automatic anchor (if any).
+
+    `anchors` is an anchor store (`audit_anchor.S3AnchorStore`) or None when none is configured. An
+    unreadable anchor store raises: a configured anchor is never silently skipped."""
+    if anchor is not None:
+        return log.verify(anchor=anchor, anchor_source="given")
+    latest = anchors.latest() if anchors is not None else None
+    if latest is None:
+        return log.verify()
+    return log.verify(anchor=ChainHead(latest.seq, latest.hash), anchor_source="automatic")
 
 
 # -- CloudTrail ---------------------------------------------------------------------------------------

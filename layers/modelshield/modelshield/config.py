@@ -129,6 +129,15 @@ class OptionalAudit(EnvModel):
 
 
 class SecurityEngineer(EnvModel):
+    """Who approves decryption: named by the stack (an SSM parameter it owns), never by the caller.
+
+    `parameter` (SECURITY_ENGINEER_PARAMETER, set by the template and by `local env`) names the stack's
+    setting; when it is set, a SECURITY_ENGINEER_ROLE variable is ignored. `role` remains for tests and
+    embedders that build the service without a stack."""
+
+    parameter: str | None = env(
+        "SECURITY_ENGINEER_PARAMETER", "the stack's SSM parameter holding the Security Engineer role", None
+    )
     role: str | None = env(
         "SECURITY_ENGINEER_ROLE", "comma-separated ARN patterns of the Security Engineer role", None
     )
@@ -233,6 +242,17 @@ class LocalSettings(EnvModel):
     ingest_bucket: str | None = env("INGEST_BUCKET", "the ingest bucket name", None)
 
 
+class AnchorSettings(EnvModel):
+    """AuditAnchorFunction and `audit verify`: the audit table and the Object Lock anchor bucket."""
+
+    audit_table: str = env("AUDIT_TABLE", "the audit table name")
+    anchor_bucket: str = env("AUDIT_ANCHOR_BUCKET", "the audit anchor bucket (S3 Object Lock)")
+
+
+class OptionalAnchor(EnvModel):
+    anchor_bucket: str | None = env("AUDIT_ANCHOR_BUCKET", "the audit anchor bucket (S3 Object Lock)", None)
+
+
 @lru_cache(maxsize=1)
 def scan_settings() -> ScanSettings:
     """The ScanFunction's settings, once per container."""
@@ -253,6 +273,13 @@ def audit_settings() -> AuditSettings:
 
 def access_settings() -> AccessSettings:
     return load(AccessSettings)
+
+
+def anchor_settings() -> AnchorSettings | None:
+    """The anchor location, or None when this process has no anchor bucket configured."""
+    if load(OptionalAnchor).anchor_bucket is None:
+        return None
+    return load(AnchorSettings)
 
 
 # -- the local stack points this process at itself ---------------------------------------------------

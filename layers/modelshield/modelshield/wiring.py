@@ -16,11 +16,12 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import NoRegionError
+from botocore.exceptions import ClientError, NoRegionError
 
 from modelshield import config
 from modelshield.access import AccessService, vault_context_reader
 from modelshield.audit import AuditLog
+from modelshield.audit_anchor import AnchorResult, S3AnchorStore, anchor_chain
 from modelshield.errors import ConfigError
 from modelshield.pipeline import Runtime
 from modelshield.policy.groups import SecurityGroup, default_groups
@@ -91,6 +92,39 @@ def optional_audit_log() -> AuditLog | None:
     return AuditLog(DynamoAuditStore(table, dynamodb())) if table else None
 
 
+def security_engineer_role(settings: config.SecurityEngineer) -> str | None:
+    """The Security Engineer role as the stack stores it, when the settings name the stack's parameter.
+
+    Then a SECURITY_ENGINEER_ROLE variable in the caller's environment plays no part: the authority to
+    approve comes from the stack's configuration, read here, and the caller's STS identity."""
+    if not settings.parameter:
+        return settings.role
+    try:
+        value = client("ssm").get_parameter(Name=settings.parameter)["Parameter"]["Value"]
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise ConfigError(
+            f"cannot read the stack's Security Engineer setting {settings.parameter}: {code}"
+        ) from None
+    return str(value) or None
+
+
+def anchor_store() -> S3AnchorStore | None:
+    """The audit anchor store when this process has one configured (AUDIT_ANCHOR_BUCKET)."""
+    settings = config.anchor_settings()
+    return (
+        None if settings is None else S3AnchorStore(s3_client(), settings.anchor_bucket, settings.audit_table)
+    )
+
+
+def anchor_run() -> Callable[[], AnchorResult]:
+    """AuditAnchorFunction: anchor the chain head of the configured audit table."""
+    settings = config.load(config.AnchorSettings)
+    store = S3AnchorStore(s3_client(), settings.anchor_bucket, settings.audit_table)
+    chain = DynamoAuditStore(settings.audit_table, dynamodb())
+    return lambda: anchor_chain(chain, store, table=settings.audit_table)
+
+
 def access_service(
     settings: config.AccessSettings | None = None, *, kms: Any | None = None, s3: Any | None = None
 ) -> AccessService:
@@ -102,7 +136,7 @@ def access_service(
         artifacts=ArtifactStore(settings.artifacts_table, resource),
         kms=kms or client("kms"),
         audit=AuditLog(DynamoAuditStore(settings.audit_table, resource)),
-        security_engineer_role=settings.security_engineer.role,
+        security_engineer_role=security_engineer_role(settings.security_engineer),
         context_reader=vault_context_reader(s3 or s3_client()),
         retiring_principal=settings.grant_retiring_principal,
     )
@@ -154,7 +188,18 @@ class ApiServices:
     """
 
     def __init__(self, **prepared: Any) -> None:
-        unknown = set(prepared) - {"settings", "access", "audit", "groups", "scans", "artifacts", "sqs"}
+        known = {
+            "settings",
+            "access",
+            "audit",
+            "groups",
+            "scans",
+            "artifacts",
+            "sqs",
+            "anchors",
+            "security_engineer",
+        }
+        unknown = set(prepared) - known
         if unknown:
             raise TypeError(f"ApiServices has no {', '.join(sorted(unknown))}")
         self.__dict__.update(prepared)  # cached_property reads the instance dict first
@@ -170,6 +215,15 @@ class ApiServices:
     @cached_property
     def audit(self) -> AuditLog:
         return audit_log()
+
+    @cached_property
+    def anchors(self) -> S3AnchorStore | None:
+        return anchor_store()
+
+    @cached_property
+    def security_engineer(self) -> str | None:
+        """Who may change groups and rescan: the stack's setting (see `security_engineer_role`)."""
+        return security_engineer_role(self.settings.security_engineer)
 
     @cached_property
     def groups(self) -> GroupStore:

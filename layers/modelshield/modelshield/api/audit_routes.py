@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from modelshield.api import services
-from modelshield.audit import AuditQuery, ChainHead, Decision
+from modelshield.audit import AuditQuery, ChainHead, Decision, verify_against_latest_anchor
 
 router = Router()
 
@@ -42,4 +42,4 @@ def verify_audit(
     anchor_hash: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
 ) -> dict[str, Any]:
     anchor = ChainHead(anchor_seq, anchor_hash) if anchor_seq and anchor_hash else None
-    return services().audit.verify(anchor=anchor).to_json()
+    return verify_against_latest_anchor(services().audit, services().anchors, anchor=anchor).to_json()

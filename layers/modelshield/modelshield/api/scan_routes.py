@@ -23,7 +23,7 @@ router = Router()
 
 def _require_security_engineer() -> str:
     caller = caller_arn(router.current_event)
-    pattern = services().settings.security_engineer.role
+    pattern = services().security_engineer
     if not pattern or not matches_any(caller, pattern):
         raise AccessDenied(
             f"{caller} is not in the Security Engineer role: only that role may change groups or rescan"

@@ -32,7 +32,11 @@ def register(sub: Any) -> None:
     verify = audit_sub.add_parser(
         "verify", help="check the hash chain; exit 1 if a record was deleted or edited"
     )
-    verify.add_argument("--anchor", type=_anchor, help="SEQ:HASH of a head saved earlier, to detect rewrites")
+    verify.add_argument(
+        "--anchor",
+        type=_anchor,
+        help="SEQ:HASH of a head saved earlier (default: the latest automatic anchor of the stack)",
+    )
     add_format_flag(verify)
     verify.set_defaults(handler=cmd_verify)
 
@@ -91,11 +95,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    report = _log().verify(anchor=args.anchor)
+    from modelshield.audit import verify_against_latest_anchor
+
+    report = verify_against_latest_anchor(_log(), wiring.anchor_store(), anchor=args.anchor)
     if args.format == "json":
         print_json(report.to_json())
     else:
         head = f"head {report.head.seq} {report.head.hash}" if report.head else "no head"
+        if report.anchor is not None:
+            head += f"; checked against {report.anchor_source} anchor {report.anchor.seq}"
         if report.ok:
             print(f"OK: {report.checked} records, chain intact ({head})")
         else:

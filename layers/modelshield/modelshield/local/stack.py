@@ -132,7 +132,7 @@ class LocalStack:
         }
         config.export(base_env)
         config.unset(("AWS_PROFILE", "AWS_SESSION_TOKEN"))
-        clients = {name: self.client(name) for name in ("s3", "sqs", "dynamodb", "kms")}
+        clients = {name: self.client(name) for name in ("s3", "sqs", "dynamodb", "kms", "ssm")}
         provisioned = LocalProvisioner(
             load_template(template_path()), stack_name=STACK_NAME, clients=clients
         ).provision()
@@ -148,6 +148,7 @@ class LocalStack:
             "vault_bucket": provisioned.names.get("VaultBucket", ""),
             "scan_queue_url": provisioned.names.get("ScanQueue", ""),
             "dead_letter_queue_url": provisioned.names.get("ScanDeadLetterQueue", ""),
+            "audit_anchor_bucket": provisioned.names.get("AuditAnchorBucket", ""),
         }
         self.env["SCAN_QUEUE_URL"] = self.outputs["scan_queue_url"]
         config.export({"SCAN_QUEUE_URL": self.outputs["scan_queue_url"]})
@@ -159,6 +160,8 @@ class LocalStack:
             for spec in provisioned.functions.values():
                 for queue_logical, batch in spec.sqs_sources:
                     self._start_poller(spec, provisioned.names[queue_logical], batch)
+                for table_logical, batch in spec.stream_sources:
+                    self._start_stream_poller(spec, provisioned.names[table_logical], batch)
         return self
 
     def stop(self) -> None:
@@ -221,6 +224,55 @@ class LocalStack:
         thread.start()
         self._threads.append(thread)
 
+    def _start_stream_poller(self, spec: FunctionSpec, table_name: str, batch_size: int) -> None:
+        handler = load_handler(spec)
+        thread = threading.Thread(
+            target=self._poll_stream,
+            args=(spec, handler, table_name, batch_size),
+            name=f"stream-{spec.logical_id}",
+            daemon=True,
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def _poll_stream(self, spec: FunctionSpec, handler: Any, table_name: str, batch_size: int) -> None:
+        """Play a DynamoDB-stream event source mapping (moto implements the stream API), filter included."""
+        streams = self.client("dynamodbstreams")
+        arn = self.client("dynamodb").describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
+        iterators: dict[str, str] = {}
+        while not self._stop.is_set():
+            try:
+                for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+                    if shard["ShardId"] not in iterators:
+                        iterators[shard["ShardId"]] = streams.get_shard_iterator(
+                            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                        )["ShardIterator"]
+                delivered = False
+                for shard_id, iterator in list(iterators.items()):
+                    page = streams.get_records(ShardIterator=iterator, Limit=batch_size)
+                    iterators[shard_id] = page.get("NextShardIterator") or iterator
+                    records = [r for r in page.get("Records", []) if _matches(spec.stream_filters, r)]
+                    if records:
+                        delivered = True
+                        self._invoke_stream(spec, handler, records, arn)
+            except Exception as exc:  # server stopping
+                if self._stop.is_set():
+                    return
+                self.errors.append(f"stream {spec.logical_id}: {exc}")
+                delivered = False
+            if not delivered:
+                self._stop.wait(0.2)
+
+    def _invoke_stream(
+        self, spec: FunctionSpec, handler: Any, records: list[dict[str, Any]], arn: str
+    ) -> None:
+        event = {"Records": [{**r, "eventSourceARN": arn} for r in records]}
+        try:
+            handler(event, LocalContext(spec.logical_id, spec.memory, spec.timeout))
+        except Exception as exc:  # Lambda would retry the batch; the next append triggers another run
+            self.errors.append(f"{spec.logical_id}: {type(exc).__name__}: {exc}")
+        self.invocations += 1
+
     def _poll(self, spec: FunctionSpec, handler: Any, queue_url: str, batch_size: int) -> None:
         sqs = self.client("sqs")
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -271,6 +323,17 @@ class LocalStack:
                 )
             else:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def _matches(patterns: list[dict[str, Any]], record: dict[str, Any]) -> bool:
+    """Lambda event filtering, the subset the template uses: nested keys, each a list of allowed values."""
+
+    def match(pattern: Any, value: Any) -> bool:
+        if isinstance(pattern, dict):
+            return isinstance(value, dict) and all(match(p, value.get(k)) for k, p in pattern.items())
+        return value in pattern
+
+    return not patterns or any(match(p, record) for p in patterns)
 
 
 def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:

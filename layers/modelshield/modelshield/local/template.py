@@ -1,8 +1,9 @@
 """Read template.yaml and create its resources on moto: the local stack's single source of truth.
 
-Only what the local stack needs is understood: S3 buckets (versioning, default encryption, queue
-notifications), SQS queues (attributes, redrive), DynamoDB tables (keys, indexes, TTL), KMS keys and
-aliases, and the functions' environments and event sources. Intrinsics `Ref`, `Fn::GetAtt` and `Fn::Sub`
+Only what the local stack needs is understood: S3 buckets (versioning, default encryption, Object Lock,
+queue notifications), SQS queues (attributes, redrive), DynamoDB tables (keys, indexes, TTL, streams), KMS
+keys and aliases, SSM parameters, and the functions' environments and event sources (SQS, DynamoDB
+streams, schedules, API). Intrinsics `Ref`, `Fn::GetAtt` and `Fn::Sub`
 are resolved to the physical names created here. Bucket and key policies are not applied: moto does not
 enforce IAM (TOOLING.md), so least privilege is checked by tests over the template instead.
 """
@@ -56,6 +57,8 @@ class FunctionSpec:
     environment: dict[str, str]
     sqs_sources: list[tuple[str, int]] = field(default_factory=list)  # (queue logical id, batch size)
     schedules: list[str] = field(default_factory=list)
+    stream_sources: list[tuple[str, int]] = field(default_factory=list)  # (table logical id, batch size)
+    stream_filters: list[dict[str, Any]] = field(default_factory=list)  # FilterCriteria patterns
     api_events: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -76,6 +79,7 @@ class LocalProvisioner:
         self.sqs = clients["sqs"]
         self.ddb = clients["dynamodb"]
         self.kms = clients["kms"]
+        self.ssm = clients.get("ssm")
         self.out = Provisioned()
         self.resources: dict[str, Any] = template.get("Resources", {})
         self.parameters = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
@@ -165,7 +169,14 @@ class LocalProvisioner:
 
     def _bucket(self, logical: str, props: dict[str, Any]) -> None:
         name = self._physical(logical)
-        self.s3.create_bucket(Bucket=name)
+        self.s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=bool(props.get("ObjectLockEnabled")))
+        if "ObjectLockConfiguration" in props:
+            lock = self.resolve(props["ObjectLockConfiguration"])
+            retention = lock.get("Rule", {}).get("DefaultRetention", {})
+            for unit in ("Days", "Years"):
+                if unit in retention:
+                    retention[unit] = int(retention[unit])  # parameters resolve to strings
+            self.s3.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration=lock)
         self.out.names[logical] = name
         self.out.arns[logical] = f"arn:aws:s3:::{name}"
         if props.get("VersioningConfiguration", {}).get("Status") == "Enabled":
@@ -228,6 +239,19 @@ class LocalProvisioner:
         self.out.names[logical] = alias
         self.out.arns[logical] = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:{alias}"
 
+    def _parameter(self, logical: str, props: dict[str, Any]) -> None:
+        """An SSM parameter (the stack's own settings, e.g. who the Security Engineer is)."""
+        name = str(self.resolve(props["Name"]))
+        if self.ssm is not None:
+            self.ssm.put_parameter(
+                Name=name,
+                Value=str(self.resolve(props["Value"])),
+                Type=props.get("Type", "String"),
+                Overwrite=True,
+            )
+        self.out.names[logical] = name
+        self.out.arns[logical] = f"arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter{name}"
+
     def _function(self, logical: str, resource: dict[str, Any]) -> FunctionSpec:
         glob = self.template.get("Globals", {}).get("Function", {})
         props = resource.get("Properties", {})
@@ -247,6 +271,12 @@ class LocalProvisioner:
                 queue = ev_props["Queue"]
                 logical_queue = queue["Fn::GetAtt"][0] if isinstance(queue, dict) else queue
                 spec.sqs_sources.append((logical_queue, int(ev_props.get("BatchSize", 10))))
+            elif event["Type"] == "DynamoDB":
+                stream = ev_props["Stream"]
+                logical_table = stream["Fn::GetAtt"][0] if isinstance(stream, dict) else stream
+                spec.stream_sources.append((logical_table, int(ev_props.get("BatchSize", 100))))
+                for rule in (ev_props.get("FilterCriteria") or {}).get("Filters", []):
+                    spec.stream_filters.append(json.loads(rule["Pattern"]))
             elif event["Type"] == "Schedule":
                 spec.schedules.append(str(ev_props.get("Schedule")))
             elif event["Type"] == "Api":
@@ -264,6 +294,11 @@ def create_table(ddb: Any, props: dict[str, Any], name: str) -> str:
     }
     if "GlobalSecondaryIndexes" in props:
         kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    if "StreamSpecification" in props:
+        kwargs["StreamSpecification"] = {
+            "StreamEnabled": True,
+            "StreamViewType": props["StreamSpecification"]["StreamViewType"],
+        }
     arn = str(ddb.create_table(**kwargs)["TableDescription"]["TableArn"])
     if props.get("TimeToLiveSpecification"):
         ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=props["TimeToLiveSpecification"])
@@ -282,4 +317,5 @@ _CREATORS = {
     "AWS::DynamoDB::Table": LocalProvisioner._table,
     "AWS::KMS::Key": LocalProvisioner._key,
     "AWS::KMS::Alias": LocalProvisioner._alias,
+    "AWS::SSM::Parameter": LocalProvisioner._parameter,
 }
