@@ -75,7 +75,7 @@ fuzz: $(VENV)/.dev
 	$(BIN)/pip install -q atheris==3.0.0
 	mkdir -p benchmarks/.data/fuzz
 	for harness in tests/fuzz/fuzz_*.py; do \
-	  $(BIN)/python $$harness -max_len=8192 -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=benchmarks/.data/fuzz/ || exit 1; \
+	  PYTHONPATH=. $(BIN)/python $$harness -max_len=8192 -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=benchmarks/.data/fuzz/ || exit 1; \
 	done
 
 clean:

@@ -1,10 +1,10 @@
 """Coverage-guided fuzzing of the non-pickle scanners with atheris (optional; the unit tests use hypothesis).
 
-Run: `.venv/bin/python tests/fuzz/fuzz_formats.py -max_len=8192 -atheris_runs=100000` (add a corpus
-directory to keep the inputs it learns; crash inputs go to the temp directory unless -artifact_prefix
-says). The first input byte picks a seed format; the rest is overlaid on that seed. A scanner that raises
-(reported by dispatch as "<format> scanner failed") or a scan slower than 10 s stops the run, and
-libFuzzer saves the input.
+Run from the repository root: `PYTHONPATH=. .venv/bin/python tests/fuzz/fuzz_formats.py -max_len=8192
+-atheris_runs=100000` (add a corpus directory to keep the inputs it learns; crash inputs go to the temp
+directory unless -artifact_prefix says). The first input byte picks a seed format; the rest is overlaid
+on that seed. A scanner that raises (reported by dispatch as "<format> scanner failed") or a scan slower
+than 10 s stops the run, and libFuzzer saves the input.
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ import io
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import atheris
 
 with atheris.instrument_imports():
     from modelshield.scanning import Limits, scan_stream
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.corpus
 from tests.corpus.formats import crash_prefixes, fuzz_seeds
 
 CRASH_PREFIXES = crash_prefixes()

@@ -34,7 +34,7 @@ from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore
 from modelshield.wiring import dynamodb
 
-from tests.builders import encrypted_allowed_artifact, keys_and_access_account
+from tests.builders import encrypted_allowed_artifact, keys_and_access_account, moto_credentials
 
 ACCOUNT = "123456789012"
 CONSUMER = f"arn:aws:sts::{ACCOUNT}:assumed-role/InferenceService/i-0abc"
@@ -67,16 +67,13 @@ def put_artifact(
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AUDIT_TABLE": "audit",
-        "ACCESS_TABLE": "access",
-        "ARTIFACTS_TABLE": "artifacts",
-        "SECURITY_ENGINEER_ROLE": SE_PATTERN,
-    }.items():
-        monkeypatch.setenv(name, value)
+    moto_credentials(
+        monkeypatch,
+        AUDIT_TABLE="audit",
+        ACCESS_TABLE="access",
+        ARTIFACTS_TABLE="artifacts",
+        SECURITY_ENGINEER_ROLE=SE_PATTERN,
+    )
     with keys_and_access_account(VAULT) as s3:
         kms = boto3.client("kms")
         key_arn = kms.create_key(Description="vault")["KeyMetadata"]["Arn"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
 import json
 import os
@@ -17,22 +16,12 @@ import pytest
 from modelshield.access import AccessService, vault_context_reader
 from modelshield.api import use_services
 from modelshield.audit import AuditLog
-from modelshield.crypto.keyring import KmsKeyring
-from modelshield.crypto.s3 import encrypt_to_s3
-from modelshield.models import (
-    ArtifactRef,
-    ArtifactState,
-    EncryptionState,
-    Format,
-    Verdict,
-    encryption_context,
-)
 from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore
 from modelshield.wiring import ApiServices, dynamodb
 
-from tests.builders import keys_and_access_account
+from tests.builders import encrypted_allowed_artifact, keys_and_access_account, moto_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = "modelshield-ingest/models/resnet50.safetensors"
@@ -65,57 +54,26 @@ def _context() -> Any:
 
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "ModelShieldTest",
-    }.items():
-        monkeypatch.setenv(name, value)
+    moto_credentials(
+        monkeypatch, POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_METRICS_NAMESPACE="ModelShieldTest"
+    )
     with keys_and_access_account("vault") as s3:
         kms = boto3.client("kms")
         key_arn = kms.create_key()["KeyMetadata"]["Arn"]
-        data = os.urandom(20_000)
-        plain = tmp_path / "plain"
-        plain.write_bytes(data)
-        sha = hashlib.sha256(data).hexdigest()
         bucket, key = ARTIFACT.split("/", 1)
-        stored = encrypt_to_s3(
-            plain,
-            s3=s3,
-            keyring=KmsKeyring(kms),
-            key_id=key_arn,
-            bucket="vault",
-            key=key,
-            context=encryption_context(
-                ArtifactRef(bucket=bucket, key=key, version_id="v1"), sha256=sha, group="g"
-            ),
-            frame_length=4096,
-        )
-        now = datetime(2026, 11, 20, tzinfo=UTC)
         artifacts = ArtifactStore("artifacts", dynamodb())
-        artifacts.save(
-            ArtifactState(
-                artifact_id=ARTIFACT,
-                version_id="v1",
-                bucket=bucket,
-                key=key,
-                sha256=sha,
-                size=len(data),
-                format=Format.SAFETENSORS,
-                group="g",
-                verdict=Verdict.ALLOWED,
-                encryption_state=EncryptionState.ENCRYPTED,
-                vault_bucket="vault",
-                vault_key=key,
-                vault_version_id=stored.version_id,
-                wrapping_key_arn=stored.key_arn,
-                data_key_created_at=now,
-                latest_scan_ref="s",
-                updated_at=now,
-            ),
-            expected_revision=None,
+        encrypted_allowed_artifact(
+            s3=s3,
+            kms=kms,
+            artifacts=artifacts,
+            key_arn=key_arn,
+            name=key,
+            data=os.urandom(20_000),
+            vault="vault",
+            now=datetime(2026, 11, 20, tzinfo=UTC),
+            group="g",
+            ingest=bucket,
+            vault_key=key,
         )
         audit = AuditLog(DynamoAuditStore("audit", dynamodb()))
         service = AccessService(

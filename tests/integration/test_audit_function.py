@@ -17,6 +17,8 @@ from modelshield.store.audit import DynamoAuditStore
 from modelshield.wiring import dynamodb
 from moto import mock_aws
 
+from tests.builders import moto_credentials
+
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 
@@ -44,9 +46,7 @@ def _event(name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def app(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    moto_credentials(monkeypatch)
     monkeypatch.setenv("AUDIT_TABLE", "audit")
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "ModelShieldTest")

@@ -27,6 +27,8 @@ from modelshield.crypto.s3 import (
 from modelshield.crypto.streams import Expectation
 from modelshield.errors import ArtifactNotFound, EnvelopeError, IntegrityError, ModelShieldError, UsageError
 
+from tests.builders import moto_credentials
+
 FRAME = 64 * 1024
 CONTEXT = {"artifact": "models/llm.safetensors", "group": "S3-Production", "purpose": "vault"}
 BIG = 11 * 1024 * 1024 + 12345  # two parts: 8 MiB + rest
@@ -53,11 +55,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     from botocore.config import Config
     from moto import mock_aws
 
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    moto_credentials(monkeypatch)
     config = Config(
         request_checksum_calculation="when_required", response_checksum_validation="when_required"
     )

@@ -19,6 +19,8 @@ from modelshield.crypto.s3_ranges import encrypt_object_by_range, verify_object_
 from modelshield.errors import EnvelopeError, IntegrityError
 from modelshield.ranged import RangedObject
 
+from tests.builders import moto_credentials
+
 FRAME = 64 * 1024
 RANGE = MIN_PART_SIZE  # 5 MiB, 80 frames
 SIZE = 3 * RANGE + 777_777
@@ -32,14 +34,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any, str]]:
     from botocore.config import Config
     from moto import mock_aws
 
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
+    moto_credentials(monkeypatch)
     config = Config(
         request_checksum_calculation="when_required", response_checksum_validation="when_required"
     )

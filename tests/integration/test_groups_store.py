@@ -15,15 +15,14 @@ from modelshield.policy.groups import SecurityGroup, default_groups
 from modelshield.store.groups import GroupNotFound, GroupStore, GroupVersionConflict
 from moto import mock_aws
 
+from tests.builders import moto_credentials
+
 TABLE = "groups-test"
 
 
 @pytest.fixture
 def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    moto_credentials(monkeypatch)
     monkeypatch.setenv("GROUPS_TABLE", TABLE)
     with mock_aws():
         resource = boto3.resource("dynamodb")

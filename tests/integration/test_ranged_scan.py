@@ -14,6 +14,7 @@ from modelshield.models import Format
 from modelshield.ranged import RangedObject
 from modelshield.scanning.registry import scan_stream
 
+from tests.builders import moto_credentials
 from tests.corpus.formats import EVIL_PICKLE, gguf_raw, safetensors_raw, zip_of
 
 MiB = 1024 * 1024
@@ -26,14 +27,7 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from botocore.config import Config
     from moto import mock_aws
 
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
+    moto_credentials(monkeypatch)
     config = Config(
         request_checksum_calculation="when_required", response_checksum_validation="when_required"
     )

@@ -32,7 +32,7 @@ from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore, DynamoCheckpointStore
 from modelshield.wiring import dynamodb
 
-from tests.builders import encrypted_allowed_artifact, keys_and_access_account
+from tests.builders import encrypted_allowed_artifact, keys_and_access_account, moto_credentials
 
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,13 +72,7 @@ class Traffic:
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
+    moto_credentials(monkeypatch, POWERTOOLS_TRACE_DISABLED="true")
     with keys_and_access_account(VAULT) as s3:
         kms = boto3.client("kms")
         old_key = kms.create_key(Description="old group key")["KeyMetadata"]["Arn"]

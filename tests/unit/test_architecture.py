@@ -165,3 +165,22 @@ def test_every_handler_is_thin() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_HANDLER_LINES
     }
     assert long == {}
+
+
+def test_tests_share_helpers_through_builders_and_never_edit_sys_path() -> None:
+    # Helpers come from tests/builders.py (or another helper module), never from a conftest, and no test
+    # file changes the import path (pytest's `pythonpath = ["."]` makes `tests.*` importable).
+    problems = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if (node.value.id, node.attr) == ("sys", "path"):
+                    problems.append(f"{where}: sys.path")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1] == "conftest":
+                problems.append(f"{where}: imports from {node.module}")
+            elif isinstance(node, ast.Import) and any(
+                a.name.split(".")[-1] == "conftest" for a in node.names
+            ):
+                problems.append(f"{where}: imports a conftest")
+    assert problems == []

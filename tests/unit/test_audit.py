@@ -22,14 +22,14 @@ from modelshield.store.audit import DynamoAuditStore
 from modelshield.wiring import dynamodb
 from moto import mock_aws
 
+from tests.builders import moto_credentials
+
 TABLE = "audit-test"
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    moto_credentials(monkeypatch)
     with mock_aws():
         create_template_table(boto3.client("dynamodb"), "AuditTable", TABLE)
         yield

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-import compare_scanners as cs  # noqa: E402
-from tools import Outcome, ToolOutput, fickling, modelaudit, modelscan, modelshield, picklescan  # noqa: E402
+from benchmarks import compare_scanners as cs
+from benchmarks.compare_scanners import Outcome, ToolOutput
+from benchmarks.compare_scanners import fickling_tool as fickling
+from benchmarks.compare_scanners import modelaudit_tool as modelaudit
+from benchmarks.compare_scanners import modelscan_tool as modelscan
+from benchmarks.compare_scanners import modelshield_tool as modelshield
+from benchmarks.compare_scanners import picklescan_tool as picklescan
 
 
 def output(tmp_path: Path, returncode: int, stdout: str = "", stderr: str = "") -> ToolOutput:

@@ -10,15 +10,14 @@ import pytest
 from modelshield.local.template import LocalProvisioner, load_template
 from moto import mock_aws
 
+from tests.builders import moto_credentials
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def provisioned(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "t")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "t")
+    moto_credentials(monkeypatch)
     with mock_aws():
         clients = {n: boto3.client(n) for n in ("s3", "sqs", "dynamodb", "kms", "ssm")}
         out = LocalProvisioner(

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from envelope_helpers import Aws, raw_provider, sdk_client, static_keyring
 from modelshield.crypto.keyring import StaticKeyring
+
+from tests.builders import moto_credentials
+from tests.unit.crypto.envelope_helpers import Aws, raw_provider, sdk_client, static_keyring
 
 
 @pytest.fixture
@@ -32,11 +34,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     from botocore.config import Config
     from moto import mock_aws
 
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    moto_credentials(monkeypatch)
     config = Config(
         request_checksum_calculation="when_required", response_checksum_validation="when_required"
     )

@@ -1,4 +1,4 @@
-"""Helpers shared by the envelope tests (imported by name; pytest puts this folder on sys.path)."""
+"""Helpers shared by the envelope tests (`from tests.unit.crypto.envelope_helpers import ...`)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from envelope_helpers import Aws
 from modelshield.cli import main
+
+from tests.unit.crypto.envelope_helpers import Aws
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

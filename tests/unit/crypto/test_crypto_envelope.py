@@ -6,7 +6,6 @@ import io
 import struct
 
 import pytest
-from envelope_helpers import CONTEXT, encrypt_bytes
 from modelshield.crypto import envelope
 from modelshield.crypto.envelope import (
     EncryptedDataKey,
@@ -23,6 +22,8 @@ from modelshield.crypto.envelope import (
 from modelshield.crypto.keyring import StaticKeyring
 from modelshield.crypto.streams import Expectation
 from modelshield.errors import EnvelopeError
+
+from tests.unit.crypto.envelope_helpers import CONTEXT, encrypt_bytes
 
 EDK = EncryptedDataKey("aws-kms", b"arn:aws:kms:us-east-1:111122223333:key/abc", b"\x01" * 40)
 

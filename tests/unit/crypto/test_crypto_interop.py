@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from envelope_helpers import CONTEXT, encrypt_bytes, sdk_encrypt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from modelshield.crypto.envelope import parse_header
 from modelshield.crypto.keyring import StaticKeyring
 from modelshield.crypto.streams import Expectation, decrypt_stream
+
+from tests.unit.crypto.envelope_helpers import CONTEXT, encrypt_bytes, sdk_encrypt
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "esdk_v2_0478_raw_aes.json"
 SIZES = [0, 1, 127, 1023, 1024, 1025, 2048, 3000, 4096, 10_000]
@@ -66,7 +67,7 @@ def test_round_trip_through_the_reference_library_for_any_input(
     data: bytes, frame_units: int, context: dict[str, str]
 ) -> None:
     # Given any plaintext, frame length (a multiple of 128) and context
-    from envelope_helpers import raw_provider, sdk_client, static_keyring
+    from tests.unit.crypto.envelope_helpers import raw_provider, sdk_client, static_keyring
 
     context = {k: v for k, v in context.items() if not k.startswith("aws-crypto-")}
     keyring, provider = static_keyring(), raw_provider()

@@ -7,11 +7,12 @@ import io
 from typing import Any
 
 import pytest
-from envelope_helpers import CONTEXT, Aws, sdk_client
 from modelshield.crypto.envelope import parse_header
 from modelshield.crypto.keyring import KmsKeyring, rewrap_header
 from modelshield.crypto.streams import Expectation, decrypt_stream, encrypt_stream
 from modelshield.errors import EnvelopeError, KeyAccessError
+
+from tests.unit.crypto.envelope_helpers import CONTEXT, Aws, sdk_client
 
 
 def _kms_provider(*arns: str) -> Any:

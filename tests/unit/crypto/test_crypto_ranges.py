@@ -12,12 +12,13 @@ import threading
 from typing import Any
 
 import pytest
-from envelope_helpers import CONTEXT
 from modelshield.crypto.envelope import FrameCipher, derive_keys, open_header, parse_header
 from modelshield.crypto.keyring import StaticKeyring
 from modelshield.crypto.ranges import Range, RangeEncryptor, open_range, plan_ranges
 from modelshield.crypto.streams import Expectation, decrypt_stream, encrypt_frames
 from modelshield.errors import EnvelopeError, UsageError
+
+from tests.unit.crypto.envelope_helpers import CONTEXT
 
 FRAME = 1024
 RANGE = 4 * FRAME

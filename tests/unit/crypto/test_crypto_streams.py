@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from envelope_helpers import CONTEXT, KEY_NAME, encrypt_bytes
 from modelshield.crypto.envelope import parse_header, sealed_frame_size
 from modelshield.crypto.keyring import StaticKeyring
 from modelshield.crypto.streams import (
@@ -22,6 +21,8 @@ from modelshield.crypto.streams import (
     encrypt_stream,
 )
 from modelshield.errors import ArtifactNotFound, IntegrityError, UsageError
+
+from tests.unit.crypto.envelope_helpers import CONTEXT, KEY_NAME, encrypt_bytes
 
 
 class ZeroStream:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from envelope_helpers import CONTEXT, KEY_NAME, encrypt_bytes
 from modelshield.crypto.envelope import EncryptedDataKey, derive_keys, parse_header
 from modelshield.crypto.keyring import DataKey, StaticKeyring
 from modelshield.crypto.streams import Expectation, decrypt_stream, decrypt_to
 from modelshield.errors import EnvelopeError, KeyAccessError
+
+from tests.unit.crypto.envelope_helpers import CONTEXT, KEY_NAME, encrypt_bytes
 
 FRAME = 1024
 PLAINTEXT = bytes(range(256)) * 13 + bytes(172)  # 3500 bytes
@@ -254,7 +255,7 @@ class _SpyKeyring(StaticKeyring):
 def test_a_context_other_than_the_expected_one_is_refused_before_any_key_is_unwrapped(
     expected: dict[str, str], exact: bool, problem: str, message: bytes, tmp_path: Path
 ) -> None:
-    from envelope_helpers import PROVIDER_ID, WRAPPING_KEY
+    from tests.unit.crypto.envelope_helpers import PROVIDER_ID, WRAPPING_KEY
 
     spy = _SpyKeyring(WRAPPING_KEY, provider_id=PROVIDER_ID, key_name=KEY_NAME)
     _SpyKeyring.calls = 0

@@ -14,6 +14,8 @@ from modelshield.policy.groups import Source
 from modelshield.s3_metadata import S3Object
 from moto import mock_aws
 
+from tests.builders import moto_credentials
+
 BUCKET = "ingest"
 HF = Source(type="huggingface", bucket=BUCKET, prefix="huggingface/")
 PROD = Source(type="s3", bucket=BUCKET, prefix="production/")
@@ -21,10 +23,7 @@ PROD = Source(type="s3", bucket=BUCKET, prefix="production/")
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    moto_credentials(monkeypatch)
     with mock_aws():
         client = boto3.client("s3")
         client.create_bucket(Bucket=BUCKET)

@@ -341,11 +341,26 @@ def encrypt_to_s3(
         raise
     finally:
         sink.close()
+    return verified_ciphertext(s3, bucket, key, response, result, checksum, sizes, part_checksums)
+
+
+def verified_ciphertext(
+    s3: Any,
+    bucket: str,
+    key: str,
+    response: Mapping[str, Any],
+    result: EncryptResult,
+    checksum: str,
+    part_sizes: tuple[int, ...],
+    part_checksums: tuple[str, ...],
+) -> StoredCiphertext:
+    """What an upload stored, once HeadObject confirms its size and checksum; deleted (IntegrityError)
+    otherwise, so no unverified object is ever left behind."""
     version_id = _version_of(response)
     try:
         reported = _verify_stored(s3, bucket, key, version_id, result.ciphertext_size, checksum)
     except BaseException:
-        _delete_quietly(s3, bucket, key, version_id)  # never leave an unverified object behind
+        _delete_quietly(s3, bucket, key, version_id)
         raise
     return StoredCiphertext(
         bucket=bucket,
@@ -359,7 +374,7 @@ def encrypt_to_s3(
         plaintext_size=result.plaintext_size,
         header_length=result.header_length,
         frame_length=result.frame_length,
-        part_sizes=sizes,
+        part_sizes=part_sizes,
         part_checksums=part_checksums,
         etag=response.get("ETag"),
     )

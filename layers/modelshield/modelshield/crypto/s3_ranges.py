@@ -27,11 +27,9 @@ from modelshield.crypto.s3 import (
     MIN_PART_SIZE,
     S3Location,
     StoredCiphertext,
-    _delete_quietly,
     _object_extra,
     _s3_call,
-    _verify_stored,
-    _version_of,
+    verified_ciphertext,
 )
 from modelshield.crypto.streams import check_context, verify_digest
 from modelshield.errors import EnvelopeError, IntegrityError
@@ -93,28 +91,15 @@ def encrypt_object_by_range(
         )
         upload.send(1, header + held.pop(0))
         response = upload.complete()
-    expected = upload.composite_checksum
-    version_id = _version_of(response)
-    try:
-        reported = _verify_stored(s3, bucket, key, version_id, result.ciphertext_size, expected)
-    except BaseException:
-        _delete_quietly(s3, bucket, key, version_id)  # never leave an unverified object behind
-        raise
-    return StoredCiphertext(
-        bucket=bucket,
-        key=key,
-        version_id=version_id,
-        size=result.ciphertext_size,
-        checksum=reported,
-        key_arn=result.key_arn,
-        message_id=result.message_id,
-        plaintext_sha256=result.plaintext_sha256,
-        plaintext_size=result.plaintext_size,
-        header_length=result.header_length,
-        frame_length=result.frame_length,
-        part_sizes=upload.part_sizes,
-        part_checksums=upload.part_checksums,
-        etag=response.get("ETag"),
+    return verified_ciphertext(
+        s3,
+        bucket,
+        key,
+        response,
+        result,
+        upload.composite_checksum,
+        upload.part_sizes,
+        upload.part_checksums,
     )
 
 
