@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -23,7 +23,6 @@ from modelshield.access import AccessService, vault_context_reader
 from modelshield.audit import AuditLog
 from modelshield.audit_anchor import AnchorResult, S3AnchorStore, anchor_chain
 from modelshield.errors import ConfigError
-from modelshield.pipeline import Runtime
 from modelshield.policy.groups import SecurityGroup, default_groups
 from modelshield.rotation import RotationSettings, Rotator
 from modelshield.store.access import DynamoAccessStore
@@ -31,6 +30,9 @@ from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore, DynamoCheckpointStore
 from modelshield.store.groups import GroupStore
 from modelshield.store.scans import ScanStore
+
+if TYPE_CHECKING:
+    from modelshield.pipeline import Runtime
 
 S3_CONFIG = Config(
     request_checksum_calculation="when_required",
@@ -145,6 +147,10 @@ def access_service(
 # -- one builder per function -----------------------------------------------------------------------
 def runtime(settings: config.ScanSettings | None = None) -> Runtime:
     """Everything the scan pipeline talks to (ScanFunction, local stack, jobs)."""
+    # Imported here, not for a cycle but for start-up time: the pipeline brings every scanner and
+    # Powertools' tracer, which CLI commands that never scan (`--help`, `explain`, `groups`) should not load.
+    from modelshield.pipeline import Runtime
+
     settings = settings or config.scan_settings()
     resource = dynamodb()
     return Runtime(
