@@ -11,6 +11,7 @@ import zipfile
 import pytest
 from modelshield.models import Format, RuleId, Severity
 from modelshield.scanning.compressed import compression_kind
+from modelshield.scanning.registry import registered_formats
 from modelshield.scanning.streams import SubStream, path_problem
 
 from tests.corpus import formats as corpus
@@ -252,6 +253,16 @@ def test_encrypted_member_cannot_be_shown_safe() -> None:
 def test_unrecognised_binary_member_fails_closed() -> None:
     report = scan_bytes(corpus.zip_of({"blob.bin": bytes(range(256)) * 4}), "blob.zip")
     assert [f.location for f in findings_of(report, RuleId.SCAN_INCOMPLETE)] == ["blob.zip!blob.bin"]
+
+
+def test_the_unrecognised_message_lists_every_registered_format() -> None:
+    # Given bytes no scanner claims
+    report = scan_bytes(bytes(range(256)) * 4, "blob.bin")
+    message = findings_of(report, RuleId.SCAN_INCOMPLETE)[0].message
+    # Then the "supported" list is the registry's (TF SavedModel included), not a hand-kept one
+    listed = message.split("(supported: ", 1)[1].rstrip(")").split(", ")
+    assert listed == [f.value for f in Format if f in set(registered_formats())]
+    assert Format.TF_SAVEDMODEL.value in listed and Format.GGUF.value in listed
 
 
 # -- tar ---------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from modelshield.models import Format, RuleId, Severity
 from modelshield.scanning.hdf5 import HDF5Reader
-from modelshield.scanning.keras import judge_config
+from modelshield.scanning.keras import DANGEROUS_MODULE_ROOTS, KERAS_DANGEROUS_NAMES, judge_config
 from modelshield.scanning.registry import Limits, ScanContext
 
 from tests.corpus import formats as corpus
@@ -132,6 +132,18 @@ def test_builtins_function_reference_escapes_safe_mode() -> None:
 def test_keras_get_file_gadget_is_code_execution() -> None:
     report = scan_bytes(corpus.keras_get_file_gadget(), "gadget.keras")
     assert any("get_file" in f.message for f in findings_of(report, RuleId.CODE_EXEC))
+
+
+def test_every_keras_deny_entry_has_a_reason_and_findings_carry_it() -> None:
+    # Given the Keras deny lists (data, like pickle_globals.py): every entry says what it could do
+    for name, reason in {**DANGEROUS_MODULE_ROOTS, **KERAS_DANGEROUS_NAMES}.items():
+        assert isinstance(reason, str) and len(reason) > 10, name
+    # When configs reference a dangerous module and a dangerous Keras name
+    escape = findings_of(scan_bytes(corpus.keras_safe_mode_escape(), "escape.keras"), RuleId.CODE_EXEC)[0]
+    gadget = findings_of(scan_bytes(corpus.keras_get_file_gadget(), "gadget.keras"), RuleId.CODE_EXEC)[0]
+    # Then each finding carries that entry's reason
+    assert escape.detail["reason"] == DANGEROUS_MODULE_ROOTS["builtins"]
+    assert gadget.detail["reason"] == KERAS_DANGEROUS_NAMES["get_file"]
 
 
 def test_custom_object_outside_keras_is_unknown_code() -> None:

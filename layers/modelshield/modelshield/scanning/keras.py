@@ -44,66 +44,63 @@ MAX_CONFIG_DEPTH = 200
 # Module roots whose classes and functions Keras itself (or its official model libraries) provides.
 KERAS_MODULE_ROOTS = frozenset({"keras", "tf_keras", "keras_hub", "keras_nlp", "keras_cv", "keras_rs"})
 KERAS_MODULE_PREFIXES = ("tensorflow.keras", "tensorflow.python.keras")
-# Module roots that reach the OS, the interpreter or the network: always code execution.
-DANGEROUS_MODULE_ROOTS = frozenset(
-    {
-        "os",
-        "posix",
-        "nt",
-        "sys",
-        "subprocess",
-        "builtins",
-        "__builtin__",
-        "__main__",
-        "importlib",
-        "runpy",
-        "pty",
-        "code",
-        "codeop",
-        "pdb",
-        "bdb",
-        "timeit",
-        "pickle",
-        "_pickle",
-        "cPickle",
-        "dill",
-        "marshal",
-        "shutil",
-        "socket",
-        "ctypes",
-        "multiprocessing",
-        "asyncio",
-        "webbrowser",
-        "urllib",
-        "requests",
-        "http",
-        "ftplib",
-        "smtplib",
-        "tempfile",
-        "pathlib",
-        "io",
-        "glob",
-        "operator",
-        "functools",
-        "types",
-        "signal",
-        "threading",
-    }
-)
+# Module roots that reach the OS, the interpreter or the network: always code execution, whatever the
+# name under them. Each entry says what a config naming it could do (as pickle_globals.py does).
+DANGEROUS_MODULE_ROOTS: dict[str, str] = {
+    "os": "operating-system calls: runs commands, writes and deletes files",
+    "posix": "operating-system calls (os on Unix): runs commands, writes files",
+    "nt": "operating-system calls (os on Windows): runs commands, writes files",
+    "sys": "the interpreter itself: modules, import hooks, exit",
+    "subprocess": "spawns processes",
+    "builtins": "eval, exec, open, __import__",
+    "__builtin__": "eval, exec, open, __import__ (Python 2 name)",
+    "__main__": "whatever the loading script defines, unknown here",
+    "importlib": "imports any module",
+    "runpy": "runs modules and scripts",
+    "pty": "spawns a shell on a terminal",
+    "code": "compiles and runs Python source",
+    "codeop": "compiles Python source",
+    "pdb": "the debugger: runs arbitrary statements",
+    "bdb": "the debugger base: runs arbitrary statements",
+    "timeit": "runs a statement given as a string",
+    "pickle": "unpickles bytes: runs whatever they name",
+    "_pickle": "unpickles bytes: runs whatever they name",
+    "cPickle": "unpickles bytes: runs whatever they name (Python 2 name)",
+    "dill": "unpickles bytes, including code objects",
+    "marshal": "loads code objects",
+    "shutil": "copies, moves and deletes files and trees",
+    "socket": "opens network connections",
+    "ctypes": "calls native code and raw memory",
+    "multiprocessing": "spawns processes running any callable",
+    "asyncio": "spawns subprocesses and opens connections",
+    "webbrowser": "starts a browser program on a URL",
+    "urllib": "fetches URLs",
+    "requests": "fetches URLs",
+    "http": "HTTP clients and servers",
+    "ftplib": "FTP uploads and downloads",
+    "smtplib": "sends mail over SMTP",
+    "tempfile": "creates files and directories",
+    "pathlib": "reads, writes and deletes files",
+    "io": "opens files by path",
+    "glob": "lists the file system",
+    "operator": "attrgetter/methodcaller reach any attribute or method",
+    "functools": "partial/reduce wrap and call any callable",
+    "types": "builds functions and code objects",
+    "signal": "installs signal handlers (callbacks that run later)",
+    "threading": "starts threads running any callable",
+}
 # Keras names that touch files or turn safety off (matched on class_name, function name or module leaf).
-KERAS_DANGEROUS_NAMES = frozenset(
-    {
-        "get_file",
-        "enable_unsafe_deserialization",
-        "load_model",
-        "load_weights",
-        "save_model",
-        "save_weights",
-        "file_utils",
-        "io_utils",
-        "TorchModuleWrapper",
-    }
-)
+KERAS_DANGEROUS_NAMES: dict[str, str] = {
+    "get_file": "downloads a URL and writes the file to disk (CVE-2025-8747)",
+    "enable_unsafe_deserialization": "turns safe_mode off for everything loaded after it",
+    "load_model": "loads another model (and its code) from a path",
+    "load_weights": "reads a weights file from a path",
+    "save_model": "writes a model file to a path",
+    "save_weights": "writes a weights file to a path",
+    "file_utils": "Keras file helpers: read, write and download paths",
+    "io_utils": "Keras I/O helpers: read and write paths",
+    "TorchModuleWrapper": "wraps a pickled torch module: loading unpickles it",
+}
 # Serialization markers Keras 3 uses for plain values (not code).
 KERAS_VALUE_MARKERS = frozenset(
     {"__numpy__", "__tensor__", "__bytes__", "__typespec__", "__ellipsis__", "__slice__", "__keras_tensor__"}
@@ -276,24 +273,25 @@ def _judge_object(obj: dict[str, Any], layer: str) -> Iterator[_Judgement]:
     names = {class_name, fn_name or "", str(registered or "").rsplit(">", 1)[-1]}
     if isinstance(module, str):
         names.add(module.rsplit(".", 1)[-1])
-    dangerous_names = names & KERAS_DANGEROUS_NAMES
+    dangerous_names = sorted(names & KERAS_DANGEROUS_NAMES.keys())
     if dangerous_names:
         yield _Judgement(
             RuleId.CODE_EXEC,
             Severity.CRITICAL,
-            f"Keras config references {sorted(dangerous_names)[0]!r}, which reads/writes files or runs "
+            f"Keras config references {dangerous_names[0]!r}, which reads/writes files or runs "
             f"pickled code{where}",
-            detail,
+            {**detail, "reason": KERAS_DANGEROUS_NAMES[dangerous_names[0]]},
         )
         return
     target = f"{module}.{fn_name or class_name}" if isinstance(module, str) else (fn_name or class_name)
     if isinstance(module, str) and module.strip():
-        if _module_root(module) in DANGEROUS_MODULE_ROOTS:
+        reason = DANGEROUS_MODULE_ROOTS.get(_module_root(module))
+        if reason is not None:
             yield _Judgement(
                 RuleId.CODE_EXEC,
                 Severity.CRITICAL,
                 f"Keras config imports {target!r} from module {module!r} (escapes safe_mode){where}",
-                detail,
+                {**detail, "reason": reason},
             )
             return
         if not _is_keras_module(module):

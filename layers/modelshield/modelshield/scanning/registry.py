@@ -172,6 +172,12 @@ def registered_formats() -> list[Format]:
     return [r.format for r in _REGISTRY]
 
 
+def supported_formats() -> str:
+    """The formats some scanner understands, in `Format` order: built from the registry, never by hand."""
+    registered = set(registered_formats())
+    return ", ".join(f.value for f in Format if f in registered)
+
+
 def detect(stream: BinaryIO) -> tuple[Format, Scanner | None]:
     """The format of `stream` and its scanner, by content. Unknown content has no scanner."""
     stream.seek(0)
@@ -206,7 +212,7 @@ def dispatch(stream: BinaryIO, ctx: ScanContext) -> Format:
     if scanner is None:
         ctx.incomplete(
             "unrecognised format: no scanner understands these bytes, so they cannot be shown safe "
-            "(supported: pickle, PyTorch, joblib, NumPy, Keras, ONNX, GGUF, safetensors, zip/tar)"
+            f"(supported: {supported_formats()})"
         )
         return fmt
     try:
