@@ -7,8 +7,18 @@ from pathlib import Path
 import pytest
 from modelshield.cli import main
 from modelshield.models import RuleId
-from modelshield.policy.catalog import CATALOG, MANDATORY_RULES, SOURCE_TYPES, rule_spec, settings_help
+from modelshield.policy import rule_registry
+from modelshield.policy.catalog import (
+    CATALOG,
+    MANDATORY_RULES,
+    SOURCE_TYPES,
+    evaluation,
+    rule_spec,
+    settings_help,
+)
 from modelshield.policy.docs import render_rules_markdown
+from modelshield.policy.groups import RULE_SETTING_CLASSES
+from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -21,6 +31,28 @@ def test_every_rule_id_has_a_complete_catalogue_entry() -> None:
         assert spec.kind in ("scanner", "policy")
         assert set(spec.metadata) == set(SOURCE_TYPES)
         assert settings_help(spec), spec.id
+
+
+def test_each_rule_registers_its_evaluation_and_gets_a_setting_class_derived_from_its_spec() -> None:
+    # Given the registry filled by policy/rules.py
+    for rule_id, spec in CATALOG.items():
+        # Then every rule has its evaluation, and its group-setting class narrows `id` to that rule
+        # and defaults `settings` to the spec's settings model
+        assert callable(evaluation(rule_id)), rule_id
+        setting = RULE_SETTING_CLASSES[rule_id].model_validate({"id": rule_id.value})
+        assert setting.rule == rule_id and type(setting.settings) is spec.settings_model
+        with pytest.raises(ValidationError):
+            other = next(r for r in CATALOG if r != rule_id)
+            RULE_SETTING_CLASSES[rule_id].model_validate({"id": other.value})
+
+
+def test_a_rule_cannot_be_registered_twice() -> None:
+    # Given an already registered rule id
+    spec = CATALOG[RuleId.SIZE_LIMIT]
+    # When it is registered again, Then the registry refuses (one home per rule)
+    with pytest.raises(ValueError, match="registered twice"):
+        rule_registry.rule(spec)(lambda *a, **k: None)  # type: ignore[arg-type, return-value]
+    assert evaluation(RuleId.SIZE_LIMIT).__name__ == "size_rule"
 
 
 def test_mandatory_rules_are_exactly_incomplete_and_malformed_and_on_by_default() -> None:

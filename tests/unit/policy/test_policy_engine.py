@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 from modelshield.models import Finding, Format, RuleId, RuleResult, RuleStatus, ScanReport, Severity, Verdict
-from modelshield.policy import engine
+from modelshield.policy import engine, rule_registry
 from modelshield.policy.catalog import CATALOG, MANDATORY_RULES
-from modelshield.policy.engine import evaluate, license_approved, verdict_for
+from modelshield.policy.engine import evaluate, verdict_for
 from modelshield.policy.groups import SecurityGroup, content_safety_group, default_groups
 from modelshield.policy.metadata import ArtifactMetadata
+from modelshield.policy.rules import license_approved
 
 BAD_SHA = "b" * 64
 GOOD_SHA = "a" * 64
@@ -348,7 +349,7 @@ def test_a_rule_that_raises_is_an_error_not_a_pass(monkeypatch: pytest.MonkeyPat
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("bug")
 
-    monkeypatch.setitem(engine._RULES, RuleId.SIZE_LIMIT, broken)
+    monkeypatch.setitem(rule_registry.EVALUATIONS, RuleId.SIZE_LIMIT, broken)
     evaluation = evaluate(make_report(), only(RuleId.SIZE_LIMIT), ArtifactMetadata())
     result = result_for(evaluation, RuleId.SIZE_LIMIT)
     assert result.status == RuleStatus.ERROR and "RuntimeError: bug" in result.message
@@ -356,7 +357,8 @@ def test_a_rule_that_raises_is_an_error_not_a_pass(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_non_blocking_rule_that_errors_only_warns(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(engine._RULES, RuleId.SIZE_LIMIT, lambda *a, **k: engine._error("cannot"))
+    cannot = lambda *a, **k: rule_registry.errored("cannot")  # noqa: E731
+    monkeypatch.setitem(rule_registry.EVALUATIONS, RuleId.SIZE_LIMIT, cannot)
     evaluation = evaluate(make_report(), only(RuleId.SIZE_LIMIT, blocking=False), ArtifactMetadata())
     assert evaluation.verdict == Verdict.ALLOWED_WITH_WARNINGS
 

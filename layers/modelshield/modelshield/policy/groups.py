@@ -35,27 +35,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictBool,
     TypeAdapter,
     ValidationError,
-    ValidationInfo,
-    field_serializer,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from modelshield.errors import UsageError
-from modelshield.models import RuleId, Severity
-from modelshield.policy.catalog import CATALOG, MANDATORY_RULES
-from modelshield.policy.settings import (
-    AuthorSettings,
-    FindingSettings,
-    FormatSettings,
-    HashPinSettings,
-    LicenseSettings,
-    SizeSettings,
-    parse_severity,
-)
+from modelshield.models import RuleId
+from modelshield.policy.catalog import CATALOG
+from modelshield.policy.rule_registry import RuleSetting, RuleSpec
 
 SourceType = Literal["s3", "huggingface", "local"]
 INGEST_BUCKET_PLACEHOLDER = "${IngestBucket}"
@@ -101,105 +91,25 @@ class Source(BaseModel):
         return bucket_ok and key.startswith(self.prefix)
 
 
-class _RuleBase(BaseModel):
-    """What every rule setting has. `id` comes from the key under `rules:` in YAML.
-
-    `id` is declared first (subclasses narrow it to their rule ids) so that the field validators
-    below can see it and point a mandatory-rule error at the exact `enabled:` or `blocking:` line.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: RuleId
-    enabled: StrictBool = True
-    blocking: StrictBool = True
-    severity: Severity | None = None  # overrides the catalogue's default severity
-
-    @field_validator("severity", mode="before")
-    @classmethod
-    def _severity(cls, value: Any) -> Severity | None:
-        return None if value is None else parse_severity(value)
-
-    @field_serializer("severity")
-    def _severity_name(self, value: Severity | None) -> str | None:
-        return None if value is None else value.name.lower()
-
-    @field_validator("enabled", "blocking")
-    @classmethod
-    def _mandatory(cls, value: bool, info: ValidationInfo) -> bool:
-        rule = info.data.get("id")
-        if rule in MANDATORY_RULES and not value:
-            what = "disabled" if info.field_name == "enabled" else "made non-blocking"
-            raise ValueError(f"{rule} is mandatory and cannot be {what} ({info.field_name} must be true)")
-        return value
-
-    @property
-    def rule(self) -> RuleId:
-        return RuleId(self.id)
-
-    @property
-    def effective_severity(self) -> Severity:
-        return self.severity if self.severity is not None else CATALOG[self.rule].default_severity
+def _setting_class(spec: RuleSpec) -> type[RuleSetting[Any]]:
+    """A rule's group-setting class, derived from its spec: the id narrowed to it, its settings model."""
+    name = spec.id.value.removeprefix("MS-").title().replace("-", "") + "RuleSetting"
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        name,
+        __base__=RuleSetting[spec.settings_model],  # type: ignore[name-defined]
+        __module__=__name__,
+        id=(Literal[spec.id], ...),
+        settings=(spec.settings_model, Field(default_factory=spec.settings_model)),
+    )
 
 
-class FindingRuleSetting(_RuleBase):
-    """A scanner rule: fails on the scanners' findings of that rule id."""
-
-    id: Literal[
-        RuleId.SCAN_INCOMPLETE,
-        RuleId.MALFORMED,
-        RuleId.CODE_EXEC,
-        RuleId.CODE_UNKNOWN,
-        RuleId.ARCHIVE_UNSAFE,
-        RuleId.BACKDOOR,
-    ]
-    settings: FindingSettings = Field(default_factory=FindingSettings)
-
-    @field_validator("settings")
-    @classmethod
-    def _mandatory_threshold(cls, value: FindingSettings, info: ValidationInfo) -> FindingSettings:
-        rule = info.data.get("id")
-        if rule in MANDATORY_RULES and value.min_severity > Severity.INFO:
-            raise ValueError(f"{rule} is mandatory: its min_severity cannot be raised above info")
-        return value
-
-
-class LicenseRuleSetting(_RuleBase):
-    id: Literal[RuleId.LICENSE]
-    settings: LicenseSettings = Field(default_factory=LicenseSettings)
-
-
-class FormatRuleSetting(_RuleBase):
-    id: Literal[RuleId.FORMAT_SAFE]
-    settings: FormatSettings = Field(default_factory=FormatSettings)
-
-
-class AuthorRuleSetting(_RuleBase):
-    id: Literal[RuleId.AUTHOR_VERIFIED]
-    settings: AuthorSettings = Field(default_factory=AuthorSettings)
-
-
-class SizeRuleSetting(_RuleBase):
-    id: Literal[RuleId.SIZE_LIMIT]
-    settings: SizeSettings = Field(default_factory=SizeSettings)
-
-
-class HashPinRuleSetting(_RuleBase):
-    id: Literal[RuleId.HASH_PIN]
-    settings: HashPinSettings = Field(default_factory=HashPinSettings)
-
-
-RuleSettingModel = (
-    FindingRuleSetting
-    | LicenseRuleSetting
-    | FormatRuleSetting
-    | AuthorRuleSetting
-    | SizeRuleSetting
-    | HashPinRuleSetting
-)
-# One rule's setting in a group; the `id` picks the settings type.
-RuleSetting = Annotated[RuleSettingModel, Field(discriminator="id")]
-_RULE_ADAPTER: TypeAdapter[RuleSettingModel] = TypeAdapter(RuleSetting)
+RULE_SETTING_CLASSES: dict[RuleId, type[RuleSetting[Any]]] = {
+    r: _setting_class(s) for r, s in CATALOG.items()
+}
+RuleSettingModel = RuleSetting[Any]  # any rule's setting (each is an instance of its derived class)
+# One rule's setting in a group; the `id` picks the class.
+RuleSettingUnion = Annotated[Union[tuple(RULE_SETTING_CLASSES.values())], Field(discriminator="id")]  # noqa: UP007
+_RULE_ADAPTER: TypeAdapter[RuleSettingModel] = TypeAdapter(RuleSettingUnion)
 
 
 def default_rule_setting(rule: RuleId) -> RuleSettingModel:
@@ -221,7 +131,7 @@ class SecurityGroup(BaseModel):
     kms_key_id: str | None = None  # alias or ARN; None: the stack's default key
     max_data_key_age_days: int = Field(365, ge=1, le=36_500, strict=True)
     sources: list[Source] = Field(default_factory=list)
-    rules: dict[RuleId, RuleSetting] = Field(default_factory=dict)
+    rules: dict[RuleId, RuleSettingUnion] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
