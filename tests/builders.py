@@ -28,10 +28,12 @@ from modelshield.models import (
     ArtifactState,
     EncryptionState,
     Format,
+    ScanRecord,
     Verdict,
     encryption_context,
 )
 from modelshield.store.artifacts import ArtifactStore
+from modelshield.store.scans import ScanStore
 from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +64,7 @@ def keys_and_access_account(vault: str) -> Iterator[Any]:
             ("AuditTable", "audit"),
             ("AccessTable", "access"),
             ("ArtifactsTable", "artifacts"),
+            ("ScansTable", "scans"),
         ):
             create_template_table(dynamodb, logical, name)
         s3 = wiring.s3_client()
@@ -124,7 +127,36 @@ def encrypted_allowed_artifact(
         latest_scan_ref="scan-1",
         updated_at=now,
     )
-    return artifacts.save(state, expected_revision=None)
+    saved = artifacts.save(state, expected_revision=None)
+    record_scan_of(saved)
+    return saved
+
+
+def record_scan_of(state: ArtifactState, scans: ScanStore | None = None, **changes: Any) -> ScanRecord:
+    """Append the scan record the pipeline would have written for `state` (to the `scans` table by
+    default): releases are checked against it, so a test artifact needs one. `changes` forge fields."""
+    record = ScanRecord(
+        artifact_id=state.artifact_id,
+        scan_ref=f"{state.updated_at:%Y-%m-%dT%H:%M:%S.%fZ}#{state.version_id}#scan-1",
+        scan_id="scan-1",
+        bucket=state.bucket,
+        key=state.key,
+        version_id=state.version_id,
+        sha256=state.sha256,
+        size=state.size,
+        format=state.format,
+        verdict=state.verdict,
+        group=state.group,
+        group_version=1,
+        rules=[],
+        findings=[],
+        scanner_version="test",
+        scanned_at=state.updated_at,
+        encryption_state=state.encryption_state,
+        vault_uri=f"s3://{state.vault_bucket}/{state.vault_key}?versionId={state.vault_version_id}",
+    ).model_copy(update=changes)
+    (scans or ScanStore("scans", wiring.dynamodb())).append(record)
+    return record
 
 
 # -- the template's stack under in-process moto -------------------------------------------------------

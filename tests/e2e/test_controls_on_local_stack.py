@@ -6,17 +6,24 @@ show is that ModelShield itself refuses (and records) what the template's polici
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 from modelshield import wiring
-from modelshield.audit import AuditAction
+from modelshield.audit import AuditAction, AuditQuery
 from modelshield.cli import main as cli
+from modelshield.cli.commands_stack import wait_for_scan
+from modelshield.local.samples import benign_checkpoint, malicious_pickle
 from modelshield.local.stack import LocalStack
+from modelshield.models import EncryptionState, Verdict
+from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore
+from modelshield.store.scans import ScanStore
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +36,37 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStac
         yield running
     os.environ.clear()
     os.environ.update(saved)
+
+
+def become(stack: LocalStack, role: str, session: str) -> None:
+    """Switch this process's AWS identity to an assumed role (real STS credentials from moto)."""
+    creds = stack.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::123456789012:role/{role}", RoleSessionName=session
+    )["Credentials"]
+    os.environ["AWS_ACCESS_KEY_ID"] = creds["AccessKeyId"]
+    os.environ["AWS_SECRET_ACCESS_KEY"] = creds["SecretAccessKey"]
+    os.environ["AWS_SESSION_TOKEN"] = creds["SessionToken"]
+    boto3.DEFAULT_SESSION = None
+
+
+def upload(stack: LocalStack, key: str, body: bytes, **extra: object) -> tuple[str, str]:
+    """Upload to the ingest bucket and wait for its verdict; (artifact id, version id)."""
+    ingest = stack.outputs["ingest_bucket"]
+    version = stack.client("s3").put_object(Bucket=ingest, Key=key, Body=body, **extra)["VersionId"]
+    record = wait_for_scan(
+        ScanStore(stack.env["SCANS_TABLE"], wiring.dynamodb()), f"{ingest}/{key}", version, 120
+    )
+    assert record.verdict is not None
+    return f"{ingest}/{key}", version
+
+
+def refusals(artifact_id: str) -> list[tuple[str, str]]:
+    records = wiring.audit_log().list(AuditQuery(artifact_id=artifact_id, newest_first=False, limit=1000))
+    return [(r.action, r.reason) for r in records if r.decision.value == "DENIED"]
+
+
+def request_id_of(capsys: pytest.CaptureFixture[str]) -> str:
+    return str(json.loads(capsys.readouterr().out)["requests"][0]["request_id"])
 
 
 def _wait_for_anchor(seq: int, timeout: float = 60) -> None:
@@ -72,3 +110,104 @@ def test_a_rewritten_audit_tail_is_detected_with_no_manual_anchor(
     # And the anchor function, woken by the forged head, refused to re-anchor the shorter chain
     anchors = wiring.anchor_store()
     assert anchors is not None and anchors.latest().seq == records[-1].seq
+
+
+def test_a_forged_artifacts_row_does_not_release_a_blocked_model(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a malicious pickle, blocked and quarantined
+    artifact, version = upload(stack, "models/evil.pkl", malicious_pickle())
+    artifacts = ArtifactStore(stack.env["ARTIFACTS_TABLE"], wiring.dynamodb())
+    row = artifacts.get(artifact, version)
+    assert row is not None and row.verdict is Verdict.BLOCKED
+    # When someone with write access to the table and the vault copies the quarantined ciphertext to a
+    # consumer path and flips the row to ALLOWED / ENCRYPTED there
+    vault = stack.outputs["vault_bucket"]
+    copied = stack.client("s3").copy_object(
+        Bucket=vault, Key="models/evil.pkl", CopySource={"Bucket": vault, "Key": str(row.vault_key)}
+    )
+    forged = {
+        "verdict": Verdict.ALLOWED,
+        "encryption_state": EncryptionState.ENCRYPTED,
+        "vault_key": "models/evil.pkl",
+        "vault_version_id": copied["VersionId"],
+    }
+    artifacts.save(row.model_copy(update=forged), expected_revision=row.revision)
+    capsys.readouterr()
+    # Then a consumer's request is refused, saying which sources disagree, and the refusal is audited
+    become(stack, "InferenceService", "svc-1")
+    args = ["access", "request", artifact, "--version", version, "--reason", "serve", "--hours", "1"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert "the artifacts row says ALLOWED but the latest scan record" in err and "BLOCKED" in err
+    assert any(a == "access.request" and "disagree" in why for a, why in refusals(artifact))
+
+
+def test_a_quarantine_copy_is_never_decrypted_for_a_consumer(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an allowed model, requested by a consumer
+    artifact, version = upload(stack, "models/good.pt", benign_checkpoint())
+    quarantined, qversion = upload(stack, "models/evil2.pkl", malicious_pickle())
+    artifacts = ArtifactStore(stack.env["ARTIFACTS_TABLE"], wiring.dynamodb())
+    evil = artifacts.get(quarantined, qversion)
+    assert evil is not None and str(evil.vault_key).startswith("quarantine/")
+    become(stack, "InferenceService", "svc-1")
+    capsys.readouterr()
+    assert cli(["access", "request", artifact, "--reason", "serve", "--hours", "1", "--format", "json"]) == 0
+    request_id = request_id_of(capsys)
+    # When the good model's row is pointed at the quarantine copy of the malicious one
+    row = artifacts.get(artifact, version)
+    assert row is not None
+    artifacts.save(
+        row.model_copy(update={"vault_key": evil.vault_key, "vault_version_id": evil.vault_version_id}),
+        expected_revision=row.revision,
+    )
+    # Then a Security Engineer's approval is refused (no grant is created), and audited
+    become(stack, "ModelShieldSecurityEngineer", "alice")
+    assert cli(["access", "approve", request_id]) == 2
+    assert "quarantine copy" in capsys.readouterr().err
+    assert any(a == "access.approve" and "quarantine" in why for a, why in refusals(artifact))
+
+
+def test_a_wildcard_security_engineer_in_the_callers_environment_grants_nothing(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Given a consumer's pending request
+    artifact, _ = upload(stack, "models/served.pt", benign_checkpoint())
+    become(stack, "InferenceService", "svc-1")
+    capsys.readouterr()
+    assert cli(["access", "request", artifact, "--reason", "serve", "--hours", "1", "--format", "json"]) == 0
+    request_id = request_id_of(capsys)
+    # When another non-engineer sets SECURITY_ENGINEER_ROLE='*' in their own environment and approves
+    become(stack, "DataScientist", "mallory")
+    os.environ["SECURITY_ENGINEER_ROLE"] = "*"
+    try:
+        assert cli(["access", "approve", request_id]) == 2
+    finally:
+        del os.environ["SECURITY_ENGINEER_ROLE"]
+    # Then the stack's own setting decides: refused with what the stack allows, and audited
+    err = capsys.readouterr().err
+    assert "is not a Security Engineer" in err and "role/ModelShieldSecurityEngineer" in err
+    assert ("access.approve", "not a Security Engineer") in refusals(artifact)
+    # And the consumer still cannot decrypt
+    become(stack, "InferenceService", "svc-1")
+    assert cli(["access", "decrypt", request_id, "-o", str(tmp_path / "out.pt")]) == 2
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_one_person_with_a_consumer_and_an_engineer_role_cannot_approve_their_own_request(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    artifact, _ = upload(stack, "models/mine.pt", benign_checkpoint())
+    # Given alice asks for access under a consumer role
+    become(stack, "InferenceService", "alice")
+    capsys.readouterr()
+    assert cli(["access", "request", artifact, "--reason", "debug", "--hours", "1", "--format", "json"]) == 0
+    request_id = request_id_of(capsys)
+    # When alice approves it under the Security Engineer role
+    become(stack, "ModelShieldSecurityEngineer", "alice")
+    assert cli(["access", "approve", request_id]) == 2
+    # Then she is refused as the same person, and the refusal is audited
+    assert "same person" in capsys.readouterr().err
+    assert ("access.approve", "self-approval by the same person") in refusals(artifact)

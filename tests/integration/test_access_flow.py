@@ -32,9 +32,15 @@ from modelshield.models import (
 from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore
+from modelshield.store.scans import ScanStore
 from modelshield.wiring import dynamodb
 
-from tests.builders import encrypted_allowed_artifact, keys_and_access_account, moto_credentials
+from tests.builders import (
+    encrypted_allowed_artifact,
+    keys_and_access_account,
+    moto_credentials,
+    record_scan_of,
+)
 
 ACCOUNT = "123456789012"
 CONSUMER = f"arn:aws:sts::{ACCOUNT}:assumed-role/InferenceService/i-0abc"
@@ -72,6 +78,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         AUDIT_TABLE="audit",
         ACCESS_TABLE="access",
         ARTIFACTS_TABLE="artifacts",
+        SCANS_TABLE="scans",
         SECURITY_ENGINEER_ROLE=SE_PATTERN,
     )
     with keys_and_access_account(VAULT) as s3:
@@ -86,6 +93,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
             kms=kms,
             audit=audit,
             security_engineer_role=SE_PATTERN,
+            scans=ScanStore("scans", dynamodb()),
             context_reader=vault_context_reader(s3),
             clock=clock,
         )
@@ -248,9 +256,18 @@ def test_decrypt_refuses_a_vault_object_whose_context_differs_from_the_grant(env
         current.model_copy(update={"vault_key": other.vault_key, "vault_version_id": other.vault_version_id}),
         expected_revision=current.revision,
     )
-    # Then ModelShield refuses before asking KMS (moto would not enforce the grant's constraint)
-    with pytest.raises(AccessDenied, match="encryption context differs"):
+    # Then ModelShield refuses before asking KMS (moto would not enforce the grant's constraint): the
+    # latest scan record still says where this version was stored
+    with pytest.raises(AccessDenied, match="sources disagree"):
         decrypt_with_grant(service, request.request_id, env["tmp"] / "y", principal=CONSUMER, s3=env["s3"])
+    # And when a newer scan record is forged to agree with the row, the vault object's own
+    # authenticated context still names another artifact: refused again, and nothing was written
+    moved = artifacts.get(artifact.artifact_id, "v1")
+    assert moved is not None
+    record_scan_of(moved, scan_id="forged", scan_ref="9999-01-01T00:00:00.000000Z#v1#forged")
+    with pytest.raises(AccessDenied, match="encryption context names"):
+        decrypt_with_grant(service, request.request_id, env["tmp"] / "y", principal=CONSUMER, s3=env["s3"])
+    assert not (env["tmp"] / "y").exists()
 
 
 def test_cli_access_and_audit_commands(

@@ -19,6 +19,7 @@ from modelshield.audit import AuditLog
 from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore
+from modelshield.store.scans import ScanStore
 from modelshield.wiring import ApiServices, dynamodb
 
 from tests.builders import encrypted_allowed_artifact, keys_and_access_account, moto_credentials
@@ -75,6 +76,7 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
             ingest=bucket,
             vault_key=key,
         )
+        record_scan_of(saved)
         audit = AuditLog(DynamoAuditStore("audit", dynamodb()))
         service = AccessService(
             store=DynamoAccessStore("access", dynamodb()),
@@ -82,6 +84,7 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
             kms=kms,
             audit=audit,
             security_engineer_role="arn:aws:iam::*:role/ModelShieldSecurityEngineer",
+            scans=ScanStore("scans", dynamodb()),
             context_reader=vault_context_reader(s3),
         )
         use_services(ApiServices(access=service, audit=audit))

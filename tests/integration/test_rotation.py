@@ -30,6 +30,7 @@ from modelshield.rotation import RotationSettings, Rotator
 from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore, DynamoCheckpointStore
+from modelshield.store.scans import ScanStore
 from modelshield.wiring import dynamodb
 
 from tests.builders import encrypted_allowed_artifact, keys_and_access_account, moto_credentials
@@ -291,6 +292,7 @@ def test_live_grants_move_to_the_new_key_and_keep_working(stack: Any) -> None:
         kms=stack.kms,
         audit=stack.audit,
         security_engineer_role="arn:aws:iam::*:role/ModelShieldSecurityEngineer",
+        scans=ScanStore("scans", dynamodb()),
         context_reader=vault_context_reader(stack.s3),
         clock=lambda: NOW,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from modelshield.access import matches_any, normalize_principal, same_principal
+from modelshield.access import matches_any, normalize_principal, person_of, same_person, same_principal
 
 SE = "arn:aws:iam::*:role/ModelShieldSecurityEngineer"
 
@@ -48,3 +48,17 @@ def test_security_engineer_patterns_match_sessions_roles_and_lists() -> None:
     assert not matches_any("arn:aws:sts::1:assumed-role/ModelShieldSecurityEngineerX/a", SE)
     assert not matches_any("arn:aws:sts::1:assumed-role/Consumer/ModelShieldSecurityEngineer", SE)
     assert not matches_any(session, "")
+
+
+def test_one_person_under_two_roles_is_recognised_where_iam_names_the_person() -> None:
+    consumer = "arn:aws:sts::123456789012:assumed-role/InferenceService/Alice"
+    engineer = "arn:aws:sts::123456789012:assumed-role/ModelShieldSecurityEngineer/alice"
+    # Given two roles, one session name (what Identity Center sets to the user): the same person
+    assert not same_principal(consumer, engineer) and same_person(consumer, engineer)
+    assert person_of(engineer) == "alice"
+    # An IAM user and a session of that name are the same person too (refusing is the safe side)
+    assert same_person("arn:aws:iam::123456789012:user/alice", engineer)
+    # Different names, or no name IAM can tell (a role ARN, anything unparsed): not the same person
+    assert not same_person(consumer, "arn:aws:sts::123456789012:assumed-role/ModelShieldSecurityEngineer/bob")
+    assert person_of("arn:aws:iam::123456789012:role/R") is None
+    assert not same_person("not-an-arn", "not-an-arn")

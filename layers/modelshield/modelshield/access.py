@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from modelshield.audit import AuditAction, AuditLog, Decision
+from modelshield.audit import AuditAction, AuditLog, AuditQuery, Decision
 from modelshield.crypto.envelope import parse_header
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import decrypt_s3_to, read_object_head
@@ -41,7 +41,8 @@ from modelshield.errors import (
     RequestNotFound,
     UsageError,
 )
-from modelshield.models import AccessRequest, ArtifactState, EncryptionState, RequestStatus, utcnow
+from modelshield.models import AccessRequest, ArtifactState, RequestStatus, ScanRecord, utcnow
+from modelshield.release import VaultObject, release_refusal, row_refusal, scan_refusal
 
 __all__ = [
     "AccessRequest",
@@ -82,6 +83,32 @@ def same_principal(a: str, b: str) -> bool:
     return normalize_principal(a) == normalize_principal(b)
 
 
+def person_of(arn: str) -> str | None:
+    """The person behind a caller ARN, where IAM names one; None where it does not.
+
+    An assumed-role session's name (IAM Identity Center and SAML federation set it to the user; a trust
+    policy can pin it with `sts:RoleSessionName` = `${aws:username}`), an IAM user's name, a federated
+    user's name. A session name an assumer chose freely proves nothing: the README states that limit."""
+    match = _ARN.match(arn.strip())
+    if not match:
+        return None
+    resource = match["resource"]
+    if match["service"] == "sts" and resource.startswith("assumed-role/"):
+        parts = resource.split("/")
+        return parts[2].lower() if len(parts) > 2 and parts[2] else None
+    if resource.startswith("user/"):
+        return resource.rsplit("/", 1)[-1].lower()
+    if resource.startswith("federated-user/"):
+        return resource.split("/", 1)[1].lower()
+    return None
+
+
+def same_person(a: str, b: str) -> bool:
+    """Whether two caller ARNs name the same person (same session or user name), across roles."""
+    pa, pb = person_of(a), person_of(b)
+    return pa is not None and pa == pb
+
+
 def matches_any(arn: str, patterns: str) -> bool:
     """Whether `arn` (as presented, or normalized) matches one of comma-separated fnmatch patterns."""
     candidates = {arn.strip(), normalize_principal(arn)}
@@ -106,8 +133,14 @@ class ArtifactLookup(Protocol):
     def versions(self, artifact_id: str) -> list[ArtifactState]: ...
 
 
+class ScanLookup(Protocol):
+    def latest(self, artifact_id: str, version_id: str | None = None) -> ScanRecord | None: ...
+
+
 # Reads the authenticated encryption context of an artifact's vault object (its envelope header).
 ContextReader = Callable[[ArtifactState], dict[str, str]]
+# Reads the vault object's S3 metadata (x-amz-meta-*).
+MetadataReader = Callable[[ArtifactState], dict[str, str]]
 
 
 class AccessService:
@@ -122,10 +155,16 @@ class AccessService:
         audit: AuditLog,
         security_engineer_role: str | None,
         context_reader: ContextReader,
+        scans: ScanLookup | None = None,
+        metadata_reader: MetadataReader | None = None,
         retiring_principal: str | None = None,
         clock: Callable[[], datetime] = utcnow,
         max_hours: int = MAX_ACCESS_HOURS,
+        quarantine_prefix: str = "quarantine/",
     ) -> None:
+        self.scans = scans
+        self.read_metadata = metadata_reader
+        self.quarantine_prefix = quarantine_prefix
         self.store = store
         self.artifacts = artifacts
         self.kms = kms
@@ -175,7 +214,7 @@ class AccessService:
         if not requester:
             raise UsageError("the requester's principal is unknown")
         artifact = self._artifact(artifact_id, version_id)
-        refusal = _unreleasable(artifact)
+        refusal, _ = self._release(artifact)
         if refusal:
             self.record(
                 AuditAction.ACCESS_REQUEST,
@@ -214,12 +253,18 @@ class AccessService:
                 f"{approver} cannot approve request {request_id}: it was made by the same principal "
                 f"({request.grantee}); another Security Engineer must approve it"
             )
+        if same_person(approver, request.requester):
+            self._refuse(request, approver, AuditAction.ACCESS_APPROVE, "self-approval by the same person")
+            raise AccessDenied(
+                f"{approver} cannot approve request {request_id}: it was made by the same person "
+                f"({person_of(approver)}) under another role; another Security Engineer must approve it"
+            )
         artifact = self._artifact(request.artifact_id, request.version_id)
-        refusal = _unreleasable(artifact)
-        if refusal:
-            self._refuse(request, approver, AuditAction.ACCESS_APPROVE, refusal)
-            raise AccessDenied(f"cannot approve request {request_id}: {refusal}")
-        context = self.read_context(artifact)
+        refusal, context = self._release(artifact)
+        if refusal or context is None:
+            why = refusal or "the vault object's encryption context could not be read"
+            self._refuse(request, approver, AuditAction.ACCESS_APPROVE, why)
+            raise AccessDenied(f"cannot approve request {request_id}: {why}")
         now = self.clock()
         self.record(
             AuditAction.ACCESS_APPROVE,
@@ -338,6 +383,18 @@ class AccessService:
                 or (request.expires_at is not None and request.expires_at <= now)
             ):
                 continue
+            # A row saying APPROVED is not an approval: the approval must be in the audit chain, made by
+            # someone else than the requester, and the version must still be releasable.
+            refusal = self._approval_evidence(request) or self._release(artifact, read_vault=False)[0]
+            if refusal:
+                self.record(
+                    AuditAction.GRANT_CREATE,
+                    request,
+                    principal=principal,
+                    decision=Decision.DENIED,
+                    reason=f"grant not moved to {new_key_arn}: {refusal}",
+                )
+                continue
             grant_id, token = self._create_grant(request, new_key_arn, request.encryption_context)
             if request.key_arn and request.grant_id:
                 self._revoke(request.key_arn, request.grant_id, request, principal, "artifact re-wrapped")
@@ -375,17 +432,61 @@ class AccessService:
             raise refuse(f"the grant is for {request.grantee}, not {normalize_principal(principal)}")
         if artifact is None:
             raise refuse("the artifact record no longer exists")
-        refusal = _unreleasable(artifact)
+        refusal, context = self._release(artifact)
         if refusal:
             raise refuse(refusal)
         if artifact.wrapping_key_arn != request.key_arn:
             raise refuse("the artifact is now wrapped by another key and the grant was not moved to it")
-        context = self.read_context(artifact)
         if context != request.encryption_context:
             raise refuse("the vault object's encryption context differs from the one the grant allows")
         return request, artifact
 
     # -- internals ---------------------------------------------------------------------------------
+    def _release(
+        self, artifact: ArtifactState, *, read_vault: bool = True
+    ) -> tuple[str | None, dict[str, str] | None]:
+        """(why this version may not be released, or None; the vault object's context when read).
+
+        Decided from the row, the latest append-only scan record and the vault object (release.py)."""
+        refusal = row_refusal(artifact, quarantine_prefix=self.quarantine_prefix)
+        if refusal:
+            return refusal, None
+        if self.scans is None:
+            return "the scan records are not available here, so the release cannot be checked", None
+        scan = self.scans.latest(artifact.artifact_id, artifact.version_id)
+        if not read_vault:
+            return release_refusal(artifact, scan, None, quarantine_prefix=self.quarantine_prefix), None
+        refusal = scan_refusal(artifact, scan)
+        if refusal:
+            return refusal, None
+        try:
+            context = self.read_context(artifact)
+        except ModelShieldError as exc:
+            return f"the vault object could not be read: {exc}", None
+        metadata = self.read_metadata(artifact) if self.read_metadata else {}
+        vault = VaultObject(context=context, metadata=metadata)
+        return release_refusal(artifact, scan, vault, quarantine_prefix=self.quarantine_prefix), context
+
+    def _approval_evidence(self, request: AccessRequest) -> str | None:
+        """Why the audit chain does not show this request approved by another principal, or None."""
+        query = AuditQuery(
+            artifact_id=request.artifact_id,
+            action=AuditAction.ACCESS_APPROVE.value,
+            decision=Decision.ALLOWED,
+            limit=10_000,
+        )
+        for record in self.audit.list(query):
+            if record.request_id != request.request_id:
+                continue
+            if same_principal(record.principal, request.requester) or same_person(
+                record.principal, request.requester
+            ):
+                return "the audit chain's approval was made by the requester"
+            if request.decided_by and not same_principal(record.principal, request.decided_by):
+                return "the approver in the access table differs from the one in the audit chain"
+            return None
+        return "the audit chain has no approval for this request (was the access table edited?)"
+
     def _artifact(self, artifact_id: str, version_id: str | None) -> ArtifactState:
         if version_id:
             artifact = self.artifacts.get(artifact_id, version_id)
@@ -404,7 +505,10 @@ class AccessService:
             raise ConfigError("SECURITY_ENGINEER_ROLE is not set: nobody can approve or deny access requests")
         if not matches_any(approver, self.security_engineer_role):
             self._refuse(request, approver, action, "not a Security Engineer")
-            raise AccessDenied(f"{approver} is not a Security Engineer ({self.security_engineer_role})")
+            raise AccessDenied(
+                f"{approver} is not a Security Engineer: the stack allows only {self.security_engineer_role} "
+                "(its own setting; a SECURITY_ENGINEER_ROLE in your environment changes nothing)"
+            )
         if request.status != RequestStatus.PENDING:
             raise RequestConflict(f"request {request_id} is already {request.status.value}")
         return request
@@ -487,17 +591,6 @@ class AccessService:
         )
 
 
-def _unreleasable(artifact: ArtifactState) -> str | None:
-    """Why this artifact version may not be decrypted by consumers, or None."""
-    if not artifact.verdict.releases:
-        return f"its verdict is {artifact.verdict.value}"
-    if artifact.encryption_state != EncryptionState.ENCRYPTED:
-        return f"it is {artifact.encryption_state.value}, not ENCRYPTED in the vault"
-    if not (artifact.vault_bucket and artifact.vault_key and artifact.wrapping_key_arn):
-        return "its vault location or wrapping key is not recorded"
-    return None
-
-
 # -- decrypting with a grant, reading the context it is constrained to --------------------------------
 
 
@@ -563,5 +656,22 @@ def vault_context_reader(s3: Any) -> ContextReader:
         )
         header, _ = parse_header(io.BytesIO(data))
         return dict(header.context)
+
+    return read
+
+
+def vault_metadata_reader(s3: Any) -> MetadataReader:
+    """Read an artifact's vault object S3 metadata (HeadObject of the recorded version)."""
+
+    def read(artifact: ArtifactState) -> dict[str, str]:
+        params: dict[str, Any] = {"Bucket": str(artifact.vault_bucket), "Key": str(artifact.vault_key)}
+        if artifact.vault_version_id:
+            params["VersionId"] = artifact.vault_version_id
+        try:
+            head = s3.head_object(**params)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise KeyAccessError(f"cannot read s3://{params['Bucket']}/{params['Key']}: {code}") from None
+        return {str(k).lower(): str(v) for k, v in (head.get("Metadata") or {}).items()}
 
     return read

@@ -158,4 +158,3 @@ def anchor_chain(
 def _incident(anchors: AnchorStore, now: datetime, latest: Anchor, why: str) -> AnchorResult:
     anchors.incident(now, {"latest_anchor": latest.to_json(), "problem": why})
     return AnchorResult("incident", latest, f"not re-anchored: {why}")
-

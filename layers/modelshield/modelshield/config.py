@@ -149,6 +149,8 @@ class AccessSettings(EnvModel):
     artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name")
     access_table: str = env("ACCESS_TABLE", "the access-requests table name")
     audit_table: str = env("AUDIT_TABLE", "the audit table name")
+    # Releases are checked against the append-only scans; without them every release is refused.
+    scans_table: str | None = env("SCANS_TABLE", "the scans table name", None)
     security_engineer: SecurityEngineer = SecurityEngineer()
     grant_retiring_principal: str | None = env(
         "GRANT_RETIRING_PRINCIPAL", "the principal allowed to retire grants", None
@@ -175,6 +177,7 @@ class RotateSettings(EnvModel):
     audit_table: str = env("AUDIT_TABLE", "the audit table name")
     kms_key_id: str = env("KMS_KEY_ID", "the stack's default KMS key alias or ARN")
     access_table: str | None = env("ACCESS_TABLE", "the access-requests table (grants to retire)", None)
+    scans_table: str | None = env("SCANS_TABLE", "the scans table name", None)
     security_engineer: SecurityEngineer = SecurityEngineer()
     grant_retiring_principal: str | None = env(
         "GRANT_RETIRING_PRINCIPAL", "the principal allowed to retire grants", None
@@ -193,6 +196,7 @@ class RotateSettings(EnvModel):
             artifacts_table=self.artifacts_table,
             access_table=self.access_table,
             audit_table=self.audit_table,
+            scans_table=self.scans_table,
             security_engineer=self.security_engineer,
             grant_retiring_principal=self.grant_retiring_principal,
         )

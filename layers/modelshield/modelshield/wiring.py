@@ -19,7 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, NoRegionError
 
 from modelshield import config
-from modelshield.access import AccessService, vault_context_reader
+from modelshield.access import AccessService, vault_context_reader, vault_metadata_reader
 from modelshield.audit import AuditLog
 from modelshield.audit_anchor import AnchorResult, S3AnchorStore, anchor_chain
 from modelshield.errors import ConfigError
@@ -133,13 +133,16 @@ def access_service(
     """The access service on the tables the settings name (CLI, API, rotation)."""
     settings = settings or config.access_settings()
     resource = dynamodb()
+    s3 = s3 or s3_client()
     return AccessService(
         store=DynamoAccessStore(settings.access_table, resource),
         artifacts=ArtifactStore(settings.artifacts_table, resource),
         kms=kms or client("kms"),
         audit=AuditLog(DynamoAuditStore(settings.audit_table, resource)),
         security_engineer_role=security_engineer_role(settings.security_engineer),
-        context_reader=vault_context_reader(s3 or s3_client()),
+        context_reader=vault_context_reader(s3),
+        scans=ScanStore(settings.scans_table, resource) if settings.scans_table else None,
+        metadata_reader=vault_metadata_reader(s3),
         retiring_principal=settings.grant_retiring_principal,
     )
 
