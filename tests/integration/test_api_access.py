@@ -76,7 +76,6 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
             ingest=bucket,
             vault_key=key,
         )
-        record_scan_of(saved)
         audit = AuditLog(DynamoAuditStore("audit", dynamodb()))
         service = AccessService(
             store=DynamoAccessStore("access", dynamodb()),
