@@ -46,6 +46,7 @@ class RuleId(StrEnum):
     # -- scanner rules -------------------------------------------------------------------------
     CODE_EXEC = "MS-CODE-EXEC"  # imports/calls something that runs code, spawns, opens files/sockets
     CODE_UNKNOWN = "MS-CODE-UNKNOWN"  # imports a callable on neither the allowlist nor the denylist
+    DATA_REFERENCE = "MS-DATA-REFERENCE"  # names data-building code nobody vouched for by name (a warning)
     MALFORMED = "MS-MALFORMED"  # structurally invalid, or built to be read differently by loaders
     ARCHIVE_UNSAFE = "MS-ARCHIVE-UNSAFE"  # traversal, links, bombs, references escaping the model
     BACKDOOR = "MS-BACKDOOR"  # architectural backdoor indicators in a computational graph
@@ -74,10 +75,14 @@ class Format(StrEnum):
     ONNX = "onnx"
     GGUF = "gguf"
     SAFETENSORS = "safetensors"
+    XGBOOST = "xgboost"  # Booster.save_model: UBJSON or JSON trees, no code
+    LIGHTGBM = "lightgbm"  # Booster.save_model: the text model format, no code
     ZIP = "zip"
     TAR = "tar"
+    SEVEN_ZIP = "7z"
     COMPRESSED = "compressed"  # gzip/bz2/xz/lzma/zlib stream around another format
     TEXT = "text"  # JSON, YAML, Markdown, plain text: inert data
+    SIGNATURE = "signature"  # a detached signature or sigstore bundle: evidence about a model, not one
     EMPTY = "empty"
     UNKNOWN = "unknown"
 

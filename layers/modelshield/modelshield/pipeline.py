@@ -51,7 +51,7 @@ from modelshield.models import (
     utcnow,
 )
 from modelshield.observability import logger
-from modelshield.policy.engine import evaluate
+from modelshield.policy.engine import SIDECAR_MESSAGE, evaluate
 from modelshield.policy.gather import gather_metadata
 from modelshield.policy.sources import resolve_group
 from modelshield.s3_metadata import S3Object
@@ -369,7 +369,7 @@ def _scan_and_store(
         encryption_state=state,
         vault_uri=_vault_uri(stored, existing),
         trigger=trigger,
-        message=_summary(evaluation.rules, verdict),
+        message=_summary(evaluation.rules, verdict, evaluation.message),
     )
     rt.scans.append(record)
     _save_state(rt, ref, record, download, stored, state, existing)
@@ -410,10 +410,10 @@ def _withdraw_release(rt: Runtime, previous: ArtifactState) -> None:
         logger.warning("release withdrawn", extra={"vault_key": previous.vault_key})
 
 
-def _summary(rules: list[RuleResult], verdict: Verdict) -> str:
+def _summary(rules: list[RuleResult], verdict: Verdict, evaluation_message: str = "") -> str:
     failed = [r for r in rules if r.status in (RuleStatus.FAIL, RuleStatus.ERROR)]
     if not failed:
-        return "all enabled rules passed"
+        return evaluation_message if evaluation_message == SIDECAR_MESSAGE else "all enabled rules passed"
     parts = [f"{r.rule.value} {r.status.value}{' (blocking)' if r.blocking else ''}" for r in failed]
     return f"{verdict.value}: " + ", ".join(parts)
 

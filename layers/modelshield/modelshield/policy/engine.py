@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from modelshield.models import RuleId, RuleResult, RuleStatus, ScanReport, Verdict
+from modelshield.models import Format, RuleId, RuleResult, RuleStatus, ScanReport, Verdict
 from modelshield.policy.catalog import CATALOG, evaluation
 from modelshield.policy.groups import RuleSettingModel, SecurityGroup
 from modelshield.policy.metadata import ArtifactMetadata
@@ -33,6 +33,14 @@ class Evaluation(BaseModel):
         return [r for r in self.rules if r.status in (RuleStatus.FAIL, RuleStatus.ERROR)]
 
 
+# A detached signature is evidence about the model beside it, not a model: the provenance and compliance
+# rules apply to that model (MS-AUTHOR-VERIFIED reads this file when the model is scanned), not to it.
+SIDECAR_SKIPPED = frozenset({RuleId.LICENSE, RuleId.FORMAT_SAFE, RuleId.AUTHOR_VERIFIED})
+SIDECAR_MESSAGE = (
+    "not a model: a detached signature, checked when the model it signs is scanned (MS-AUTHOR-VERIFIED)"
+)
+
+
 def _evaluate_rule(
     setting: RuleSettingModel, report: ScanReport, metadata: ArtifactMetadata, artifact_key: str | None
 ) -> RuleResult:
@@ -44,6 +52,14 @@ def _evaluate_rule(
             blocking=setting.blocking,
             severity=setting.effective_severity,
             message="disabled in this group",
+        )
+    if report.format is Format.SIGNATURE and rule in SIDECAR_SKIPPED:
+        return RuleResult(
+            rule=rule,
+            status=RuleStatus.SKIPPED,
+            blocking=setting.blocking,
+            severity=setting.effective_severity,
+            message=SIDECAR_MESSAGE,
         )
     try:
         outcome = evaluation(rule)(setting, report=report, metadata=metadata, artifact_key=artifact_key)
@@ -86,6 +102,8 @@ def evaluate(
     """Every rule of `group` (catalogue order) against the report and metadata, and the verdict."""
     results = [_evaluate_rule(s, report, metadata, artifact_key) for s in group.effective_rules()]
     verdict, message = verdict_for(results)
+    if report.format is Format.SIGNATURE and verdict is Verdict.ALLOWED:
+        message = SIDECAR_MESSAGE
     return Evaluation(
         verdict=verdict, group=group.name, group_version=group.version, rules=results, message=message
     )

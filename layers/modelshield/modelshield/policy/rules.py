@@ -96,6 +96,23 @@ from modelshield.policy.signing import verify_signature
         settings_model=FindingSettings,
     ),
     RuleSpec(
+        id=RuleId.DATA_REFERENCE,
+        title="Unreviewed data reference",
+        checks="A pickle names something of a trusted ML library that can only build data but that "
+        "nobody vouched for by name: a library function referenced as a value and never called while "
+        "loading, or a class-shaped name the generated catalogue (another library version) lacks.",
+        rationale=(
+            "Blocking these would block ordinary scikit-learn and PyTorch files (score functions, "
+            "activations); allowing them silently would hide what a file refers to. A warning keeps "
+            "both the upload and the record; make it blocking where only reviewed names may pass."
+        ),
+        category="code-execution",
+        kind="scanner",
+        default_severity=Severity.LOW,
+        settings_model=FindingSettings,
+        default_blocking=False,
+    ),
+    RuleSpec(
         id=RuleId.ARCHIVE_UNSAFE,
         title="Unsafe archive",
         checks="Containers have no path traversal, links, decompression bombs, or references that "

@@ -95,9 +95,10 @@ class FormatSettings(_Settings):
         "allow", description="deny: fail on any pickle-based format"
     )
     # Formats that carry no code and never count against `approved_formats` (config JSON inside a
-    # .keras archive, a README next to the weights).
+    # .keras archive, a README next to the weights, the signature bundled with a model).
     inert_formats: list[Format] = Field(
-        default_factory=lambda: [Format.TEXT], description="never count against approved_formats"
+        default_factory=lambda: [Format.TEXT, Format.SIGNATURE],
+        description="never count against approved_formats",
     )
 
 

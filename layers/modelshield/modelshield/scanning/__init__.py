@@ -11,14 +11,17 @@ from modelshield.scanning import (  # noqa: F401
     gguf,
     joblib,
     keras,
+    lightgbm,
     numpy_arrays,
     onnx,
     pickles,
     pytorch,
     safetensors,
     savedmodel,
+    signatures,
     tars,
     text,
+    xgboost,
     zips,
 )
 from modelshield.scanning.registry import Limits, ScanContext, register, scan_path, scan_stream

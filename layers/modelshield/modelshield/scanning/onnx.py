@@ -395,6 +395,8 @@ class _Walker:
         if len(self.facts.external_locations) < 100:
             self.facts.external_locations.append(location)
         problem, severity = external_location_problem(location)
+        if not problem:
+            self.ctx.reference_data(location)
         if problem:
             self.ctx.add(
                 RuleId.ARCHIVE_UNSAFE,

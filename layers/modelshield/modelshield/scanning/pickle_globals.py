@@ -1,17 +1,24 @@
-"""Which globals a pickle may import: an allowlist and a denylist, as data, with a reason per entry.
+"""Which globals a pickle may import: deny and allow lists as data, a generated catalogue, and rules.
 
 A pickle runs code by importing a callable (GLOBAL, STACK_GLOBAL, INST, EXT*) and calling it (REDUCE,
-BUILD, OBJ, NEWOBJ). Importing alone is enough to block: `find_class` imports the module (running its
-top-level code) and the walker cannot prove a callable is never reached. So every imported global gets
-one of three answers:
+BUILD, OBJ, NEWOBJ). Every imported global gets one of four answers:
 
 - DENY (MS-CODE-EXEC, critical): runs commands, evaluates code, loads another pickle, touches files,
   sockets or the interpreter, or reaches arbitrary attributes/calls (getattr, attrgetter, partial ...).
-- ALLOW: what real PyTorch / NumPy / scikit-learn / joblib files import to rebuild tensors, arrays and
-  estimators. Exact names, never prefixes of callables: `torch.FloatStorage` is allowed but
-  `torch.FloatStorage.from_file` (reads any file) is not.
+  This includes the dangerous surfaces *inside* trusted packages (`numpy.f2py`, `torch.hub`,
+  `pandas.io`, ...) and any catalogued name whose constructor or signature takes a path, URL or code.
+- ALLOW: builds data. Hand-listed core names below, plus what the generated catalogue
+  (`trusted_globals.json`, written by scripts/gen_trusted_globals.py from the installed libraries, with
+  their versions) says is a class, a constant or a reconstruction helper of a trusted ML package.
+- DATA (MS-DATA-REFERENCE, a warning): could only build data but is not vouched for name by name: a
+  function of a trusted package referenced as a value (an activation, a score function) and never
+  called while loading, or a class-shaped name of a trusted package the catalogue does not know
+  (another library version). Called while loading, such a function is UNKNOWN instead.
 - UNKNOWN (MS-CODE-UNKNOWN, high): everything else, e.g. a user's own class. Not proof of harm, but
-  nothing we can vouch for.
+  nothing we can vouch for. Names that say they load, open, fetch, spawn or evaluate are DENY instead.
+
+Whether a name is called is only known after the walk, so a judgement carries `escalate_on`: what the
+walker must see (any call, or a call that reaches `__init__`) for it to become `escalated` instead.
 
 Matching is on the dotted path after normalising: whitespace stripped, Python 2 aliases mapped the way
 the unpickler maps them (`__builtin__` -> `builtins`, `cPickle` -> `pickle`, `commands` -> `subprocess`),
@@ -22,15 +29,20 @@ parts of `os` invites mistakes). A name component that is a dunder (`__globals__
 `__class__` ...) is denied anywhere: protocol 4 resolves dotted names attribute by attribute, so
 `torch._utils._rebuild_tensor_v2.__globals__` would hand out a module's globals.
 
-Order of precedence: dunder traversal > exact deny > exact allow > module deny > class-prefix allow.
+Order of precedence: dunder traversal > exact deny > exact allow > module deny > TorchScript class >
+catalogue > dangerous-looking name > class-shaped name of a trusted package > unknown.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
+import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
 
 # --------------------------------------------------------------------------------------------------
 # Denylist: whole modules (and their submodules). Each reason says what a pickle could do with it.
@@ -182,7 +194,56 @@ DENY_MODULES: dict[str, str] = {
     "sklearn.externals": f"vendored joblib.load: {_NESTED}",
     "tensorflow.io": _FILES,
     "keras.saving": f"load_model: {_NESTED}",
+    "torch.utils.data": f"DataLoader workers fork when iterated (builtins.list can iterate): {_PROCESS}",
+    "torch.utils.tensorboard": f"SummaryWriter writes event files: {_FILES}",
+    "torch.library": f"defines and loads operator libraries: {_CODE}",
+    "torch.compiler": f"compiles code: {_CODE}",
+    "torch.cuda": "initialises drivers and loads native libraries",
+    "pandas.io": f"read_*/to_* and HDFStore: {_FILES}; read_pickle is {_NESTED}",
+    "pandas.core.computation": f"pandas.eval/DataFrame.query evaluate expression strings: {_CODE}",
+    "pandas.plotting": "plotting backends are imported by name (entry points)",
+    "pandas.util": "test and version helpers that import modules by name",
+    "scipy.io": f"loadmat/wavfile/netcdf: {_FILES}",
+    "scipy.datasets": f"downloads data sets: {_NET}",
+    "scipy._lib._ccallback": "LowLevelCallable calls raw function pointers",
+    "scipy.LowLevelCallable": "calls raw function pointers",
+    "sklearn.utils.parallel": f"Parallel runs callables in worker processes: {_PROCESS}",
+    "sklearn.utils._testing": f"test helpers: {_CODE}",
+    "xgboost.tracker": f"RabitTracker listens on sockets: {_NET}",
+    "xgboost.collective": f"communicator: {_NET}",
+    "xgboost.dask": f"distributed training: {_NET}",
+    "xgboost.spark": f"distributed training: {_NET}",
+    "xgboost.federated": f"federated server: {_NET}",
+    "lightgbm.dask": f"distributed training: {_NET}",
 }
+
+# Packages whose data-building classes and helpers the generated catalogue vouches for. Their dangerous
+# surfaces are the DENY_MODULES entries above; the catalogue skips those modules and marks any other
+# name whose constructor or signature takes a path, URL, command or code (RISKY_PARAMETER).
+TRUSTED_PACKAGES: tuple[str, ...] = (
+    "numpy", "scipy", "sklearn", "pandas", "torch", "xgboost", "lightgbm", "catboost",
+    # standard-library value types that appear in real pickles
+    "datetime", "decimal", "fractions", "uuid", "collections", "ipaddress", "enum",
+)  # fmt: skip
+# Helpers that libraries name in their own __reduce__ to rebuild an object from plain state (Cython's
+# generated __pyx_unpickle_*, numpy/pandas/torch _reconstruct/_unpickle/_new_/_rebuild, sklearn newObj).
+RECONSTRUCTOR_NAME = re.compile(
+    r"^(__pyx_unpickle_\w+|_reconstruct\w*|_unpickle\w*|_new_\w+|_rebuild\w*|newObj|_frombuffer|"
+    r"__\w+_ctor|_restore\w*|_from_pickle\w*|unpickle\w*)$"
+)
+# Parameter names that mean "something outside the data": a file, a directory, a URL, a command, code.
+RISKY_PARAMETER = re.compile(
+    r"(^|_)(path|paths|filename|filenames|file|files|fname|fid|fd|filepath|dir|directory|folder|url|uri|"
+    r"urls|host|port|address|socket|command|cmd|shell|code|expr|expression|module_name|library)($|_)"
+)
+# What a name says it does, for names nobody vouches for (any package): deny rather than "unknown".
+DANGEROUS_NAME = re.compile(
+    r"(^|[._])(system|popen|spawn\w*|exec\w*|eval|compile|import_module|load\w*|open\w*|urlopen|"
+    r"urlretrieve|download\w*|fetch\w*|read_\w+|from_file|remove|unlink|rmtree|run_path|run_module|"
+    r"call_?function|getattr|setattr)$",
+    re.IGNORECASE,
+)
+CATALOGUE_FILE = Path(__file__).with_name("trusted_globals.json")
 
 # Exact names (module.qualname) denied even though their module is not denied wholesale.
 DENY_GLOBALS: dict[str, str] = {
@@ -234,7 +295,10 @@ DENY_GLOBALS: dict[str, str] = {
 }
 
 # --------------------------------------------------------------------------------------------------
-# Allowlist: exact names used by real model files to rebuild data.
+# Allowlist: the core names every PyTorch / NumPy / joblib file uses to rebuild data. Most are also in
+# the generated catalogue; they stay explicit so that they never depend on it (and because some live
+# in modules denied as a whole: torch.serialization, torch.jit, copyreg, joblib). Everything else that
+# is allowed comes from the catalogue: this list does not grow name by name.
 # --------------------------------------------------------------------------------------------------
 _TENSOR = "rebuilds a tensor from storage/metadata; calls nothing it is given"
 _STORAGE = "typed storage class named by torch.save persistent ids; instantiated only by the loader"
@@ -439,52 +503,6 @@ ALLOW_GLOBALS: dict[str, str] = {
     },
 }
 
-# Modules whose *classes* (a single CamelCase name, no dots) are allowed: estimators and layers whose
-# constructors only store parameters and whose __setstate__ restores attributes. Functions in these
-# modules (snake_case) stay UNKNOWN: a class-shaped name is the unit we vouch for, not the module.
-ALLOW_CLASS_MODULES: dict[str, str] = {
-    **{
-        f"sklearn.{m}": "scikit-learn estimators/transformers: constructors store parameters only"
-        for m in (
-            "linear_model",
-            "tree",
-            "ensemble",
-            "preprocessing",
-            "pipeline",
-            "compose",
-            "impute",
-            "svm",
-            "neighbors",
-            "naive_bayes",
-            "cluster",
-            "decomposition",
-            "feature_extraction",
-            "feature_selection",
-            "neural_network",
-            "discriminant_analysis",
-            "calibration",
-            "multiclass",
-            "multioutput",
-            "kernel_ridge",
-            "kernel_approximation",
-            "gaussian_process",
-            "mixture",
-            "cross_decomposition",
-            "isotonic",
-            "random_projection",
-            "semi_supervised",
-            "dummy",
-            "covariance",
-            "manifold",
-            "model_selection",
-            "_loss",
-        )
-    },
-    "torch.nn.modules": "built-in torch.nn layers (a full-module torch.save of standard layers)",
-    "torch.optim": "built-in optimizers and schedulers",
-    "numpy.dtypes": "numpy 2 dtype classes",
-}
-
 # TorchScript archives name their own compiled classes under __torch__; the code is in code/*.py of
 # the same archive (covered separately), so inside a TorchScript archive these are not unknown.
 TORCHSCRIPT_PREFIX = "__torch__"
@@ -517,7 +535,14 @@ _CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
 class GlobalVerdict(StrEnum):
     DENY = "deny"
     ALLOW = "allow"
+    DATA = "data"  # builds data, not vouched for by name: a warning (MS-DATA-REFERENCE)
     UNKNOWN = "unknown"
+
+
+# What turns a judgement into its escalation: any call of the name, or a call that runs __init__
+# (REDUCE/OBJ/INST, or passing a class to something that calls it), as opposed to NEWOBJ + BUILD.
+Escalation = Literal["any_call", "init_call"]
+_NEW_ONLY_CALLS = frozenset({"NEWOBJ", "NEWOBJ_EX", "BUILD"})
 
 
 @dataclass(frozen=True)
@@ -525,6 +550,67 @@ class GlobalJudgement:
     verdict: GlobalVerdict
     name: str  # normalised dotted path that was judged
     reason: str
+    escalate_on: Escalation | None = None
+    escalated: tuple[GlobalVerdict, str] | None = None  # verdict and reason once escalate_on is seen
+
+    def final(self, called_by: list[str]) -> tuple[GlobalVerdict, str]:
+        """The verdict once the walk knows who called this name (see `escalate_on`)."""
+        if self.escalate_on is None or self.escalated is None or not called_by:
+            return self.verdict, self.reason
+        if self.escalate_on == "init_call" and all(c in _NEW_ONLY_CALLS for c in called_by):
+            return self.verdict, self.reason
+        return self.escalated
+
+
+@cache
+def catalogue() -> dict[str, Any]:
+    """The generated catalogue (empty if the file is missing: every name is then judged by rules)."""
+    try:
+        return json.loads(CATALOGUE_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"versions": {}, "risks": [], "globals": {}}
+
+
+_KIND_NAMES = {"c": "class", "r": "reconstructor", "f": "function", "k": "constant"}
+
+
+def _from_catalogue(module: str, name: str) -> GlobalJudgement | None:
+    data = catalogue()
+    code = data["globals"].get(module, {}).get(name)
+    if code is None:
+        return None
+    full = f"{module}.{name}"
+    kind = _KIND_NAMES[code[0]]
+    risk = data["risks"][int(code[1:])] if len(code) > 1 else None
+    package = module.split(".")[0]
+    where = f"{package} {data['versions'].get(package, '')}".strip()
+    if risk and kind == "class":
+        return GlobalJudgement(
+            GlobalVerdict.ALLOW,
+            full,
+            f"a class of {where}; restored with __new__ and its state it builds data",
+            escalate_on="init_call",
+            escalated=(GlobalVerdict.DENY, f"calling its constructor {risk}"),
+        )
+    if risk:
+        return GlobalJudgement(GlobalVerdict.DENY, full, f"a {kind} of {where} that {risk}")
+    if kind != "class" and DANGEROUS_NAME.search(full.rsplit(".", 1)[-1]):
+        return GlobalJudgement(
+            GlobalVerdict.DENY, full, f"a {kind} of {where} whose name says it loads, opens or runs something"
+        )
+    if kind == "function":
+        return GlobalJudgement(
+            GlobalVerdict.DATA,
+            full,
+            f"a function of {where} referenced as a value (never called while loading)",
+            escalate_on="any_call",
+            escalated=(
+                GlobalVerdict.UNKNOWN,
+                f"calls a function of {where} while loading; only its reconstruction helpers are vouched for",
+            ),
+        )
+    what = {"class": "a class", "reconstructor": "a reconstruction helper", "constant": "a constant"}[kind]
+    return GlobalJudgement(GlobalVerdict.ALLOW, full, f"{what} of {where} (generated catalogue): builds data")
 
 
 def _aliases(module: str, name: str) -> list[tuple[str, str]]:
@@ -560,12 +646,24 @@ def _judge_one(module: str, name: str, *, torchscript: bool) -> GlobalJudgement:
     for prefix in _module_prefixes(full):
         if prefix in DENY_MODULES:
             return GlobalJudgement(GlobalVerdict.DENY, full, DENY_MODULES[prefix])
-    if "." not in name and _CLASS_NAME.match(name):
-        for prefix in _module_prefixes(module):
-            if prefix in ALLOW_CLASS_MODULES:
-                return GlobalJudgement(GlobalVerdict.ALLOW, full, ALLOW_CLASS_MODULES[prefix])
     if torchscript and (module == TORCHSCRIPT_PREFIX or module.startswith(TORCHSCRIPT_PREFIX + ".")):
         return GlobalJudgement(GlobalVerdict.ALLOW, full, "TorchScript class compiled from this archive")
+    known = _from_catalogue(module, name)
+    if known is not None:
+        return known
+    if DANGEROUS_NAME.search(name):
+        return GlobalJudgement(
+            GlobalVerdict.DENY, full, "its name says it loads, opens, fetches, spawns or evaluates something"
+        )
+    package = module.split(".")[0]
+    if package in TRUSTED_PACKAGES and "." not in name and _CLASS_NAME.match(name):
+        version = catalogue()["versions"].get(package, "not catalogued")
+        return GlobalJudgement(
+            GlobalVerdict.DATA,
+            full,
+            f"a class-shaped name of trusted package {package} that the generated catalogue "
+            f"(built from {package} {version}) does not list: another version's class",
+        )
     return GlobalJudgement(GlobalVerdict.UNKNOWN, full, "on neither the allowlist nor the denylist")
 
 
@@ -578,12 +676,13 @@ def judge_global(module: str, name: str, *, torchscript: bool = False) -> Global
     """Judge one imported global. Deny wins over every alias; then an allowed alias; else unknown."""
     module, name = normalise(module, name)
     judgements = [_judge_one(m, n, torchscript=torchscript) for m, n in _aliases(module, name)]
-    for j in judgements:
+    for j in reversed(judgements):  # the name the loader really imports first, for the message
         if j.verdict is GlobalVerdict.DENY:
             return j
     # the loader imports the mapped name (protocol < 3) or fails to import the Python 2 one: either
     # way an allowed alias is what can run
-    for j in reversed(judgements):
-        if j.verdict is GlobalVerdict.ALLOW:
-            return j
+    for wanted in (GlobalVerdict.ALLOW, GlobalVerdict.DATA):
+        for j in reversed(judgements):
+            if j.verdict is wanted:
+                return j
     return judgements[0]

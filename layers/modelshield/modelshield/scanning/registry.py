@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,11 @@ class _Shared:
     formats: list[str] = field(default_factory=list)
     uncompressed_bytes: int = 0
     deadline: float = 0.0
+    # Sidecar data a model reads by name (ONNX external data): resolved location -> the model naming it.
+    # Members no scanner recognises are held back until the whole artifact is read, then either
+    # explained by this map (raw tensor bytes a model references) or reported as unrecognised.
+    referenced_data: dict[str, str] = field(default_factory=dict)
+    unrecognised: list[ScanContext] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +101,13 @@ class ScanContext:
     def incomplete(self, message: str, *, offset: int | None = None, **detail: Any) -> Finding:
         """The scan could not look at everything: fail closed."""
         return self.add(RuleId.SCAN_INCOMPLETE, Severity.HIGH, message, offset=offset, **detail)
+
+    def reference_data(self, relative: str) -> None:
+        """This model reads `relative` (a sidecar next to it, e.g. ONNX external data) as raw data."""
+        container, sep, member = self.location.rpartition("!")
+        base = member if sep else self.location
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(base), relative))
+        self.shared.referenced_data[f"{container}{sep}{target}"] = self.location
 
     def set_metadata(self, key: str, value: Any) -> None:
         """Facts read from the bytes (license, chat template, ...) for the policy rules."""
@@ -210,10 +223,7 @@ def dispatch(stream: BinaryIO, ctx: ScanContext) -> Format:
         ctx.add(RuleId.MALFORMED, Severity.MEDIUM, "file is empty (0 bytes): not a model")
         return fmt
     if scanner is None:
-        ctx.incomplete(
-            "unrecognised format: no scanner understands these bytes, so they cannot be shown safe "
-            f"(supported: {supported_formats()})"
-        )
+        ctx.shared.unrecognised.append(ctx)  # decided in settle_unrecognised, once all models are read
         return fmt
     try:
         scanner(stream, ctx)
@@ -224,6 +234,23 @@ def dispatch(stream: BinaryIO, ctx: ScanContext) -> Format:
     except Exception as exc:  # fail closed: a scanner bug is never "clean"
         ctx.incomplete(f"{fmt.value} scanner failed: {type(exc).__name__}: {exc}", error=type(exc).__name__)
     return fmt
+
+
+
+
+def settle_unrecognised(shared: _Shared) -> None:
+    """Unrecognised bytes are fail-closed findings, unless a model in the same artifact reads them as
+    raw tensor data (ONNX external data): then they are data of that model, which was scanned."""
+    for ctx in shared.unrecognised:
+        referrer = shared.referenced_data.get(ctx.location)
+        if referrer is None:
+            ctx.incomplete(
+                "unrecognised format: no scanner understands these bytes, so they cannot be shown safe "
+                f"(supported: {supported_formats()})"
+            )
+        else:
+            shared.metadata.setdefault("external_data_of", {})[ctx.location] = referrer
+    shared.unrecognised.clear()
 
 
 def sha256_of(stream: BinaryIO, chunk: int = 8 * MiB) -> str:
@@ -257,6 +284,7 @@ def scan_stream(
         fmt = Format.UNKNOWN
     else:
         fmt = dispatch(stream, ctx)
+    settle_unrecognised(ctx.shared)
     ctx.shared.metadata.setdefault("formats", ctx.shared.formats)
     return ScanReport(
         path=name,

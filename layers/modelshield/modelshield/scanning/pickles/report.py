@@ -59,7 +59,7 @@ def report_imports(ctx: ScanContext, stream: BinaryIO, walk: WalkResult) -> None
         data = stream.read(min(walk.end - walk.start, MAX_DECOMPILE_BYTES + 1))
         excerpt = decompile_excerpt(data)
     for record in walk.imports.values():
-        verdict = record.judgement.verdict
+        verdict, reason = record.judgement.final(record.called_by)
         if verdict is GlobalVerdict.ALLOW:
             continue
         how = (
@@ -71,7 +71,7 @@ def report_imports(ctx: ScanContext, stream: BinaryIO, walk: WalkResult) -> None
             "global": record.qualified,
             "opcode": record.opcode,
             "called_by": ",".join(record.called_by),
-            "reason": record.judgement.reason,
+            "reason": reason,
         }
         if record.count > 1:
             detail["count"] = record.count
@@ -81,7 +81,15 @@ def report_imports(ctx: ScanContext, stream: BinaryIO, walk: WalkResult) -> None
             ctx.add(
                 RuleId.CODE_EXEC,
                 Severity.CRITICAL,
-                f"pickle imports {record.qualified} via {record.opcode} ({record.judgement.reason}); {how}",
+                f"pickle imports {record.qualified} via {record.opcode} ({reason}); {how}",
+                offset=record.offset,
+                **detail,
+            )
+        elif verdict is GlobalVerdict.DATA:  # builds data, nobody vouched for the name: a warning
+            ctx.add(
+                RuleId.DATA_REFERENCE,
+                Severity.LOW,
+                f"unreviewed data reference: {record.qualified} (via {record.opcode}; {reason}); {how}",
                 offset=record.offset,
                 **detail,
             )
@@ -89,12 +97,12 @@ def report_imports(ctx: ScanContext, stream: BinaryIO, walk: WalkResult) -> None
             what = (
                 f"unknown code: {record.qualified}"
                 if not record.qualified.startswith("<")
-                else f"dynamic import we could not resolve: {record.judgement.reason}"
+                else f"dynamic import we could not resolve: {reason}"
             )
             ctx.add(
                 RuleId.CODE_UNKNOWN,
                 Severity.HIGH,
-                f"{what} (via {record.opcode}); {how}",
+                f"{what} (via {record.opcode}; {reason}); {how}",
                 offset=record.offset,
                 **detail,
             )

@@ -11,7 +11,15 @@ from typing import Any, BinaryIO, Protocol
 
 from modelshield.models import Severity
 from modelshield.scanning.pickle_globals import GlobalVerdict
-from modelshield.scanning.pickles.values import Call, Global, WalkAbort, WalkResult, no_mark, underflow
+from modelshield.scanning.pickles.values import (
+    Call,
+    Global,
+    WalkAbort,
+    WalkResult,
+    no_mark,
+    note_passed,
+    underflow,
+)
 from modelshield.scanning.registry import ScanContext
 
 
@@ -143,6 +151,8 @@ class Walk:
             raise underflow(op, at, self.marks)
 
     def make_call(self, func: Any, args: Any) -> Call:
+        if type(args) is tuple and args:
+            note_passed(func, args)
         keep = False
         if type(func) is Global and func.record is not None:
             keep = (

@@ -103,7 +103,7 @@ class WalkResult:
 
     @property
     def denied(self) -> list[ImportRecord]:
-        return [r for r in self.imports.values() if r.judgement.verdict is GlobalVerdict.DENY]
+        return [r for r in self.imports.values() if r.judgement.final(r.called_by)[0] is GlobalVerdict.DENY]
 
 
 class WalkAbort(Exception):
@@ -133,6 +133,21 @@ def note_call(obj: Any, how: str) -> None:
     func = obj.func if type(obj) is Call else obj
     if type(func) is Global and func.record is not None:
         func.record.called(how)
+
+
+# Callees that only allocate the class they are given (cls.__new__), never call it or its __init__.
+NEW_ONLY_CALLEES = frozenset({"copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__"})
+
+
+def note_passed(func: Any, args: tuple[Any, ...]) -> None:
+    """Globals handed to a call may be called by it (`_rebuild_from_type_v2(func, ...)` runs func):
+    note them as called, except the class argument of the copyreg helpers that only allocate it."""
+    callee = f"{func.module}.{func.name}" if type(func) is Global else "a call"
+    first = 1 if callee in NEW_ONLY_CALLEES else 0
+    for i, arg in enumerate(args[:8]):
+        for item in arg[:8] if type(arg) is tuple else (arg,):
+            if type(item) is Global and item.record is not None and i >= first:
+                item.record.called(f"passed to {callee}")
 
 
 PLAIN = (bytes, str, int, bool)
