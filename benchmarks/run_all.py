@@ -23,6 +23,10 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("pickle walker and checkpoints (docs/scanner.md)", ["scan_bench.py", *(["--quick"] if QUICK else [])]),
     ("other formats in flat memory (docs/scanner-formats.md)", ["format_bench.py"]),
     (
+        "false alarms on the generated benign corpus (docs/scanner-comparison.md)",
+        ["benign_corpus.py", "--size", "ci" if QUICK else "full"],
+    ),
+    (
         "ModelShield vs public scanners (docs/scanner-comparison.md)",
         ["compare_scanners.py", *(["--quick"] if QUICK else [])],
     ),
