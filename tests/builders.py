@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,6 +52,21 @@ def moto_credentials(monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
         monkeypatch.delenv(name, raising=False)
     for name, value in {**FAKE_AWS, **extra}.items():
         monkeypatch.setenv(name, value)
+
+
+@contextmanager
+def moto_account(
+    *, versioned: Sequence[str] = (), unversioned: Sequence[str] = ()
+) -> Iterator[tuple[Any, Any]]:
+    """moto in-process with the named buckets; yields (s3, kms) clients as modelshield.wiring builds them
+    (S3 without per-request checksums: moto is quadratic with them)."""
+    with mock_aws():
+        s3, kms = wiring.s3_client(), wiring.client("kms")
+        for bucket in (*versioned, *unversioned):
+            s3.create_bucket(Bucket=bucket)
+        for bucket in versioned:
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        yield s3, kms
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from modelshield.crypto.s3 import (
 from modelshield.crypto.streams import Expectation
 from modelshield.errors import ArtifactNotFound, EnvelopeError, IntegrityError, ModelShieldError, UsageError
 
-from tests.builders import moto_credentials
+from tests.builders import moto_account, moto_credentials
 
 FRAME = 64 * 1024
 CONTEXT = {"artifact": "models/llm.safetensors", "group": "S3-Production", "purpose": "vault"}
@@ -51,21 +51,8 @@ class Env:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    import boto3
-    from botocore.config import Config
-    from moto import mock_aws
-
     moto_credentials(monkeypatch)
-    config = Config(
-        request_checksum_calculation="when_required", response_checksum_validation="when_required"
-    )
-    with mock_aws():
-        s3 = boto3.client("s3", config=config)
-        kms = boto3.client("kms")
-        for bucket in ("vault", "ingest"):
-            s3.create_bucket(Bucket=bucket)
-            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        s3.create_bucket(Bucket="legacy")  # unversioned
+    with moto_account(versioned=("vault", "ingest"), unversioned=("legacy",)) as (s3, kms):
         yield Env(s3, kms, kms.create_key()["KeyMetadata"]["Arn"])
 
 

@@ -19,7 +19,7 @@ from modelshield.crypto.s3_ranges import encrypt_object_by_range, verify_object_
 from modelshield.errors import EnvelopeError, IntegrityError
 from modelshield.ranged import RangedObject
 
-from tests.builders import moto_credentials
+from tests.builders import moto_account, moto_credentials
 
 FRAME = 64 * 1024
 RANGE = MIN_PART_SIZE  # 5 MiB, 80 frames
@@ -30,20 +30,8 @@ DIGEST_KEY = "sha256"
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any, str]]:
-    import boto3
-    from botocore.config import Config
-    from moto import mock_aws
-
     moto_credentials(monkeypatch)
-    config = Config(
-        request_checksum_calculation="when_required", response_checksum_validation="when_required"
-    )
-    with mock_aws():
-        s3 = boto3.client("s3", config=config)
-        kms = boto3.client("kms")
-        for bucket in ("ingest", "vault"):
-            s3.create_bucket(Bucket=bucket)
-            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    with moto_account(versioned=("ingest", "vault")) as (s3, kms):
         yield s3, kms, kms.create_key()["KeyMetadata"]["Arn"]
 
 

@@ -14,7 +14,7 @@ from modelshield.models import Format
 from modelshield.ranged import RangedObject
 from modelshield.scanning.registry import scan_stream
 
-from tests.builders import moto_credentials
+from tests.builders import moto_account, moto_credentials
 from tests.corpus.formats import EVIL_PICKLE, gguf_raw, safetensors_raw, zip_of
 
 MiB = 1024 * 1024
@@ -23,17 +23,8 @@ TENSOR_BYTES = 24 * MiB
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    import boto3
-    from botocore.config import Config
-    from moto import mock_aws
-
     moto_credentials(monkeypatch)
-    config = Config(
-        request_checksum_calculation="when_required", response_checksum_validation="when_required"
-    )
-    with mock_aws():
-        client = boto3.client("s3", config=config)
-        client.create_bucket(Bucket="ingest")
+    with moto_account(unversioned=("ingest",)) as (client, _kms):
         yield client
 
 

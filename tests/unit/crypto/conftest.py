@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from modelshield.crypto.keyring import StaticKeyring
 
-from tests.builders import moto_credentials
+from tests.builders import moto_account, moto_credentials
 from tests.unit.crypto.envelope_helpers import Aws, raw_provider, sdk_client, static_keyring
 
 
@@ -30,17 +30,8 @@ def sdk_raw_provider() -> Any:
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     """moto in-process: two KMS keys and fast S3 clients (request checksums only when required)."""
-    import boto3
-    from botocore.config import Config
-    from moto import mock_aws
-
     moto_credentials(monkeypatch)
-    config = Config(
-        request_checksum_calculation="when_required", response_checksum_validation="when_required"
-    )
-    with mock_aws():
-        kms = boto3.client("kms")
-        s3 = boto3.client("s3", config=config)
+    with moto_account() as (s3, kms):
         key_arn = kms.create_key(Description="modelshield test key")["KeyMetadata"]["Arn"]
         other = kms.create_key(Description="modelshield rotation target")["KeyMetadata"]["Arn"]
         yield Aws(kms=kms, s3=s3, key_arn=key_arn, other_key_arn=other)
