@@ -79,6 +79,22 @@ class AuditAction(StrEnum):
     RESCAN = "artifact.rescan"
 
 
+# Every step of a decryption authorization: asked, decided, granted, used (ModelShield's path and KMS's own
+# CloudTrail record). The audit store tags these records for the dashboard's AttemptIndex.
+DECRYPTION_ATTEMPT_ACTIONS: frozenset[str] = frozenset(
+    {
+        AuditAction.ACCESS_REQUEST,
+        AuditAction.ACCESS_APPROVE,
+        AuditAction.ACCESS_DENY,
+        AuditAction.GRANT_CREATE,
+        AuditAction.ARTIFACT_DECRYPT,
+        "kms.Decrypt",
+    }
+)
+DECRYPT_ACTIONS: frozenset[str] = frozenset({AuditAction.ARTIFACT_DECRYPT, "kms.Decrypt"})  # the key used
+ATTEMPT_TAG = "decryption"  # the AttemptIndex partition value
+
+
 def format_time(value: datetime) -> str:
     """One fixed textual form for timestamps, so the canonical bytes never depend on the writer."""
     if value.tzinfo is None:

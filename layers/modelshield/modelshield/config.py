@@ -1,6 +1,7 @@
 """Settings from the environment: the only module that reads (or writes) `os.environ`.
 
-Each function has one settings model (`ScanSettings`, `RotateSettings`, `ApiSettings`, `AuditSettings`)
+Each function has one settings model (`ScanSettings`, `RotateSettings`, `ApiSettings`, `AuditSettings`,
+`MetricsSettings`, `DashboardSettings`)
 composed from small shared parts (`Tables`, `Buckets`, `GroupsSource`, `AccessSettings`, ...). A field
 names its environment variable with `env(...)`; `load(Model)` reads every variable the model (and its
 parts) name and validates them once, so a missing or malformed variable is one clear line naming it:
@@ -257,6 +258,29 @@ class OptionalAnchor(EnvModel):
     anchor_bucket: str | None = env("AUDIT_ANCHOR_BUCKET", "the audit anchor bucket (S3 Object Lock)", None)
 
 
+class MetricsSettings(EnvModel):
+    """MetricsFunction: where the counters live, and which table each stream record comes from."""
+
+    metrics_table: str = env("METRICS_TABLE", "the dashboard counters table name")
+    artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name")
+    scans_table: str = env("SCANS_TABLE", "the scans table name")
+    audit_table: str = env("AUDIT_TABLE", "the audit table name")
+
+
+class DashboardSettings(EnvModel):
+    """DashboardFunction (and the local stack's dashboard): the tables it reads, the stack's default key."""
+
+    metrics_table: str = env("METRICS_TABLE", "the dashboard counters table name")
+    audit_table: str = env("AUDIT_TABLE", "the audit table name")
+    access_table: str = env("ACCESS_TABLE", "the access-requests table name")
+    artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name")
+    scans_table: str = env("SCANS_TABLE", "the scans table name")
+    groups: GroupsSource
+    jobs_table: str | None = env("JOBS_TABLE", "the bulk jobs table (absent: no jobs shown)", None)
+    kms_key_id: str = env("KMS_KEY_ID", "the stack's default KMS key alias or ARN")
+    refresh_seconds: int = env("DASHBOARD_REFRESH_SECONDS", "how often the page refreshes itself", 5)
+
+
 @lru_cache(maxsize=1)
 def scan_settings() -> ScanSettings:
     """The ScanFunction's settings, once per container."""
@@ -284,6 +308,14 @@ def anchor_settings() -> AnchorSettings | None:
     if load(OptionalAnchor).anchor_bucket is None:
         return None
     return load(AnchorSettings)
+
+
+def metrics_settings() -> MetricsSettings:
+    return load(MetricsSettings)
+
+
+def dashboard_settings() -> DashboardSettings:
+    return load(DashboardSettings)
 
 
 # -- the local stack points this process at itself ---------------------------------------------------

@@ -68,6 +68,7 @@ class Provisioned:
 
     names: dict[str, str] = field(default_factory=dict)  # Ref value
     arns: dict[str, str] = field(default_factory=dict)  # GetAtt .Arn
+    stream_arns: dict[str, str] = field(default_factory=dict)  # GetAtt .StreamArn (tables with a stream)
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
 
 
@@ -121,6 +122,8 @@ class LocalProvisioner:
         self.ensure(logical)
         if attr == "Arn":
             return self.out.arns[logical]
+        if attr == "StreamArn" and logical in self.out.stream_arns:
+            return self.out.stream_arns[logical]
         raise ValueError(f"template: Fn::GetAtt {logical}.{attr} is not supported by the local stack")
 
     def _sub(self, arg: Any) -> str:
@@ -225,6 +228,9 @@ class LocalProvisioner:
         name = self._physical(logical)
         self.out.arns[logical] = create_table(self.ddb, props, name)
         self.out.names[logical] = name
+        if "StreamSpecification" in props:
+            described = self.ddb.describe_table(TableName=name)["Table"]
+            self.out.stream_arns[logical] = described["LatestStreamArn"]
 
     def _key(self, logical: str, props: dict[str, Any]) -> None:
         meta = self.kms.create_key(Description=props.get("Description", logical))["KeyMetadata"]

@@ -21,6 +21,8 @@ from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from botocore.exceptions import ClientError
 
 from modelshield.audit import (
+    ATTEMPT_TAG,
+    DECRYPTION_ATTEMPT_ACTIONS,
     AuditQuery,
     AuditRecord,
     ChainConflict,
@@ -37,6 +39,7 @@ CHAIN_PK = "chain"
 HEAD_PK = "head"
 ARTIFACT_INDEX = "ArtifactIndex"
 PRINCIPAL_INDEX = "PrincipalIndex"  # index names as template.yaml's AuditTable declares them
+ATTEMPT_INDEX = "AttemptIndex"  # sparse: decryption-attempt records only (the dashboard's attempts table)
 
 
 def _record_to_item(record: AuditRecord) -> dict[str, Any]:
@@ -58,6 +61,8 @@ def _record_to_item(record: AuditRecord) -> dict[str, Any]:
         value = getattr(record, name)
         if value:
             item[name] = value
+    if record.action in DECRYPTION_ATTEMPT_ACTIONS:  # derived from hashed fields: nothing to forge
+        item["attempt"] = ATTEMPT_TAG
     return item
 
 
@@ -240,3 +245,8 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return str(value)
+
+
+def record_from_item(item: dict[str, Any]) -> AuditRecord:
+    """An audit record from its stored item (as read from the table or a stream image)."""
+    return _item_to_record(item)
