@@ -10,15 +10,15 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from modelshield.config import dashboard_settings
+from modelshield import wiring
 from modelshield.dashboard.routes import build_app
-from modelshield.dashboard.service import Dashboard, dashboard_from_settings
+from modelshield.dashboard.service import Dashboard
 from modelshield.observability import logger
 
 
 @lru_cache(maxsize=1)
 def dashboard() -> Dashboard:
-    return dashboard_from_settings(dashboard_settings())
+    return wiring.dashboard()
 
 
 app = build_app(dashboard)

@@ -11,16 +11,14 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from modelshield.config import metrics_settings
+from modelshield import wiring
 from modelshield.dashboard.aggregate import StreamFolder
 from modelshield.observability import logger, metrics
-from modelshield.store.metrics import MetricsStore
 
 
 @lru_cache(maxsize=1)
 def folder() -> StreamFolder:
-    settings = metrics_settings()
-    return StreamFolder(settings, MetricsStore(settings.metrics_table))
+    return wiring.metrics_folder()
 
 
 @logger.inject_lambda_context

@@ -15,8 +15,8 @@ from typing import Any
 
 import boto3
 import pytest
-from modelshield import config
-from modelshield.access import access_service_from_env, decrypt_with_grant
+from modelshield import config, wiring
+from modelshield.access import decrypt_with_grant
 from modelshield.audit import DECRYPT_ACTIONS, AuditLog
 from modelshield.errors import AccessDenied
 from modelshield.local.dashboard_server import alb_event
@@ -25,7 +25,7 @@ from modelshield.local.stack import LocalContext, load_handler
 from modelshield.local.streams import StreamPump
 from modelshield.store.audit import DynamoAuditStore
 
-from tests.integration.conftest import MotoStack
+from tests.builders import MotoStack
 
 ACCOUNT = "123456789012"
 CONSUMER = f"arn:aws:sts::{ACCOUNT}:assumed-role/InferenceService/svc-1"
@@ -112,7 +112,7 @@ def expected_from_tables(stack: MotoStack, now: datetime) -> dict[str, Any]:
     )
     verdicts = Counter(a["verdict"] for a in artifacts)
     plaintext = [a for a in artifacts if a["encryption_state"] in ("PLAINTEXT", "FAILED")]
-    report = AuditLog(DynamoAuditStore(stack.env["AUDIT_TABLE"])).verify()
+    report = AuditLog(DynamoAuditStore(stack.env["AUDIT_TABLE"], boto3.resource("dynamodb"))).verify()
     return {
         "encrypted": state("ENCRYPTED"),
         "quarantined": state("QUARANTINED"),
@@ -146,7 +146,7 @@ def run_session(dash: Dash, tmp_path: Path) -> dict[str, str]:
     stack.put("models/evil.pkl", bad)
     stack.deliver_queued()
     artifact = f"{stack.ingest}/models/served.pt"
-    service = access_service_from_env(s3=stack.s3)
+    service = wiring.access_service(s3=stack.s3)
     approved = service.request(artifact, requester=CONSUMER, reason="serve v2", hours=2)
     service.approve(approved.request_id, approver=ALICE, reason="SEC-1")
     digest = decrypt_with_grant(
@@ -225,7 +225,8 @@ def test_an_edited_audit_record_shows_the_chain_broken(dash: Dash, tmp_path: Pat
     chain = dash.json("/metrics.json")["audit_chain"]
     assert chain["intact"] is False and chain["problems"] >= 1
     assert any("record 2" in p for p in chain["recent_problems"])
-    assert AuditLog(DynamoAuditStore(dash.stack.env["AUDIT_TABLE"])).verify().ok is False
+    audit = DynamoAuditStore(dash.stack.env["AUDIT_TABLE"], boto3.resource("dynamodb"))
+    assert AuditLog(audit).verify().ok is False
 
 
 def test_records_not_yet_streamed_are_checked_from_the_table(dash: Dash, tmp_path: Path) -> None:
@@ -236,7 +237,7 @@ def test_records_not_yet_streamed_are_checked_from_the_table(dash: Dash, tmp_pat
     chain = dash.json("/metrics.json")["audit_chain"]
 
     # Then the chain tail is verified directly: every record counted, intact
-    report = AuditLog(DynamoAuditStore(dash.stack.env["AUDIT_TABLE"])).verify()
+    report = AuditLog(DynamoAuditStore(dash.stack.env["AUDIT_TABLE"], boto3.resource("dynamodb"))).verify()
     assert chain["records"] == report.checked > 0 and chain["intact"] is True and chain["pending"] == 0
 
 

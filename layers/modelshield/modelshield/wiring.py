@@ -22,6 +22,8 @@ from modelshield import config
 from modelshield.access import AccessService, vault_context_reader, vault_metadata_reader
 from modelshield.audit import AuditLog
 from modelshield.audit_anchor import AnchorResult, S3AnchorStore, anchor_chain
+from modelshield.dashboard.aggregate import StreamFolder
+from modelshield.dashboard.service import Dashboard
 from modelshield.errors import ConfigError
 from modelshield.policy.groups import SecurityGroup, default_groups
 from modelshield.rotation import RotationSettings, Rotator
@@ -29,6 +31,7 @@ from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore, DynamoCheckpointStore
 from modelshield.store.groups import GroupStore
+from modelshield.store.metrics import MetricsStore
 from modelshield.store.scans import ScanStore
 
 if TYPE_CHECKING:
@@ -187,6 +190,17 @@ def rotator(settings: config.RotateSettings | None = None, *, principal: str) ->
         access=access_service(access, kms=kms, s3=s3) if access is not None else None,
         checkpoints=DynamoCheckpointStore(settings.audit_table, resource),
     )
+
+
+def metrics_folder(settings: config.MetricsSettings | None = None) -> StreamFolder:
+    """MetricsFunction: stream records → the dashboard's counters."""
+    settings = settings or config.metrics_settings()
+    return StreamFolder(settings, MetricsStore(settings.metrics_table, dynamodb()))
+
+
+def dashboard(settings: config.DashboardSettings | None = None) -> Dashboard:
+    """DashboardFunction and the local stack's dashboard: read-only over the tables and KMS."""
+    return Dashboard(settings or config.dashboard_settings(), dynamodb=dynamodb(), kms=client("kms"))
 
 
 class ApiServices:

@@ -89,12 +89,10 @@ class Dashboard:
     # -- helpers -------------------------------------------------------------------------------------
     def _key_report(self, uses: dict[str, tuple[int, datetime | None]]) -> list[Any]:
         from modelshield.keys import key_status
-        from modelshield.policy.groups import default_groups
         from modelshield.store.groups import GroupStore
 
-        groups = GroupStore(self.settings.groups_table, self.dynamodb).list() or default_groups(
-            ingest_bucket=self.settings.ingest_bucket or None
-        )
+        source = self.settings.groups
+        groups = GroupStore(source.table, self.dynamodb, ingest_bucket=source.ingest_bucket).effective()
         return key_status(
             kms=self.kms,
             groups=groups,
@@ -123,8 +121,3 @@ class Dashboard:
         )
         return {(str(i["artifact_id"]), str(i["scan_ref"])): i for i in items}
 
-
-def dashboard_from_settings(settings: DashboardSettings) -> Dashboard:
-    import boto3
-
-    return Dashboard(settings, dynamodb=boto3.resource("dynamodb"), kms=boto3.client("kms"))

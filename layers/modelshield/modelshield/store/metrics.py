@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import boto3
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
@@ -24,11 +23,10 @@ MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit per TransactWriteItems call
 
 
 class MetricsStore:
-    def __init__(self, table_name: str, dynamodb_resource: Any | None = None) -> None:
-        resource = dynamodb_resource or boto3.resource("dynamodb")
-        self.table = resource.Table(table_name)
+    def __init__(self, table_name: str, dynamodb: Any) -> None:
+        self.table = dynamodb.Table(table_name)
         self.table_name = table_name
-        self._client = resource.meta.client
+        self._client = dynamodb.meta.client
 
     # -- writes ------------------------------------------------------------------------------------
     def apply(
