@@ -1,7 +1,7 @@
 # ModelShield — every command a newcomer needs. Each target installs what it uses (Python 3.11+).
 #   make bench   benchmarks (QUICK=1 for small sizes)
 #   make demo    run the whole flow on a local moto-server stack
-#   make test    every test (unit, integration under moto, end-to-end on the local stack)
+#   make test    every test (unit, integration under moto, end-to-end on the local stack and in Chromium)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +10,8 @@ SAM_VENV := .tools/sam
 export KERAS_BACKEND := torch
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-fast test-lambda-runtime lint build requirements bench fuzz clean install-runtime install-dev
+.PHONY: demo test test-fast test-lambda-runtime lint build requirements bench fuzz clean install-runtime install-dev \
+	browser vendor dashboard-screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +30,25 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 install-runtime: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
+# The dashboard's browser test drives Debian's Chromium (Playwright's own browser download does not work
+# everywhere); installed here when missing, so a fresh machine needs nothing beforehand.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+
+# Re-fetch the dashboard's vendored front-end files from the npm registry and check their pinned sha256
+# (`make lint` checks the committed copies offline).
+vendor:
+	$(PYTHON) scripts/vendor_frontend.py --fetch
+
+# The screenshot in docs/ and the README: the browser test writes it after its session.
+dashboard-screenshot: $(VENV)/.dev browser
+	DASHBOARD_SCREENSHOT=docs/dashboard.png $(BIN)/python -m pytest -q tests/e2e/test_dashboard_in_browser.py
+
 demo: $(VENV)/.runtime
 	$(BIN)/modelshield demo
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev browser
 	$(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.dev
@@ -42,6 +58,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/python scripts/gen_requirements.py --check || (echo "requirements.txt is stale: run make requirements"; exit 1)
+	$(BIN)/python scripts/vendor_frontend.py
 
 requirements:
 	$(PYTHON) scripts/gen_requirements.py

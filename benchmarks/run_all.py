@@ -27,6 +27,10 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
         ["benign_corpus.py", "--size", "ci" if QUICK else "full"],
     ),
     (
+        "dashboard metrics.json at scale (docs/dashboard.md)",
+        ["dashboard_bench.py", *(["--sizes", "1000:10000", "10000:100000"] if QUICK else [])],
+    ),
+    (
         "ModelShield vs public scanners (docs/scanner-comparison.md)",
         ["compare_scanners.py", *(["--quick"] if QUICK else [])],
     ),

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import boto3
 import pytest
 from modelshield import config, wiring
 from modelshield.access import decrypt_with_grant
-from modelshield.audit import DECRYPT_ACTIONS, AuditLog
+from modelshield.audit import AuditLog
 from modelshield.errors import AccessDenied
 from modelshield.local.dashboard_server import alb_event
 from modelshield.local.samples import benign_checkpoint, malicious_pickle
@@ -26,6 +25,7 @@ from modelshield.local.streams import StreamPump
 from modelshield.store.audit import DynamoAuditStore
 
 from tests.builders import MotoStack
+from tests.dashboard_truth import assert_matches_tables, expected_from_tables
 
 ACCOUNT = "123456789012"
 CONSUMER = f"arn:aws:sts::{ACCOUNT}:assumed-role/InferenceService/svc-1"
@@ -72,72 +72,6 @@ def dash(moto_stack: MotoStack, monkeypatch: pytest.MonkeyPatch) -> Dash:
     return Dash(moto_stack, monkeypatch)
 
 
-def scan_all(table: Any) -> list[dict[str, Any]]:
-    items, kwargs = [], {}
-    while True:
-        page = table.scan(**kwargs)
-        items.extend(page["Items"])
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def expected_from_tables(stack: MotoStack, now: datetime) -> dict[str, Any]:
-    """The numbers metrics.json must show, computed from full table scans."""
-    artifacts = scan_all(stack.table("ARTIFACTS_TABLE"))
-    scans = scan_all(stack.table("SCANS_TABLE"))
-    audit = [i for i in scan_all(stack.table("AUDIT_TABLE")) if i["pk"] == "chain"]
-
-    def stored(item: dict[str, Any]) -> int:
-        protected = item["encryption_state"] in ("ENCRYPTED", "QUARANTINED")
-        return int(item["ciphertext_size"] if protected and "ciphertext_size" in item else item["size"])
-
-    def state(name: str) -> dict[str, int]:
-        chosen = [a for a in artifacts if a["encryption_state"] == name]
-        return {"objects": len(chosen), "bytes": sum(stored(a) for a in chosen)}
-
-    window_start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
-    blocked = [
-        s
-        for s in scans
-        if s.get("trigger", "upload") == "upload"
-        and s["verdict"] in ("BLOCKED", "ERROR")
-        and datetime.fromisoformat(s["scanned_at"].replace("Z", "+00:00")) >= window_start
-    ]
-    decrypts = Counter(
-        r["decision"]
-        for r in audit
-        if r["action"] in DECRYPT_ACTIONS
-        and datetime.fromisoformat(r["at"].replace("Z", "+00:00")) >= window_start
-    )
-    verdicts = Counter(a["verdict"] for a in artifacts)
-    plaintext = [a for a in artifacts if a["encryption_state"] in ("PLAINTEXT", "FAILED")]
-    report = AuditLog(DynamoAuditStore(stack.env["AUDIT_TABLE"], boto3.resource("dynamodb"))).verify()
-    return {
-        "encrypted": state("ENCRYPTED"),
-        "quarantined": state("QUARANTINED"),
-        "plaintext": {"objects": len(plaintext), "bytes": sum(stored(a) for a in plaintext)},
-        "verdicts": {v: verdicts.get(v, 0) for v in ("ALLOWED", "ALLOWED_WITH_WARNINGS", "BLOCKED", "ERROR")},
-        "blocked_uploads_24h": len(blocked),
-        "decrypt_allowed_24h": decrypts.get("ALLOWED", 0),
-        "decrypt_denied_24h": decrypts.get("DENIED", 0),
-        "chain_ok": report.ok,
-        "chain_records": report.checked,
-    }
-
-
-def assert_matches_tables(document: dict[str, Any], expected: dict[str, Any]) -> None:
-    assert {k: document["encrypted"][k] for k in ("objects", "bytes")} == expected["encrypted"]
-    assert {k: document["quarantined"][k] for k in ("objects", "bytes")} == expected["quarantined"]
-    assert {k: document["plaintext"][k] for k in ("objects", "bytes")} == expected["plaintext"]
-    assert document["verdicts"] == expected["verdicts"]
-    assert document["blocked_uploads"]["last_24h"] == expected["blocked_uploads_24h"]
-    assert document["decrypt_attempts"]["allowed"] == expected["decrypt_allowed_24h"]
-    assert document["decrypt_attempts"]["denied"] == expected["decrypt_denied_24h"]
-    assert document["audit_chain"]["intact"] is expected["chain_ok"]
-    assert document["audit_chain"]["records"] == expected["chain_records"]
-
-
 def run_session(dash: Dash, tmp_path: Path) -> dict[str, str]:
     """Uploads allowed and blocked, an approved decryption and a denied one."""
     stack = dash.stack
@@ -171,7 +105,7 @@ def test_metrics_json_equals_what_the_tables_hold(dash: Dash, tmp_path: Path) ->
     document = dash.json("/metrics.json")
 
     # Then every number equals what full scans of the tables say
-    expected = expected_from_tables(dash.stack, datetime.now(UTC))
+    expected = expected_from_tables(dash.stack.table, datetime.now(UTC))
     assert_matches_tables(document, expected)
     assert expected["encrypted"]["objects"] == 1 and expected["quarantined"]["objects"] == 1
     assert expected["decrypt_denied_24h"] == 1 and expected["decrypt_allowed_24h"] == 1

@@ -281,6 +281,12 @@ class DashboardSettings(EnvModel):
     refresh_seconds: int = env("DASHBOARD_REFRESH_SECONDS", "how often the page refreshes itself", 5)
 
 
+class DashboardTarget(EnvModel):
+    """`modelshield dashboard`: the page to open (`local env` exports it; a deployment's DashboardUrl)."""
+
+    url: str | None = env("DASHBOARD_URL", "the dashboard's URL", None)
+
+
 @lru_cache(maxsize=1)
 def scan_settings() -> ScanSettings:
     """The ScanFunction's settings, once per container."""

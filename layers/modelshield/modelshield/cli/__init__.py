@@ -16,6 +16,7 @@ from modelshield.cli import (
     commands_access,
     commands_audit,
     commands_crypto,
+    commands_dashboard,
     commands_groups,
     commands_keys,
     commands_scan,
@@ -31,6 +32,7 @@ COMMAND_MODULES = (
     commands_access,
     commands_audit,
     commands_keys,
+    commands_dashboard,
 )
 
 

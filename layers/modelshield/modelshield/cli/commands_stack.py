@@ -26,6 +26,7 @@ def register(sub: Any) -> None:
     local_sub.required = True
     up = local_sub.add_parser("up", help="start the local stack in the background and print its env")
     up.add_argument("--port", type=int, default=None, help="port for moto server (default: a free one)")
+    up.add_argument("--dashboard-port", type=int, default=None, help="port for the dashboard (default: free)")
     up.set_defaults(handler=cmd_local_up)
     local_sub.add_parser("down", help="stop the local stack").set_defaults(handler=cmd_local_down)
     local_sub.add_parser("env", help="print `export` lines for the running stack").set_defaults(
@@ -78,6 +79,8 @@ def cmd_local_up(args: Any) -> int:
         command = [sys.executable, "-m", "modelshield.local.daemon"]
         if args.port:
             command += ["--port", str(args.port)]
+        if args.dashboard_port:
+            command += ["--dashboard-port", str(args.dashboard_port)]
         process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)  # noqa: S603
         deadline = time.monotonic() + 60
         while (state := local.read_state()) is None:
@@ -92,6 +95,8 @@ def cmd_local_up(args: Any) -> int:
         )
     else:
         print(f"# local stack already running at {state['endpoint']} (pid {state['pid']})")
+    if state["outputs"].get("dashboard_url"):
+        print(f"# dashboard: {state['outputs']['dashboard_url']}")
     print("\n".join(local.export_lines(state["env"])))
     return 0
 

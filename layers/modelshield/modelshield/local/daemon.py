@@ -14,18 +14,20 @@ from modelshield.local.stack import LocalStack, state_dir, state_file
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--dashboard-port", type=int, default=None)
     args = parser.parse_args()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     state_dir().mkdir(parents=True, exist_ok=True)
-    stack = LocalStack(port=args.port).start()
+    stack = LocalStack(port=args.port, dashboard_port=args.dashboard_port).start()
     try:
         state = {"pid": os.getpid(), "endpoint": stack.endpoint, "env": stack.env, "outputs": stack.outputs}
         tmp = state_file().with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(state_file())
-        print(f"local stack ready at {stack.endpoint}", flush=True)
+        dashboard = stack.outputs.get("dashboard_url")
+        print(f"local stack ready at {stack.endpoint}; dashboard at {dashboard}", flush=True)
         stop.wait()
     finally:
         stack.stop()

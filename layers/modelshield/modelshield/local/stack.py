@@ -25,6 +25,8 @@ from typing import Any
 
 from modelshield import config, wiring
 from modelshield.errors import StackNotRunning
+from modelshield.local.dashboard_server import DashboardServer
+from modelshield.local.streams import StreamPump
 from modelshield.local.template import ACCOUNT_ID, REGION, FunctionSpec, LocalProvisioner, load_template
 from modelshield.policy.groups import default_groups
 from modelshield.store.groups import GroupStore
@@ -98,7 +100,14 @@ def load_handler(spec: FunctionSpec) -> Any:
 class LocalStack:
     """moto server + resources from template.yaml + SQS pollers invoking the real handlers."""
 
-    def __init__(self, *, port: int | None = None, poll_wait_seconds: int = 1, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        poll_wait_seconds: int = 1,
+        quiet: bool = False,
+        dashboard_port: int | None = None,
+    ) -> None:
         self.quiet = quiet
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -110,6 +119,9 @@ class LocalStack:
         self.outputs: dict[str, str] = {}
         self.invocations = 0
         self.errors: list[str] = []
+        self.dashboard_port = dashboard_port
+        self._dashboard: Any = None
+        self.streams: list[StreamPump] = []
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self, *, pollers: bool = True) -> LocalStack:
@@ -160,12 +172,17 @@ class LocalStack:
             for spec in provisioned.functions.values():
                 for queue_logical, batch in spec.sqs_sources:
                     self._start_poller(spec, provisioned.names[queue_logical], batch)
-                for table_logical, batch in spec.stream_sources:
-                    self._start_stream_poller(spec, provisioned.names[table_logical], batch)
+                if spec.stream_sources:
+                    self._start_stream_poller(spec)
+        if "DashboardFunction" in provisioned.functions:
+            self._start_dashboard(provisioned.functions["DashboardFunction"])
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        if self._dashboard is not None:
+            self._dashboard.stop()
+            self._dashboard = None
         for thread in self._threads:
             thread.join(timeout=10)
         if self._server is not None:
@@ -212,6 +229,54 @@ class LocalStack:
                         QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
                     )
 
+    # -- the dashboard, and the DynamoDB-stream event-source mappings (filters included) ---------------
+    def _start_dashboard(self, spec: FunctionSpec) -> None:
+        """Serve DashboardFunction's handler on 127.0.0.1, as the load balancer would invoke it."""
+        handler = load_handler(spec)
+        self._dashboard = DashboardServer(
+            handler,
+            lambda: LocalContext(spec.logical_id, spec.memory, spec.timeout),
+            port=self.dashboard_port or 0,
+        ).start()
+        self.outputs["dashboard_url"] = self._dashboard.url
+        self.env["DASHBOARD_URL"] = self._dashboard.url
+        config.export({"DASHBOARD_URL": self._dashboard.url})
+
+    def _start_stream_poller(self, spec: FunctionSpec) -> None:
+        handler = load_handler(spec)
+
+        def deliver(event: dict[str, Any]) -> dict[str, Any]:
+            self.invocations += 1
+            return handler(event, LocalContext(spec.logical_id, spec.memory, spec.timeout)) or {}
+
+        arns = [self.provisioned.stream_arns[table] for table, _ in spec.stream_sources]
+        batch = min(size for _, size in spec.stream_sources)
+        pump = StreamPump(
+            self.client("dynamodbstreams"),
+            arns,
+            deliver,
+            batch_size=batch,
+            keep=lambda record: _matches(spec.stream_filters, record),
+        )
+        self.streams.append(pump)
+        thread = threading.Thread(
+            target=self._pump, args=(spec, pump), name=f"streams-{spec.logical_id}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def _pump(self, spec: FunctionSpec, pump: StreamPump) -> None:
+        while not self._stop.is_set():
+            try:
+                delivered = pump.pump()
+            except Exception as exc:  # server stopping, or a handler error Lambda would retry
+                if self._stop.is_set():
+                    return
+                self.errors.append(f"{spec.logical_id} streams: {type(exc).__name__}: {exc}")
+                delivered = 0
+            if not delivered:
+                self._stop.wait(0.5)
+
     # -- the event-source mapping ----------------------------------------------------------------------
     def _start_poller(self, spec: FunctionSpec, queue_url: str, batch_size: int) -> None:
         handler = load_handler(spec)
@@ -223,55 +288,6 @@ class LocalStack:
         )
         thread.start()
         self._threads.append(thread)
-
-    def _start_stream_poller(self, spec: FunctionSpec, table_name: str, batch_size: int) -> None:
-        handler = load_handler(spec)
-        thread = threading.Thread(
-            target=self._poll_stream,
-            args=(spec, handler, table_name, batch_size),
-            name=f"stream-{spec.logical_id}",
-            daemon=True,
-        )
-        thread.start()
-        self._threads.append(thread)
-
-    def _poll_stream(self, spec: FunctionSpec, handler: Any, table_name: str, batch_size: int) -> None:
-        """Play a DynamoDB-stream event source mapping (moto implements the stream API), filter included."""
-        streams = self.client("dynamodbstreams")
-        arn = self.client("dynamodb").describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
-        iterators: dict[str, str] = {}
-        while not self._stop.is_set():
-            try:
-                for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-                    if shard["ShardId"] not in iterators:
-                        iterators[shard["ShardId"]] = streams.get_shard_iterator(
-                            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-                        )["ShardIterator"]
-                delivered = False
-                for shard_id, iterator in list(iterators.items()):
-                    page = streams.get_records(ShardIterator=iterator, Limit=batch_size)
-                    iterators[shard_id] = page.get("NextShardIterator") or iterator
-                    records = [r for r in page.get("Records", []) if _matches(spec.stream_filters, r)]
-                    if records:
-                        delivered = True
-                        self._invoke_stream(spec, handler, records, arn)
-            except Exception as exc:  # server stopping
-                if self._stop.is_set():
-                    return
-                self.errors.append(f"stream {spec.logical_id}: {exc}")
-                delivered = False
-            if not delivered:
-                self._stop.wait(0.2)
-
-    def _invoke_stream(
-        self, spec: FunctionSpec, handler: Any, records: list[dict[str, Any]], arn: str
-    ) -> None:
-        event = {"Records": [{**r, "eventSourceARN": arn} for r in records]}
-        try:
-            handler(event, LocalContext(spec.logical_id, spec.memory, spec.timeout))
-        except Exception as exc:  # Lambda would retry the batch; the next append triggers another run
-            self.errors.append(f"{spec.logical_id}: {type(exc).__name__}: {exc}")
-        self.invocations += 1
 
     def _poll(self, spec: FunctionSpec, handler: Any, queue_url: str, batch_size: int) -> None:
         sqs = self.client("sqs")

@@ -38,11 +38,13 @@ class StreamPump:
         handler: Callable[[dict[str, Any]], dict[str, Any] | None],
         *,
         batch_size: int = 100,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.streams = streams
         self.stream_arns = stream_arns
         self.handler = handler
         self.batch_size = batch_size
+        self.keep = keep  # the mapping's FilterCriteria: records it drops never reach the handler
         self._iterators: dict[tuple[str, str], str] = {}
 
     def pump(self) -> int:
@@ -79,9 +81,13 @@ class StreamPump:
                 if page.get("NextShardIterator"):
                     self._iterators[key] = page["NextShardIterator"]
                 return delivered
-            response = self.handler({"Records": [lambda_stream_record(r, arn) for r in records]}) or {}
-            failures = response.get("batchItemFailures") or []
+            kept = [r for r in records if self.keep is None or self.keep(r)]
             delivered += len(records)
+            if not kept:
+                self._iterators[key] = page["NextShardIterator"]
+                continue
+            response = self.handler({"Records": [lambda_stream_record(r, arn) for r in kept]}) or {}
+            failures = (response.get("batchItemFailures") or []) if isinstance(response, dict) else []
             if failures:
                 # Lambda retries from the first failed record: next time, start there.
                 self._iterators[key] = self.streams.get_shard_iterator(

@@ -129,7 +129,11 @@
     if (chart === null) {
       chart = new window.uPlot({
         width: Math.max(320, host.clientWidth - 16), height: 240,
-        scales: { x: { time: true } },
+        scales: {
+          // One day of history would otherwise stretch over years; bytes start at zero.
+          x: { time: true, range: function (u, min, max) { return min === max ? [min - 6 * 86400, max + 86400] : [min, max]; } },
+          y: { range: function (u, min, max) { return [0, Math.max(1, max * 1.15)]; } }
+        },
         axes: [{}, { values: function (u, vals) { return vals.map(bytes); }, size: 80 }],
         series: [{ label: "Date" },
                  { label: "Encrypted", stroke: "#1a7f37", width: 2, points: { show: true }, value: function (u, v) { return v === null ? "-" : bytes(v); } },
