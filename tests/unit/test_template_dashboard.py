@@ -126,3 +126,13 @@ def test_the_counters_follow_the_streams_of_the_tables_they_summarise(template: 
     )
     indexes = {i["IndexName"] for i in resources["AuditTable"]["Properties"]["GlobalSecondaryIndexes"]}
     assert "AttemptIndex" in indexes
+
+
+def test_the_dashboard_may_only_read_the_vault_keys_rotation_status(template: dict[str, Any]) -> None:
+    policy = template["Resources"]["VaultKey"]["Properties"]["KeyPolicy"]["Statement"]
+    naming = [s for s in policy if "DashboardFunctionRole" in json.dumps(s.get("Principal"))]
+    assert naming, "the page shows the vault key's rotation status"
+    for statement in naming:
+        assert statement["Effect"] == "Allow"
+        assert set(_list(statement["Action"])) <= {"kms:DescribeKey", "kms:GetKeyRotationStatus",
+                                                   "kms:ListKeyRotations"}  # fmt: skip
