@@ -151,3 +151,56 @@ def test_a_digest_that_differs_from_the_expected_one_stores_nothing(aws: tuple[A
     with pytest.raises(IntegrityError, match="not the expected"):
         _encrypt(s3, kms, key_arn, source, plaintext_sha256="0" * 64)
     assert "Contents" not in s3.list_objects_v2(Bucket="vault")
+
+
+def test_header_first_range_encryption_uses_a_generated_data_key_and_checks_the_digest(
+    aws: tuple[Any, Any, str],
+) -> None:
+    s3, kms, key_arn = aws
+    # Given an object whose digest the caller computed (it is part of the context already)
+    data = os.urandom(SIZE)
+    digest = hashlib.sha256(data).hexdigest()
+    context = {**CONTEXT, DIGEST_KEY: digest}
+    source = _upload(s3, data)
+    # When it is encrypted by range with the header first (GenerateDataKey, no kms:Encrypt needed)
+    stored = encrypt_object_by_range(
+        source,
+        s3=s3,
+        keyring=KmsKeyring(kms),
+        key_id=key_arn,
+        bucket="vault",
+        key="models/big.gguf",
+        context=context,
+        digest_key=None,
+        frame_length=FRAME,
+        range_size=RANGE,
+        workers=2,
+        plaintext_sha256=digest,
+    )
+    # Then the library decrypts it with exactly that context
+    message = s3.get_object(Bucket="vault", Key="models/big.gguf", VersionId=stored.version_id)["Body"].read()
+    assert _sdk_decrypt(message, key_arn) == (data, context)
+    # and a wrong expected digest stores nothing new
+    with pytest.raises(IntegrityError):
+        encrypt_object_by_range(
+            source,
+            s3=s3,
+            keyring=KmsKeyring(kms),
+            key_id=key_arn,
+            bucket="vault",
+            key="other",
+            context={**CONTEXT, DIGEST_KEY: "0" * 64},
+            digest_key=None,
+            frame_length=FRAME,
+            range_size=RANGE,
+            plaintext_sha256="0" * 64,
+        )
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="vault")["Contents"]] == ["models/big.gguf"]
+
+
+def test_the_parallel_digest_is_the_objects_sha256(aws: tuple[Any, Any, str]) -> None:
+    from modelshield.large_objects import parallel_sha256
+
+    s3, _, _ = aws
+    data = os.urandom(SIZE)
+    assert parallel_sha256(_upload(s3, data), workers=3, chunk=RANGE) == hashlib.sha256(data).hexdigest()

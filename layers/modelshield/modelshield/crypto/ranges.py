@@ -167,11 +167,13 @@ class RangeEncryptor:
         *,
         frame_length: int = DEFAULT_FRAME_LENGTH,
         range_size: int = DEFAULT_RANGE_SIZE,
+        data_key: bytes | None = None,
     ) -> None:
+        """`data_key`: one KMS generated already (header first); by default a local one (header last)."""
         self.frame_length = frame_length
         self.ranges = plan_ranges(plaintext_size, frame_length=frame_length, range_size=range_size)
         self.plaintext_size = plaintext_size
-        self._data_key = os.urandom(DATA_KEY_LENGTH)
+        self._data_key = data_key if data_key is not None else os.urandom(DATA_KEY_LENGTH)
         self.message_id = os.urandom(MESSAGE_ID_LENGTH)
         encryption_key, _ = derive_keys(self._data_key, self.message_id)
         self.cipher = FrameCipher(encryption_key, self.message_id)

@@ -32,7 +32,7 @@ from modelshield.crypto.s3 import (
     verified_ciphertext,
 )
 from modelshield.crypto.streams import check_context, verify_digest
-from modelshield.errors import EnvelopeError, IntegrityError
+from modelshield.errors import EnvelopeError, IntegrityError, UsageError
 from modelshield.ranged import RangedObject
 
 
@@ -51,7 +51,7 @@ def encrypt_object_by_range(
     bucket: str,
     key: str,
     context: Mapping[str, str],
-    digest_key: str,
+    digest_key: str | None,
     frame_length: int = DEFAULT_FRAME_LENGTH,
     range_size: int = DEFAULT_RANGE_SIZE,
     workers: int = 4,
@@ -62,13 +62,22 @@ def encrypt_object_by_range(
 ) -> StoredCiphertext:
     """Encrypt the object behind `source` into s3://bucket/key by parallel ranges; verify what S3 stored.
 
-    The plaintext SHA-256 is computed while encrypting and put into the context under `digest_key`;
-    `plaintext_sha256`, when given, must match it (IntegrityError, nothing stored).
+    Two ways to the header, as for sequential encryption:
+    * `digest_key` set (header after body): the plaintext SHA-256 computed while encrypting goes into
+      the context under that key, and the local data key is wrapped by KMS Encrypt at the end;
+    * `digest_key=None` (header first): the context is complete already (it carries the digest the
+      caller computed), so KMS GenerateDataKey makes the data key up front -- the scan role needs no
+      kms:Encrypt -- and `plaintext_sha256` is required.
+    Either way `plaintext_sha256`, when given, must match the bytes read (IntegrityError, nothing stored).
     """
+    if digest_key is None and plaintext_sha256 is None:
+        raise UsageError("header-first encryption needs the plaintext_sha256 the context already carries")
+    data_key = keyring.generate(key_id, context) if digest_key is None else None
     encryptor = RangeEncryptor(
         source.size,
         frame_length=frame_length,
         range_size=range_size_for(source.size, frame_length, range_size),
+        data_key=data_key.plaintext if data_key is not None else None,
     )
     upload = MultipartUpload(s3, bucket, key, extra=_object_extra(tags, metadata))
     upload.start()
@@ -86,9 +95,12 @@ def encrypt_object_by_range(
                 lambda r: source.fetch(r.start, r.end), emit, workers=workers, progress=progress
             )
         verify_digest(plaintext_sha256, pending.body.plaintext_sha256)
-        header, result = pending.finish(
-            keyring=keyring, key_id=key_id, context=context, digest_key=digest_key
-        )
+        if data_key is None:
+            header, result = pending.finish(
+                keyring=keyring, key_id=key_id, context=context, digest_key=digest_key
+            )
+        else:
+            header, result = pending.finish_with(data_key, context)
         upload.send(1, header + held.pop(0))
         response = upload.complete()
     return verified_ciphertext(

@@ -349,6 +349,19 @@ class PendingHeader:
         )
         return header.to_bytes(), _result(header, self.body, data_key.key_arn)
 
+    def finish_with(self, data_key: DataKey, context: Mapping[str, str]) -> tuple[bytes, EncryptResult]:
+        """The header for a body sealed under a data key KMS generated up front for `context`."""
+        if not hmac.compare_digest(data_key.plaintext, self._data_key):
+            raise UsageError("the body was sealed under a different data key")
+        header, _ = build_header(
+            data_key=self._data_key,
+            context=dict(context),
+            encrypted_data_keys=(data_key.encrypted_data_key,),
+            frame_length=self.frame_length,
+            message_id=self.message_id,
+        )
+        return header.to_bytes(), _result(header, self.body, data_key.key_arn)
+
 
 def encrypt_body_first(
     src: BinaryIO,
