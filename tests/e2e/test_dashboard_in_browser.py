@@ -246,6 +246,7 @@ def test_the_dashboard_shows_the_session_as_the_tables_record_it(
 
     # And the browser reported no error, CSP violation or missing file along the way
     assert problems == []
+    page.evaluate("() => document.activeElement.blur()")
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
     if os.environ.get("DASHBOARD_SCREENSHOT"):
         page.screenshot(path=os.environ["DASHBOARD_SCREENSHOT"], full_page=True)

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-ASSET_VERSION = "1"  # bump when static files change, so browsers do not keep a stale copy
+ASSET_VERSION = "2"  # bump when static files change, so browsers do not keep a stale copy
 
 TILES: tuple[tuple[str, str, str, str | None], ...] = (
     # (metric path, label, format, secondary metric path)

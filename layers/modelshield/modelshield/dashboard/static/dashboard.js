@@ -131,7 +131,11 @@
         width: Math.max(320, host.clientWidth - 16), height: 240,
         scales: {
           // One day of history would otherwise stretch over years; bytes start at zero.
-          x: { time: true, range: function (u, min, max) { return min === max ? [min - 6 * 86400, max + 86400] : [min, max]; } },
+          x: { time: true, range: function (u) {
+            var xs = u.data[0], lo = xs[0], hi = xs[xs.length - 1];
+            if (lo === undefined) { var now = Date.now() / 1000; return [now - 7 * 86400, now]; }
+            return lo === hi ? [lo - 6 * 86400, hi + 86400] : [lo, hi];
+          } },
           y: { range: function (u, min, max) { return [0, Math.max(1, max * 1.15)]; } }
         },
         axes: [{}, { values: function (u, vals) { return vals.map(bytes); }, size: 80 }],
