@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import pickle
+import posixpath
 import tarfile
 import warnings
 import zipfile
@@ -612,6 +613,11 @@ def build_archives(cat: Catalog) -> None:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
+            if payload:  # a relative symlink that stays inside, as `ln -s` + `tar c` would store it
+                first = next(iter(payload))
+                link = tarfile.TarInfo(posixpath.join(posixpath.dirname(first), "latest"))
+                link.type, link.linkname = tarfile.SYMTYPE, posixpath.basename(first)
+                tar.addfile(link)
         ext = "tar" + (f".{mode[2:]}" if ":" in mode else "")
         cat.write("archives", f"bundle.{ext}", buf.getvalue(), f"tarfile mode {mode!r}")
 
