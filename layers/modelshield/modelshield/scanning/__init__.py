@@ -18,6 +18,7 @@ from modelshield.scanning import (  # noqa: F401
     pytorch,
     safetensors,
     savedmodel,
+    sevenzip,
     signatures,
     tars,
     text,

@@ -19,6 +19,7 @@ keeps `model_config` and `training_config`); what it cannot read is reported as 
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -269,6 +270,7 @@ def _judge_object(obj: dict[str, Any], layer: str) -> Iterator[_Judgement]:
             detail,
         )
         return
+    yield from _external_references(config, layer)  # (TFSMLayer's filepath is reported above)
     fn_name = config if class_name in _FUNCTIONAL_CLASS_NAMES and isinstance(config, str) else None
     names = {class_name, fn_name or "", str(registered or "").rsplit(">", 1)[-1]}
     if isinstance(module, str):
@@ -323,6 +325,35 @@ def _judge_object(obj: dict[str, Any], layer: str) -> Iterator[_Judgement]:
                 f"Keras config uses class {class_name!r}, which is not a Keras built-in (custom code){where}",
                 detail,
             )
+
+
+# Config keys whose string value a Keras layer reads as a file or fetches when the model loads
+# (StringLookup/IntegerLookup/TextVectorization take `vocabulary` as a list *or a path*).
+_READ_KEYS = frozenset({"vocabulary", "filepath", "path", "file", "filename", "fname", "origin", "url",
+                        "vocabulary_path", "vocab_file", "idf_weights", "weights", "model_path"})  # fmt: skip
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _external_references(config: Any, layer: str) -> Iterator[_Judgement]:
+    """File paths and URLs a layer's configuration makes the loader read (issue 14: next attacks)."""
+    if not isinstance(config, dict):
+        return
+    for key, value in config.items():
+        if not isinstance(value, str) or not value.strip() or key == "name":
+            continue
+        if _URL.match(value.strip()):
+            what = f"fetches {value[:200]!r}"
+        elif key in _READ_KEYS:
+            what = f"reads the file {value[:200]!r}"
+        else:
+            continue
+        yield _Judgement(
+            RuleId.ARCHIVE_UNSAFE,
+            Severity.HIGH,
+            f"Keras layer {layer!r} {what} (config key {key!r}) when the model loads: data from outside "
+            "the model file, never scanned",
+            {"layer": layer, "config_key": key, "reference": value[:200]},
+        )
 
 
 def _lambda_kind(config: Any) -> str:

@@ -66,6 +66,13 @@ def scan_text(stream: BinaryIO, ctx: ScanContext) -> None:
             return
         if offset == 0:
             wanted = _wants_structure(text, ctx)
+            if looks_like_python(text, ctx.location):
+                ctx.add(
+                    RuleId.CODE_UNKNOWN,
+                    Severity.HIGH,
+                    "Python source shipped with the model: code a loader imports (trust_remote_code, "
+                    "custom objects, torch.hub) runs with the loader's rights; review it before use",
+                )
         if wanted and kept <= limit:
             keep.append(text)
             kept += len(chunk)
@@ -121,6 +128,37 @@ def _from_json(data: dict[str, Any], ctx: ScanContext) -> None:
             if isinstance(item, dict) and isinstance(item.get("template"), str):
                 _template(item["template"], f"chat_template {item.get('name')!r}", ctx)
     _license(data.get("license"), ctx)
+    _remote_code(data, ctx)
+
+
+def _remote_code(data: dict[str, Any], ctx: ScanContext) -> None:
+    """Hugging Face `auto_map` (config.json, tokenizer_config.json ...): with trust_remote_code=True,
+    transformers imports the named module from the model repository and runs it. Custom code, by name."""
+    auto_map = data.get("auto_map")
+    if not isinstance(auto_map, dict) or not auto_map:
+        return
+    targets: list[str] = []
+    for value in auto_map.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item:
+                targets.append(item)
+    remote = [t for t in targets if "--" in t]  # "org/repo--module.Class": code from another repository
+    ctx.add(
+        RuleId.CODE_UNKNOWN,
+        Severity.HIGH,
+        f"auto_map names custom code ({', '.join(targets[:4]) or 'unnamed'}): transformers imports and runs "
+        "it from the model repository when loaded with trust_remote_code=True"
+        + (f"; {remote[0]!r} pulls it from another repository" if remote else ""),
+        auto_map=targets[:20],
+    )
+
+
+# Python source: what trust_remote_code (and torch.hub, custom Keras objects) import from a repository.
+_PYTHON_HINTS = re.compile(r"^\s*(import \w|from [\w.]+ import |def \w+\(|class \w+[(:])", re.MULTILINE)
+
+
+def looks_like_python(text: str, location: str) -> bool:
+    return location.lower().endswith((".py", ".pyw", ".pyi")) and bool(_PYTHON_HINTS.search(text))
 
 
 def _front_matter(text: str, ctx: ScanContext) -> None:
