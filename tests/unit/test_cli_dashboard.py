@@ -1,4 +1,4 @@
-"""`modelshield dashboard`: the URL from DASHBOARD_URL, else the running local stack's, else one clear line."""
+"""`modelshield dashboard`: DASHBOARD_URL, else the running local stack's URL, else one clear line."""
 
 from __future__ import annotations
 
