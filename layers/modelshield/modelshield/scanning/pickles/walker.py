@@ -202,32 +202,12 @@ class PickleWalker:
                                 memo[dense] = v  # the MEMOIZE protocol 4 writes after every string
                                 dense += 1
                                 pos += 1
-                        elif op == 0x4B:  # BININT1
-                            push(buf[pos + 1])
-                            pos += 2
                         elif op == 0x4D:  # BININT2
                             push(buf[pos + 1] | buf[pos + 2] << 8)
                             pos += 3
-                        elif op == 0x68 or op == 0x6A:  # BINGET / LONG_BINGET
-                            if op == 0x68:
-                                k = buf[pos + 1]
-                                pos += 2
-                            else:
-                                k = u4(buf, pos + 1)[0]
-                                pos += 5
-                            v = memo.get(k)
-                            if v is None and k >= dense:
-                                v = w.memo_missing(k, base + pos)
-                            push(v)
-                        elif op == 0x47:  # BINFLOAT
-                            push(None)
-                            pos += 9
-                        elif op == 0x4E:  # NONE
-                            push(None)
-                            pos += 1
-                        elif op == 0x88 or op == 0x89:  # NEWTRUE / NEWFALSE
-                            push(op == 0x88)
-                            pos += 1
+                        elif op == 0x4B:  # BININT1
+                            push(buf[pos + 1])
+                            pos += 2
                         elif op == 0x5D or op == 0x7D or op == 0x29:  # EMPTY_LIST / _DICT / _TUPLE
                             push([] if op == 0x5D else {} if op == 0x7D else ())
                             pos += 1
@@ -264,10 +244,31 @@ class PickleWalker:
                             elif tt is global_ or tt is call_:
                                 note_call(target, "SETITEM")
                             pos += 1
+                        elif op == 0x68 or op == 0x6A:  # BINGET / LONG_BINGET
+                            if op == 0x68:
+                                k = buf[pos + 1]
+                                pos += 2
+                            else:
+                                k = u4(buf, pos + 1)[0]
+                                pos += 5
+                            v = memo.get(k)
+                            if v is None and k >= dense:
+                                v = w.memo_missing(k, base + pos)
+                            push(v)
                         elif op == 0x28 and not patience and skipped < retry_after:  # MARK (no inert tuples)
                             skipped += 1
                             floor = len(stack)
                             marks.append(floor)
+                            pos += 1
+
+                        elif op == 0x47:  # BINFLOAT
+                            push(None)
+                            pos += 9
+                        elif op == 0x4E:  # NONE
+                            push(None)
+                            pos += 1
+                        elif op == 0x88 or op == 0x89:  # NEWTRUE / NEWFALSE
+                            push(op == 0x88)
                             pos += 1
                         else:
                             break
