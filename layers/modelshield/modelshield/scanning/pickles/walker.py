@@ -191,17 +191,24 @@ class PickleWalker:
                         if op == 0x4A:  # BININT
                             push(i4(buf, pos + 1)[0])
                             pos += 5
-                        elif op == 0x8C:  # SHORT_BINUNICODE: raw UTF-8, decoded only if used
-                            stop = pos + 2 + buf[pos + 1]
-                            if stop > len(buf):
-                                raise WalkAbort("pickle truncated inside a string", base + pos)
-                            v = buf[pos + 2 : stop]
-                            push(v)
-                            pos = stop
-                            if pos < guard and buf[pos] == 0x94 and not slow_memo and len(memo) < max_memo:
-                                memo[dense] = v  # the MEMOIZE protocol 4 writes after every string
-                                dense += 1
-                                pos += 1
+                        elif op == 0x8C:  # SHORT_BINUNICODE: raw UTF-8, decoded only if used; often a run
+                            while True:
+                                stop = pos + 2 + buf[pos + 1]
+                                if stop > len(buf):
+                                    raise WalkAbort("pickle truncated inside a string", base + pos)
+                                v = buf[pos + 2 : stop]
+                                push(v)
+                                pos = stop
+                                if pos >= guard:
+                                    break
+                                if buf[pos] == 0x94 and not slow_memo and len(memo) < max_memo:
+                                    memo[dense] = v  # the MEMOIZE protocol 4 writes after every string
+                                    dense += 1
+                                    pos += 1
+                                    if pos >= guard:
+                                        break
+                                if buf[pos] != 0x8C:
+                                    break
                         elif op == 0x4D:  # BININT2
                             push(buf[pos + 1] | buf[pos + 2] << 8)
                             pos += 3
