@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 
 def utcnow() -> datetime:
@@ -32,7 +32,19 @@ class Severity(IntEnum):
             return value
         if isinstance(value, int):
             return cls(value)
+        if value.strip().isdigit():  # records stored before severities were written as names
+            return cls(int(value))
         return cls[value.strip().upper()]
+
+
+# A severity field: read from a name ("CRITICAL") or a number (50, as older records stored it), written
+# to JSON (the CLI, the API, DynamoDB) as the name. One representation everywhere a person or a script
+# reads it (schemas/scan-result.schema.json); the numbers stay internal, for ordering.
+SeverityName = Annotated[
+    Severity,
+    BeforeValidator(Severity.parse),
+    PlainSerializer(lambda s: Severity(s).name, return_type=str, when_used="json"),
+]
 
 
 class RuleId(StrEnum):
@@ -99,7 +111,7 @@ class Finding(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     rule: RuleId
-    severity: Severity
+    severity: SeverityName
     message: str
     location: str = ""  # "model.zip!archive/data.pkl@1234" — path, then byte offset after '@'
     detail: dict[str, Any] = Field(default_factory=dict)  # e.g. {"global": "os.system", "opcode": "REDUCE"}
@@ -143,7 +155,7 @@ class RuleResult(BaseModel):
     rule: RuleId
     status: RuleStatus
     blocking: bool
-    severity: Severity
+    severity: SeverityName
     message: str = ""
     findings: list[Finding] = Field(default_factory=list)
 

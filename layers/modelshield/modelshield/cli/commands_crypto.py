@@ -16,9 +16,10 @@ from modelshield import wiring
 from modelshield.cli.output import add_format_flag, print_json, print_table
 from modelshield.crypto.envelope import DEFAULT_FRAME_LENGTH
 from modelshield.crypto.keyring import KmsKeyring
-from modelshield.crypto.s3 import S3Location, encrypt_to_s3, open_model, open_object, parse_s3_uri
-from modelshield.crypto.streams import Expectation, encrypt_file
-from modelshield.errors import ModelShieldError, StorageError, UsageError
+from modelshield.crypto.s3 import S3Location, encrypt_to_s3, open_object, parse_s3_uri
+from modelshield.crypto.streams import Expectation, decrypt_to, encrypt_file
+from modelshield.errors import ArtifactNotFound, ModelShieldError, StorageError, UsageError
+from modelshield.progress import Progress, ProgressReader, progress_wanted
 
 
 def parse_context(pairs: Sequence[str]) -> dict[str, str]:
@@ -59,6 +60,34 @@ def _is_s3(value: str) -> bool:
     return value.startswith("s3://")
 
 
+def _bar(args: argparse.Namespace) -> bool:
+    return progress_wanted(args.quiet)
+
+
+def _size(value: str) -> int | None:
+    """Bytes to expect for the bar (local files; S3 objects show bytes and rate without a total)."""
+    if _is_s3(value):
+        return None
+    try:
+        return Path(value).stat().st_size
+    except OSError:
+        return None
+
+
+def _name(value: str) -> str:
+    return value.rsplit("/", 1)[-1] or value
+
+
+def _open_local(value: str) -> Any:
+    path = Path(value)
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise ArtifactNotFound(f"input file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"input {path} is a directory, not a file") from None
+
+
 def _print(args: argparse.Namespace, record: dict[str, Any]) -> None:
     if args.format == "json":
         print_json(record)
@@ -81,11 +110,15 @@ def run_encrypt(args: argparse.Namespace) -> int:
             "context_digest_key": args.digest_key,
         }
         with contextlib.ExitStack() as stack:
+            bar = stack.enter_context(
+                Progress(_size(args.input), phase="encrypting", label=_name(args.input), enabled=_bar(args))
+            )
             if _is_s3(args.input):
-                source: Any = open_object(s3, parse_s3_uri(args.input))
-                stack.callback(source.close)
+                body: Any = open_object(s3, parse_s3_uri(args.input))
+                stack.callback(body.close)
             else:
-                source = Path(args.input)
+                body = stack.enter_context(_open_local(args.input))
+            source: Any = ProgressReader(body, bar)
             if _is_s3(args.output):
                 target: S3Location = parse_s3_uri(args.output)
                 if target.version_id:
@@ -121,13 +154,20 @@ def run_decrypt(args: argparse.Namespace) -> int:
     context = parse_context(args.context)
     if _is_s3(args.output):
         raise UsageError("decrypted models are written to local files only; give a local -o path")
-    with _cli_errors("decrypt"):
+    with _cli_errors("decrypt"), contextlib.ExitStack() as stack:
         kms, s3 = _clients()
         keyring = KmsKeyring(kms, allowed_key_arns=args.key_id or None)
-        result = open_model(
-            args.input,
+        bar = stack.enter_context(
+            Progress(_size(args.input), phase="decrypting", label=_name(args.input), enabled=_bar(args))
+        )
+        if _is_s3(args.input):
+            body: Any = open_object(s3, parse_s3_uri(args.input))
+            stack.callback(body.close)
+        else:
+            body = stack.enter_context(_open_local(args.input))
+        result = decrypt_to(
+            ProgressReader(body, bar),
             Path(args.output),
-            s3=s3,
             expect=Expectation(keyring, context, allow_extra_context=not args.exact_context),
         )
     _print(
@@ -172,6 +212,7 @@ def register(sub: Any) -> None:
         metavar="KEY",
         help="also record the plaintext sha256 in the context under KEY (the header is then written last)",
     )
+    encrypt.add_argument("--quiet", "-q", action="store_true", help="no progress bar on the terminal")
     add_format_flag(encrypt)
     encrypt.set_defaults(handler=run_encrypt)
 
@@ -195,5 +236,6 @@ def register(sub: Any) -> None:
         metavar="ARN",
         help="only use these KMS key ARNs (repeatable; default: any)",
     )
+    decrypt.add_argument("--quiet", "-q", action="store_true", help="no progress bar on the terminal")
     add_format_flag(decrypt)
     decrypt.set_defaults(handler=run_decrypt)

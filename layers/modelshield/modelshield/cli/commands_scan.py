@@ -12,17 +12,28 @@ error (a missing PATH stops before scanning; an unreadable file is reported, the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import stat
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modelshield.cli.output import print_json
+from modelshield.cli.report import (
+    add_output_flag,
+    finding_line,
+    output_to,
+    report,
+    rule_line,
+    summary,
+    summary_line,
+)
 from modelshield.errors import UsageError
-from modelshield.models import Finding, Format, RuleId, RuleStatus, ScanReport, Severity, Verdict
+from modelshield.models import Finding, Format, RuleId, ScanReport, Severity
 from modelshield.policy.catalog import CATALOG, rule_spec, settings_help
 from modelshield.policy.engine import Evaluation, evaluate
 from modelshield.policy.gather import local_metadata
@@ -30,30 +41,39 @@ from modelshield.policy.groups import SecurityGroup, content_safety_group, defau
 from modelshield.policy.metadata import ArtifactMetadata, metadata_from_pairs
 from modelshield.policy.sources import resolve_group
 from modelshield.sarif import sarif_log
+from modelshield.walk import walk_files
 
-_STATUS = {
-    RuleStatus.PASS: "PASS",
-    RuleStatus.FAIL: "FAIL",
-    RuleStatus.ERROR: "ERROR",
-    RuleStatus.SKIPPED: "SKIP",
-}
+SCAN_EXAMPLES = """examples:
+  modelshield scan model.pt                          table; exit 0 allowed, 1 blocked, 2 usage/I-O error
+  modelshield scan models/ --format json -o scan.json
+  modelshield scan ~/.cache/huggingface/hub/models--org--name --follow-symlinks
+  modelshield scan s3://my-bucket/models/model.pt    (downloads the object to a temporary file first)
+  modelshield scan model.pt --groups examples/groups.yaml --group NLP-Research --metadata license=mit
+"""
 
 
 def register(sub: Any) -> None:
     scan = sub.add_parser(
         "scan",
         help="scan model files or directories locally, without executing them",
-        description="Scan files or directories (recursively) with the built-in content-safety policy, "
-        "or a security group from --groups FILE. Exit 0: all allowed; 1: something blocked or errored; "
-        "2: usage or I/O error.",
+        description="Scan files, directories (recursively) or s3:// objects with the built-in content-safety "
+        "policy, or a security group from --groups FILE. Nothing is skipped silently: links not followed, "
+        "links leaving the tree and special files are results with an MS-SCAN-INCOMPLETE finding, named in "
+        "the summary. JSON output follows schemas/scan-result.schema.json. "
+        "Exit 0: all allowed; 1: something blocked or errored; 2: usage or I/O error.",
+        epilog=SCAN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    scan.add_argument("paths", nargs="*", metavar="PATH", help="files or directories to scan")
+    scan.add_argument(
+        "paths", nargs="*", metavar="PATH", help="files, directories or s3://bucket/key[?versionId=V] to scan"
+    )
     scan.add_argument("--groups", metavar="FILE", help="security groups YAML (see examples/groups.yaml)")
     scan.add_argument(
         "--group",
         metavar="NAME",
         help="the group to apply (from --groups, or a seeded default group such as S3-Production); "
-        "with --groups and no --group each file's path is resolved against the groups' sources",
+        "with --groups and no --group each file's path is resolved against the groups' sources "
+        "(default: the built-in content-safety policy)",
     )
     scan.add_argument(
         "--metadata",
@@ -63,13 +83,31 @@ def register(sub: Any) -> None:
         help="what an upload's metadata would say: license=, author=, source_repo=, uploader=, signature=, "
         "source_type= (repeatable)",
     )
-    scan.add_argument("--format", choices=["table", "json", "sarif"], default="table", help="output format")
+    scan.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="in directories, follow symlinks whose target stays inside the tree (Hugging Face cache "
+        "folders are links into blobs/: scan the models--org--name folder); links leaving the tree are "
+        "refused and named (default: links are not followed, and named)",
+    )
+    scan.add_argument(
+        "--format", choices=["table", "json", "sarif"], default="table", help="output format (default: table)"
+    )
+    add_output_flag(scan)
     scan.add_argument("--explain", metavar="RULE", help="print a rule's rationale and settings, then exit")
     scan.set_defaults(handler=run_scan)
 
-    explain = sub.add_parser("explain", help="explain a rule: what it checks, why, and its settings")
-    explain.add_argument("rule", metavar="RULE", help="a rule id such as MS-CODE-EXEC")
-    explain.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    explain = sub.add_parser(
+        "explain",
+        help="explain a rule: what it checks, why, and its settings (no RULE: list every rule)",
+        description="Without RULE, list every rule id with its title and default severity.",
+        epilog="examples:\n  modelshield explain\n  modelshield explain MS-CODE-EXEC --format json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    explain.add_argument("rule", metavar="RULE", nargs="?", help="a rule id such as MS-CODE-EXEC")
+    explain.add_argument(
+        "--format", choices=["table", "json"], default="table", help="output format (default: table)"
+    )
     explain.set_defaults(handler=run_explain)
 
 
@@ -100,7 +138,29 @@ def explain_rule(rule: str) -> dict[str, Any]:
     }
 
 
+def list_rules() -> list[dict[str, Any]]:
+    return [
+        {
+            "rule": spec.id.value,
+            "title": spec.title,
+            "kind": spec.kind,
+            "default_severity": spec.default_severity.name,
+            "mandatory": spec.mandatory,
+        }
+        for spec in CATALOG.values()
+    ]
+
+
 def run_explain(args: argparse.Namespace) -> int:
+    if not args.rule:
+        rules = list_rules()
+        if args.format == "json":
+            print_json({"rules": rules})
+        else:
+            for r in rules:
+                print(f"{r['rule']:<18}  {r['kind']:<7}  {r['default_severity']:<8}  {r['title']}")
+            print("\n`modelshield explain RULE` for what a rule checks, why, and its settings")
+        return 0
     info = explain_rule(args.rule)
     if args.format == "json":
         print_json(info)
@@ -132,61 +192,37 @@ class FileResult:
     report: ScanReport
     evaluation: Evaluation
     io_error: bool = False
+    skip_reason: str | None = None  # not read: why (also an MS-SCAN-INCOMPLETE finding)
 
 
 @dataclass(frozen=True)
 class _Target:
     path: Path
     display: str
-    skip_reason: str | None = None  # not opened: symlink in a walk, special file
+    skip_reason: str | None = None  # not opened: link not followed or leaving the tree, special file
+    s3_uri: str | None = None  # an object to fetch first (s3://bucket/key[?versionId=...])
 
 
-def _targets(paths: Sequence[str]) -> Iterator[_Target]:
+def _targets(paths: Sequence[str], *, follow_symlinks: bool = False) -> Iterator[_Target]:
     for raw in paths:
+        if raw.startswith("s3://"):
+            yield _Target(Path(), raw, s3_uri=raw)
+            continue
         path = Path(raw)
         try:
-            info = path.stat()  # follows a symlink named explicitly
+            info = path.stat()  # follows a symlink named explicitly: the user asked for it
         except FileNotFoundError:
             raise UsageError(f"{raw}: no such file or directory") from None
         except OSError as exc:
             raise UsageError(f"{raw}: {exc.strerror or exc}") from None
         if stat.S_ISDIR(info.st_mode):
-            yield from _walk(path, raw)
+            for entry in walk_files(path, follow_symlinks=follow_symlinks):
+                display = os.path.normpath(os.path.join(raw, entry.relative))
+                yield _Target(entry.path, display, entry.skip_reason)
+        elif stat.S_ISREG(info.st_mode):
+            yield _Target(path, raw)
         else:
-            yield _classify(path, raw, info, in_walk=False)
-
-
-def _classify(path: Path, display: str, info: os.stat_result, *, in_walk: bool) -> _Target:
-    if in_walk and stat.S_ISLNK(info.st_mode):
-        target = os.readlink(path)
-        return _Target(path, display, f"symlink not followed (points to {target}); scan its target directly")
-    if not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
-        return _Target(path, display, "not a regular file (FIFO, socket or device); not opened")
-    return _Target(path, display)
-
-
-def _walk(root: Path, display_root: str) -> Iterator[_Target]:
-    def onerror(exc: OSError) -> None:
-        raise UsageError(f"{exc.filename}: cannot list directory: {exc.strerror}")
-
-    for current, dirnames, filenames in os.walk(root, followlinks=False, onerror=onerror):
-        dirnames.sort()
-        here = Path(current)
-        shown = os.path.join(display_root, os.path.relpath(current, root)) if here != root else display_root
-        entries: list[tuple[str, Path]] = []
-        for name in list(dirnames):
-            if (here / name).is_symlink():
-                dirnames.remove(name)  # never descend through a link
-                entries.append((name, here / name))
-        entries.extend((name, here / name) for name in filenames)
-        for name, path in sorted(entries):
-            display = os.path.normpath(os.path.join(shown, name))
-            try:
-                info = path.lstat()
-            except OSError as exc:
-                yield _Target(path, display, f"cannot stat: {exc.strerror}")
-                continue
-            yield _classify(path, display, info, in_walk=True)
+            yield _Target(path, raw, "not a regular file (FIFO, socket or device); not opened")
 
 
 def _pick_group(args: argparse.Namespace) -> tuple[SecurityGroup | None, list[SecurityGroup]]:
@@ -222,30 +258,60 @@ def scan_files(
     group: SecurityGroup | None,
     groups: Sequence[SecurityGroup],
     metadata: ArtifactMetadata,
+    follow_symlinks: bool = False,
 ) -> list[FileResult]:
     """Scan and evaluate every file under `paths` (see the module docstring for what is reported)."""
     from modelshield import scanning  # registers every scanner; imported here to keep `explain` fast
 
     results: list[FileResult] = []
-    for target in _targets(paths):
+    for target in _targets(paths, follow_symlinks=follow_symlinks):
         io_error = False
-        if target.skip_reason:
-            report = _not_scanned(target, target.skip_reason)
-        else:
-            try:
-                report = scanning.scan_path(target.path, display_name=target.display)
-            except OSError as exc:
-                report = _not_scanned(target, f"cannot read: {exc.strerror or exc}")
-                io_error = True
-        chosen = group or resolve_group(groups, "*", Path(os.path.normpath(target.display)).as_posix())[0]
-        evaluation = evaluate(
-            report, chosen, local_metadata(metadata, target.path), artifact_key=target.display
-        )
-        results.append(FileResult(target.display, report, evaluation, io_error))
+        with contextlib.ExitStack() as cleanup:
+            local = target.path
+            if target.s3_uri:
+                local = cleanup.enter_context(_fetched(target.s3_uri))
+            if target.skip_reason:
+                report = _not_scanned(target, target.skip_reason)
+            else:
+                try:
+                    report = scanning.scan_path(local, display_name=target.display)
+                except OSError as exc:
+                    report = _not_scanned(target, f"cannot read: {exc.strerror or exc}")
+                    io_error = True
+            where = target.display if not target.s3_uri else target.s3_uri.split("/", 3)[-1]
+            chosen = group or resolve_group(groups, "*", Path(os.path.normpath(where)).as_posix())[0]
+            evaluation = evaluate(report, chosen, local_metadata(metadata, local), artifact_key=where)
+        results.append(FileResult(target.display, report, evaluation, io_error, target.skip_reason))
     return results
 
 
+@contextlib.contextmanager
+def _fetched(uri: str) -> Iterator[Path]:
+    """Download an S3 object to a private temporary file (zip-based formats need random access)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from modelshield import wiring
+    from modelshield.aws import is_not_found
+    from modelshield.crypto.s3 import parse_s3_uri
+
+    location = parse_s3_uri(uri)
+    extra = {"VersionId": location.version_id} if location.version_id else {}
+    with tempfile.TemporaryDirectory(prefix="modelshield-scan-") as tmp:
+        local = Path(tmp) / (Path(location.key).name or "object")
+        try:
+            s3 = wiring.s3_client()
+            s3.download_file(location.bucket, location.key, str(local), ExtraArgs=extra or None)
+        except ClientError as exc:
+            if is_not_found(exc):
+                raise UsageError(f"{uri}: no such object (check the bucket, key and version)") from None
+            raise UsageError(f"{uri}: cannot download: {exc}") from None
+        except BotoCoreError as exc:
+            raise UsageError(f"{uri}: cannot download: {exc}") from None
+        yield local
+
+
 def result_json(result: FileResult) -> dict[str, Any]:
+    """One file as a result of schemas/scan-result.schema.json (the same shape `verdict` prints)."""
     report, evaluation = result.report, result.evaluation
     return {
         "path": result.path,
@@ -257,51 +323,30 @@ def result_json(result: FileResult) -> dict[str, Any]:
         "size": report.size,
         "group": evaluation.group,
         "group_version": evaluation.group_version,
-        "findings": [
-            {"rule": f.rule.value, "severity": f.severity.name, "message": f.message, "location": f.location}
-            for f in report.findings
-        ],
-        "rules": [
-            {
-                "rule": r.rule.value,
-                "status": r.status.value,
-                "blocking": r.blocking,
-                "severity": r.severity.name,
-                "message": r.message,
-            }
-            for r in evaluation.rules
-        ],
+        "findings": [f.model_dump(mode="json") for f in report.findings],
+        "rules": [r.model_dump(mode="json", exclude={"findings"}) for r in evaluation.rules],
     }
 
 
+def skipped_of(results: Sequence[FileResult]) -> list[dict[str, str]]:
+    return [{"path": r.path, "reason": r.skip_reason} for r in results if r.skip_reason]
+
+
 def print_table(results: Sequence[FileResult]) -> None:
-    width = max(len(rule.value) for rule in CATALOG)
     for result in results:
         report, evaluation = result.report, result.evaluation
         print(f"Scan of {result.path} using {evaluation.group} group (v{evaluation.group_version})")
         sha = report.sha256[:16] + "..." if report.sha256 else "-"
         print(f"  format {report.format.value}, {report.size} bytes, sha256 {sha}")
         for rule in evaluation.rules:
-            if rule.status == RuleStatus.SKIPPED:
-                mode = "disabled"
-            else:
-                mode = "blocking" if rule.blocking else "warning"
-            line = f"  {_STATUS[rule.status]:<5} {rule.rule.value:<{width}}  {mode:<8}"
-            if rule.status in (RuleStatus.FAIL, RuleStatus.ERROR):
-                line += f"  {rule.severity.name:<8}  {rule.message}"
-            elif rule.message and rule.status == RuleStatus.PASS:
-                line += f"  {rule.message}"
-            print(line.rstrip())
+            print(rule_line(rule))
         if report.findings:
             print("  findings:")
             for f in report.findings:
-                print(f"    {f.severity.name:<8}  {f.rule.value:<{width}}  {f.location}  {f.message}")
+                print(finding_line(f))
         print(f"  verdict: {evaluation.verdict.value}")
         print()
-    if len(results) > 1:
-        counts = {v: sum(1 for r in results if r.evaluation.verdict == v) for v in Verdict}
-        parts = ", ".join(f"{n} {v.value.lower().replace('_', ' ')}" for v, n in counts.items() if n)
-        print(f"{len(results)} files scanned: {parts}")
+    print(summary_line(summary([result_json(r) for r in results], skipped_of(results)), "file"))
 
 
 def run_scan(args: argparse.Namespace) -> int:
@@ -313,15 +358,21 @@ def run_scan(args: argparse.Namespace) -> int:
         raise UsageError("scan: give at least one PATH (a file or a directory)")
     metadata = metadata_from_pairs(args.metadata)
     group, groups = _pick_group(args)
-    results = scan_files(args.paths, group=group, groups=groups, metadata=metadata)
+    results = scan_files(
+        args.paths, group=group, groups=groups, metadata=metadata, follow_symlinks=args.follow_symlinks
+    )
     if not results:
         raise UsageError(f"no files to scan under {' '.join(args.paths)}")
-    if args.format == "json":
-        print_json({"results": [result_json(r) for r in results]})
-    elif args.format == "sarif":
-        print_json(sarif_log([(r.report, r.evaluation) for r in results]))
-    else:
-        print_table(results)
+    with output_to(args.output):
+        if args.format == "json":
+            print_json(report([result_json(r) for r in results], skipped_of(results)))
+        elif args.format == "sarif":
+            print_json(sarif_log([(r.report, r.evaluation) for r in results]))
+        else:
+            print_table(results)
+    if args.output or args.format != "table":  # the summary still reaches a person watching stderr
+        counts = summary([result_json(r) for r in results], skipped_of(results))
+        print(summary_line(counts, "file"), file=sys.stderr)
     unreadable = [r for r in results if r.io_error]
     for r in unreadable:
         print(f"modelshield: error: {r.path}: {r.report.findings[0].message}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import subprocess
@@ -14,10 +15,21 @@ from typing import Any
 from modelshield import config, wiring
 from modelshield.admin import request_rescan
 from modelshield.cli.output import add_format_flag, print_json, print_table
+from modelshield.cli.report import (
+    add_output_flag,
+    finding_line,
+    output_to,
+    record_json,
+    rule_line,
+    summary,
+    summary_line,
+)
 from modelshield.crypto.streams import Expectation
 from modelshield.errors import ArtifactNotFound, ConfigError, StackNotRunning, UsageError
 from modelshield.local import stack as local
 from modelshield.models import ScanRecord
+from modelshield.progress import Progress, progress_wanted
+from modelshield.walk import walk_files
 
 
 def register(sub: Any) -> None:
@@ -36,21 +48,69 @@ def register(sub: Any) -> None:
     add_format_flag(status)
     status.set_defaults(handler=cmd_local_status)
 
-    upload = sub.add_parser("upload", help="upload a model file or directory to the ingest bucket")
-    upload.add_argument("path", type=Path)
-    upload.add_argument("--key", required=True, help="object key (a prefix when PATH is a directory)")
-    upload.add_argument(
-        "--metadata", action="append", default=[], metavar="KEY=VALUE", help="object user metadata"
+    upload = sub.add_parser(
+        "upload",
+        help="upload a model file or directory to the ingest bucket (and wait for the verdict)",
+        description="Upload PATH (a file, or every file under a directory) to the stack's ingest bucket; "
+        "the scanner picks it up from there. Files over 64 MiB go up as multipart uploads (S3 refuses "
+        "single PUTs over 5 GB). With --wait, print each verdict and a summary; exit 0 when everything "
+        "was released, 1 when something was blocked or errored, 2 on usage or I/O errors. A progress bar "
+        "(bytes, rate, phase) is drawn on stderr when it is a terminal, unless --quiet.",
+        epilog="examples:\n"
+        "  modelshield upload model.pt --key models/model.pt --wait\n"
+        "  modelshield upload ./checkpoints --key models/run-7/ --wait --format json -o verdicts.json\n"
+        "  modelshield upload ~/.cache/huggingface/hub/models--org--name --key huggingface/org/name "
+        "--follow-symlinks",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    upload.add_argument("--wait", action="store_true", help="wait for the verdict and print it")
-    upload.add_argument("--timeout", type=float, default=120.0, help="seconds to wait with --wait")
+    upload.add_argument("path", type=Path, metavar="PATH", help="a model file, or a directory of them")
+    upload.add_argument(
+        "--key",
+        required=True,
+        help="object key for a file; for a directory, the prefix its relative paths go under",
+    )
+    upload.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="object user metadata, e.g. license=mit (repeatable)",
+    )
+    upload.add_argument(
+        "--wait", action="store_true", help="wait for every verdict, print them and a summary"
+    )
+    upload.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="with --wait: give up on a verdict after this many seconds (default: 120)",
+    )
+    upload.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="in a directory, follow symlinks that stay inside it (Hugging Face caches); links leaving it "
+        "are refused and named (default: links are skipped and named)",
+    )
+    upload.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_format_flag(upload)
+    add_output_flag(upload)
     upload.set_defaults(handler=cmd_upload)
 
-    verdict = sub.add_parser("verdict", help="the latest scan of an uploaded artifact")
+    verdict = sub.add_parser(
+        "verdict",
+        help="the latest scan of an uploaded artifact",
+        description="Print the latest scan record of an artifact: verdict, every rule, findings, encryption "
+        "state. JSON is the record as stored plus `path` (schemas/scan-result.schema.json). Exit 0 when "
+        "the verdict releases the artifact, 1 when it does not, 2 when there is no record.",
+        epilog="examples:\n  modelshield verdict models/model.pt\n"
+        "  modelshield verdict s3://BUCKET/models/model.pt --format json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verdict.add_argument("key", help="object key in the ingest bucket, or s3://bucket/key")
-    verdict.add_argument("--version", default=None, help="a specific object version")
+    verdict.add_argument("--version", default=None, help="a specific object version (default: the latest)")
     add_format_flag(verdict)
+    add_output_flag(verdict)
     verdict.set_defaults(handler=cmd_verdict)
 
     rescan = sub.add_parser("rescan", help="re-evaluate a group's artifacts after its rules changed")
@@ -58,8 +118,16 @@ def register(sub: Any) -> None:
     scope.add_argument("--group", help="security group whose artifacts to rescan")
     scope.add_argument("--all", action="store_true", help="rescan every artifact")
     rescan.add_argument("--wait", action="store_true", help="wait for the new verdicts and print them")
-    rescan.add_argument("--timeout", type=float, default=300.0)
+    rescan.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --wait: give up on an artifact's rescan after this many seconds (default: 300)",
+    )
+    rescan.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_format_flag(rescan)
+    add_output_flag(rescan)
     rescan.set_defaults(handler=cmd_rescan)
 
     demo = sub.add_parser(
@@ -165,15 +233,24 @@ def _parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
     return result
 
 
-def _files_to_upload(path: Path, key: str) -> list[tuple[Path, str]]:
+def _files_to_upload(
+    path: Path, key: str, *, follow_symlinks: bool = False
+) -> tuple[list[tuple[Path, str]], list[dict[str, str]]]:
+    """(file, key) pairs to upload, and the entries skipped with why (links, special files)."""
     if path.is_file():
-        return [(path, key)]
+        return [(path, key)], []
     if path.is_dir():
         prefix = key.rstrip("/")
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        files, skipped = [], []
+        for entry in walk_files(path, follow_symlinks=follow_symlinks):
+            if entry.skip_reason:
+                skipped.append({"path": str(path / entry.relative), "reason": entry.skip_reason})
+            else:
+                files.append((entry.path, f"{prefix}/{entry.relative}" if prefix else entry.relative))
         if not files:
-            raise UsageError(f"{path} contains no files to upload")
-        return [(p, f"{prefix}/{p.relative_to(path).as_posix()}") for p in files]
+            also = f" ({len(skipped)} skipped)" if skipped else ""
+            raise UsageError(f"{path} contains no files to upload{also}")
+        return files, skipped
     raise UsageError(f"{path}: no such file or directory")
 
 
@@ -181,27 +258,44 @@ def cmd_upload(args: Any) -> int:
     target = _target()
     metadata = _parse_pairs(args.metadata, "--metadata")
     from modelshield.store.scans import ScanStore
+    from modelshield.transfer import upload_file
 
+    files, skipped = _files_to_upload(args.path, args.key, follow_symlinks=args.follow_symlinks)
+    for s in skipped:
+        print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
     s3 = wiring.s3_client()
     uploaded: list[tuple[str, str | None]] = []
-    for file, key in _files_to_upload(args.path, args.key):
-        with file.open("rb") as body:
-            response = s3.put_object(Bucket=target["INGEST_BUCKET"], Key=key, Body=body, Metadata=metadata)
-        uploaded.append((key, response.get("VersionId")))
+    total = sum(f.stat().st_size for f, _ in files)
+    label = files[0][0].name if len(files) == 1 else f"{len(files)} files"
+    bucket = target["INGEST_BUCKET"]
+    with Progress(total, phase="uploading", label=label, enabled=progress_wanted(args.quiet)) as bar:
+        for file, key in files:
+            version = upload_file(s3, file, bucket=bucket, key=key, metadata=metadata, progress=bar)
+            uploaded.append((key, version))
         if not args.wait:
-            print(f"uploaded s3://{target['INGEST_BUCKET']}/{key} (version {response.get('VersionId')})")
-    if not args.wait:
-        return 0
-    store = ScanStore(target["SCANS_TABLE"], wiring.dynamodb())
-    records = [
-        wait_for_scan(store, f"{target['INGEST_BUCKET']}/{key}", version, args.timeout)
-        for key, version in uploaded
-    ]
-    if args.format == "json":
-        print_json({"results": [r.model_dump(mode="json") for r in records]})
-    else:
-        for record in records:
-            print_scan_record(record)
+            bar.close()
+            for key, version in uploaded:
+                print(f"uploaded s3://{bucket}/{key} (version {version})")
+            return 0
+        store = ScanStore(target["SCANS_TABLE"], wiring.dynamodb())
+        bar.phase("scanning", total=len(uploaded))
+        bar.unit = "files"
+        records = []
+        for key, version in uploaded:
+            records.append(wait_for_scan(store, f"{target['INGEST_BUCKET']}/{key}", version, args.timeout))
+            bar.advance(1)
+    results = [record_json(r) for r in records]
+    counts = summary(results, skipped)
+    with output_to(args.output):
+        if args.format == "json":
+            print_json({"results": results, "summary": counts})
+        else:
+            for record in records:
+                print_scan_record(record)
+                print()
+            print(summary_line(counts, "file", "uploaded"))
+    if args.output or args.format == "json":
+        print(summary_line(counts, "file", "uploaded"), file=sys.stderr)
     return 0 if all(r.verdict.releases for r in records) else 1
 
 
@@ -233,15 +327,18 @@ def cmd_verdict(args: Any) -> int:
             + (f" version {args.version}" if args.version else "")
             + ": check the key (`aws s3 ls`), or wait a few seconds after uploading"
         )
-    if args.format == "json":
-        print_json(record.model_dump(mode="json"))
-    else:
-        print_scan_record(record)
+    with output_to(args.output):
+        if args.format == "json":
+            print_json(record_json(record))
+        else:
+            print_scan_record(record)
     return 0 if record.verdict.releases else 1
 
 
 def print_scan_record(record: ScanRecord) -> None:
-    print(f"Scan of {record.key}:{record.version_id} using {record.group or '(no)'} group")
+    """The same rule and finding lines as `scan`'s table (cli/report.py)."""
+    group = f"{record.group or '(no)'} group (v{record.group_version})"
+    print(f"Scan of {record.key}:{record.version_id} using {group}")
     print(
         f"  verdict: {record.verdict.value}   encryption: {record.encryption_state.value}"
         f"   format: {record.format.value}"
@@ -253,10 +350,11 @@ def print_scan_record(record: ScanRecord) -> None:
     if record.message:
         print(f"  summary: {record.message}")
     for rule in record.rules:
-        mode = "blocking" if rule.blocking else "warn"
-        print(f"  {rule.status.value:<7} {rule.rule.value:<20} {mode:<8} {rule.message}")
-    for finding in record.findings:
-        print(f"    - [{finding.severity.name}] {finding.rule.value} {finding.location}: {finding.message}")
+        print(rule_line(rule))
+    if record.findings:
+        print("  findings:")
+        for finding in record.findings:
+            print(finding_line(finding))
 
 
 def cmd_rescan(args: Any) -> int:
@@ -292,27 +390,36 @@ def cmd_rescan(args: Any) -> int:
 
     scans = ScanStore(target["SCANS_TABLE"], wiring.dynamodb())
     records = []
-    for state in states:
-        deadline = time.monotonic() + args.timeout
-        while True:
-            record = scans.latest(state.artifact_id, state.version_id)
-            if (
-                record is not None
-                and record.trigger == "rescan"
-                and record.scanned_at.timestamp() >= started - 1
-            ):
-                records.append(record)
-                break
-            if time.monotonic() > deadline:
-                raise ArtifactNotFound(f"rescan of {state.artifact_id} did not finish in {args.timeout:.0f}s")
-            time.sleep(0.25)
-    if args.format == "json":
-        print_json({"request_id": request_id, "results": [r.model_dump(mode="json") for r in records]})
-    else:
-        print_table(
-            ["artifact", "version", "verdict", "encryption"],
-            [[r.key, r.version_id, r.verdict.value, r.encryption_state.value] for r in records],
-        )
+    bar = Progress(len(states), phase="rescanning", unit="artifacts", enabled=progress_wanted(args.quiet))
+    with bar:
+        for state in states:
+            deadline = time.monotonic() + args.timeout
+            while True:
+                record = scans.latest(state.artifact_id, state.version_id)
+                if (
+                    record is not None
+                    and record.trigger == "rescan"
+                    and record.scanned_at.timestamp() >= started - 1
+                ):
+                    records.append(record)
+                    bar.advance(1)
+                    break
+                if time.monotonic() > deadline:
+                    raise ArtifactNotFound(
+                        f"rescan of {state.artifact_id} did not finish in {args.timeout:.0f}s"
+                    )
+                time.sleep(0.25)
+    results = [record_json(r) for r in records]
+    counts = summary(results)
+    with output_to(args.output):
+        if args.format == "json":
+            print_json({"request_id": request_id, "results": results, "summary": counts})
+        else:
+            print_table(
+                ["artifact", "version", "verdict", "encryption"],
+                [[r.key, r.version_id, r.verdict.value, r.encryption_state.value] for r in records],
+            )
+            print(summary_line(counts, "artifact", "rescanned"))
     return 0 if all(r.verdict.releases for r in records) else 1
 
 

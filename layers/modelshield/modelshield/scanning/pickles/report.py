@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import threading
 from typing import Any, BinaryIO
 
 from modelshield.models import RuleId, Severity
@@ -29,6 +30,9 @@ def _record_globals(ctx: ScanContext, walk: WalkResult) -> None:
             seen.append(record.qualified)
 
 
+_FICKLING_OUTPUT = threading.Lock()  # redirect_stdout swaps a process-wide object: one swap at a time
+
+
 def decompile_excerpt(data: bytes) -> str | None:
     """fickling's static decompilation of a flagged pickle into the Python it would run (never executed)."""
     if len(data) > MAX_DECOMPILE_BYTES:
@@ -36,7 +40,13 @@ def decompile_excerpt(data: bytes) -> str | None:
     try:
         from fickling.fickle import Interpreter, InterpreterLimits, Pickled
 
-        with contextlib.redirect_stderr(io.StringIO()):
+        # fickling reports malformed input with bare writes to stdout *and* stderr ("Warning: malformed
+        # pickle file ..."); stdout carries `--format json` and SARIF, which must always parse.
+        with (
+            _FICKLING_OUTPUT,
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             pickled = Pickled.load(data, fail_on_decode_error=False)
             interpreter = Interpreter(
                 pickled,
