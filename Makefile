@@ -14,16 +14,21 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 	browser vendor dashboard-screenshot
 
 $(BIN)/python:
+	@echo "==> creating the virtualenv $(VENV)/ with $$($(PYTHON) --version)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "==> upgrading pip in $(VENV)/"
 	$(BIN)/pip install -q --upgrade pip
 
 # Runtime + local stack only: what `make demo` needs.
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	@echo "==> installing ModelShield and the local stack (moto server) into $(VENV)/ (first time: ~45 s)"
 	$(BIN)/pip install -q -e ".[local]"
 	touch $@
 
 # Everything for tests: dev tools and the real ML libraries that build benign fixtures.
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
+	@echo "==> installing ModelShield, test tools and the fixture libraries (torch, keras, ...) into $(VENV)/"
+	@echo "    (first time: a few minutes, ~1.5 GB; later runs skip this step)"
 	$(BIN)/pip install -q -e ".[local,dev,fixtures]"
 	touch $@ $(VENV)/.runtime
 
@@ -64,17 +69,22 @@ requirements:
 	$(PYTHON) scripts/gen_requirements.py
 
 $(SAM_VENV)/bin/sam:
+	@echo "==> installing the AWS SAM CLI 1.170.0 into $(SAM_VENV)/ (first time: ~70 s, ~340 MB)"
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install -q aws-sam-cli==1.170.0
 
-# sam build without Docker. The runtime is python3.13: pyenv machines carry it; SAM needs it on PATH.
+# sam build without Docker. The runtime is python3.13, which SAM wants on PATH: scripts/find_python.sh
+# finds it (pyenv versions, then PATH) or stops with how to install it.
 build: $(SAM_VENV)/bin/sam
-	PATH="$$(scripts/find_python.sh 3.13):$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
+	@py313="$$(scripts/find_python.sh 3.13)" && echo "==> sam build with $$py313/python3.13" && \
+	  PATH="$$py313:$$PATH" $(SAM_VENV)/bin/sam build --template template.yaml
 
 # The handler and pipeline tests again under the Lambda runtime's Python (3.13), without the ML fixture libraries.
 RUNTIME_VENV := .tools/py313
 $(RUNTIME_VENV)/.installed: pyproject.toml
-	PATH="$$(scripts/find_python.sh 3.13):$$PATH" python3.13 -m venv $(RUNTIME_VENV)
+	@py313="$$(scripts/find_python.sh 3.13)" && echo "==> creating $(RUNTIME_VENV)/ with $$py313/python3.13" && \
+	  "$$py313/python3.13" -m venv $(RUNTIME_VENV)
+	@echo "==> installing ModelShield and test tools into $(RUNTIME_VENV)/"
 	$(RUNTIME_VENV)/bin/pip install -q -e ".[local,dev]"
 	touch $@
 

@@ -39,6 +39,7 @@ def moto_stack(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS
             "dynamodb": boto3.client("dynamodb"),
             "kms": boto3.client("kms"),
             "ssm": boto3.client("ssm"),
+            "events": boto3.client("events"),
         }
         out = LocalProvisioner(
             load_template(ROOT / "template.yaml"), stack_name="mstest", clients=clients

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def provisioned(monkeypatch: pytest.MonkeyPatch):
     moto_credentials(monkeypatch)
     with mock_aws():
-        clients = {n: boto3.client(n) for n in ("s3", "sqs", "dynamodb", "kms", "ssm")}
+        clients = {n: boto3.client(n) for n in ("s3", "sqs", "dynamodb", "kms", "ssm", "events")}
         out = LocalProvisioner(
             load_template(ROOT / "template.yaml"), stack_name="unit", clients=clients
         ).provision()

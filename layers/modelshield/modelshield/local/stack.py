@@ -144,7 +144,7 @@ class LocalStack:
         }
         config.export(base_env)
         config.unset(("AWS_PROFILE", "AWS_SESSION_TOKEN"))
-        clients = {name: self.client(name) for name in ("s3", "sqs", "dynamodb", "kms", "ssm")}
+        clients = {name: self.client(name) for name in ("s3", "sqs", "dynamodb", "kms", "ssm", "events")}
         provisioned = LocalProvisioner(
             load_template(template_path()), stack_name=STACK_NAME, clients=clients
         ).provision()

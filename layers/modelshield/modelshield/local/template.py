@@ -81,6 +81,7 @@ class LocalProvisioner:
         self.ddb = clients["dynamodb"]
         self.kms = clients["kms"]
         self.ssm = clients.get("ssm")
+        self.events = clients.get("events")  # only needed by templates with an event bus
         self.out = Provisioned()
         self.resources: dict[str, Any] = template.get("Resources", {})
         self.parameters = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
@@ -258,6 +259,14 @@ class LocalProvisioner:
         self.out.names[logical] = name
         self.out.arns[logical] = f"arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter{name}"
 
+    def _event_bus(self, logical: str, props: dict[str, Any]) -> None:
+        if self.events is None:
+            raise ValueError(f"template: {logical} needs an `events` client to be provisioned locally")
+        name = str(self.resolve(props.get("Name", self._physical(logical))))
+        arn = self.events.create_event_bus(Name=name)["EventBusArn"]
+        self.out.names[logical] = name
+        self.out.arns[logical] = arn
+
     def _function(self, logical: str, resource: dict[str, Any]) -> FunctionSpec:
         glob = self.template.get("Globals", {}).get("Function", {})
         props = resource.get("Properties", {})
@@ -324,4 +333,5 @@ _CREATORS = {
     "AWS::KMS::Key": LocalProvisioner._key,
     "AWS::KMS::Alias": LocalProvisioner._alias,
     "AWS::SSM::Parameter": LocalProvisioner._parameter,
+    "AWS::Events::EventBus": LocalProvisioner._event_bus,
 }
