@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 from modelshield.local.samples import benign_checkpoint, malicious_pickle
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "schemas" / "scan-result.schema.json").read_text())
 
 
 def run(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -82,7 +84,13 @@ def test_local_up_upload_verdict_down(cli_env: dict[str, str], tmp_path: Path) -
         assert allowed.returncode == 0, allowed.stdout + allowed.stderr
         assert "verdict: ALLOWED" in allowed.stdout
         assert blocked.returncode == 1
-        assert json.loads(blocked.stdout)["results"][0]["verdict"] == "BLOCKED"
+        report = json.loads(blocked.stdout)
+        jsonschema.validate(report, SCHEMA, cls=jsonschema.Draft202012Validator)
+        assert report["results"][0]["verdict"] == "BLOCKED"
+        assert report["summary"]["blocked"] == [report["results"][0]["path"]]
+        assert {f["severity"] for f in report["results"][0]["findings"]} >= {"CRITICAL"}
+        assert "1 file uploaded: 1 blocked" in blocked.stderr
+        assert allowed.stdout.strip().splitlines()[-1] == "1 file uploaded: 1 allowed"
 
         # And verdict KEY prints the latest scan (table and JSON) from DynamoDB
         table = run("verdict", "models/bad.pkl", env=cli_env)
@@ -93,6 +101,9 @@ def test_local_up_upload_verdict_down(cli_env: dict[str, str], tmp_path: Path) -
         )
         as_json = json.loads(run("verdict", "models/good.pt", "--format", "json", env=cli_env).stdout)
         assert as_json["verdict"] == "ALLOWED" and as_json["encryption_state"] == "ENCRYPTED"
+        jsonschema.validate(as_json, SCHEMA, cls=jsonschema.Draft202012Validator)
+        bad_json = json.loads(run("verdict", "models/bad.pkl", "--format", "json", env=cli_env).stdout)
+        assert bad_json["findings"] == report["results"][0]["findings"]  # one shape, as stored
 
         # And an unknown key is a clear error, not a traceback
         missing = run("verdict", "models/nope.pt", env=cli_env)

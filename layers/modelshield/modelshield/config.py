@@ -245,6 +245,9 @@ class LocalSettings(EnvModel):
     state_dir: str = env("MODELSHIELD_STATE_DIR", "local stack state", str(Path.home() / ".modelshield"))
     target: str | None = env("MODELSHIELD_TARGET", "`aws` to ignore a running local stack", None)
     ingest_bucket: str | None = env("INGEST_BUCKET", "the ingest bucket name", None)
+    access_key_id: str | None = env(
+        "AWS_ACCESS_KEY_ID", "credentials the caller chose (e.g. from `modelshield local assume`)", None
+    )
 
 
 class AnchorSettings(EnvModel):

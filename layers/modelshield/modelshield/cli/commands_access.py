@@ -21,21 +21,41 @@ def register(sub: Any) -> None:
     access_sub = access.add_subparsers(dest="access_command", metavar="ACTION")
     access_sub.required = True
 
-    req = access_sub.add_parser("request", help="ask for decryption access to an artifact")
+    req = access_sub.add_parser(
+        "request",
+        help="ask for decryption access to an artifact",
+        description="Ask for a time-limited KMS grant to decrypt one artifact version. A Security Engineer "
+        "(a different principal) approves or denies it; you are identified by your AWS credentials.",
+        epilog="examples:\n"
+        '  modelshield access request "$INGEST_BUCKET/models/model.pt" --reason "serve v2" --hours 8\n'
+        '  REQUEST_ID=$(modelshield access request "$INGEST_BUCKET/models/model.pt" --reason r --hours 1 -q)',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     req.add_argument("artifact", help="artifact id: <bucket>/<key>")
     req.add_argument("--version", help="artifact version id (default: the latest recorded)")
     req.add_argument("--reason", required=True, help="why you need it (kept in the audit log)")
-    req.add_argument("--hours", type=int, required=True, help="how long the grant should last")
+    req.add_argument("--hours", type=int, required=True, help="how long the grant should last, in hours")
+    req.add_argument("-q", "--quiet", action="store_true", help="print only the new request's id")
     add_format_flag(req)
     req.set_defaults(handler=cmd_request)
 
     for name, help_text in (
-        ("approve", "approve a pending request (Security Engineers)"),
-        ("deny", "deny it"),
+        ("approve", "approve a pending request (Security Engineers; never the requester)"),
+        ("deny", "deny a pending request (Security Engineers)"),
     ):
-        decide = access_sub.add_parser(name, help=help_text)
-        decide.add_argument("request_id")
-        decide.add_argument("--reason", default="")
+        decide = access_sub.add_parser(
+            name,
+            help=help_text,
+            description=f"{help_text[0].upper()}{help_text[1:]}. The caller must match the stack's "
+            "SecurityEngineerRolePattern; on the local stack act as one with "
+            '`eval "$(modelshield local assume security-engineer)"`.',
+            epilog=f'example:\n  modelshield access {name} REQUEST_ID --reason "ticket SEC-42"',
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        decide.add_argument("request_id", metavar="REQUEST_ID", help="from `access request` or `access list`")
+        decide.add_argument(
+            "--reason", default="", help="why (kept in the audit log with your identity; default: none)"
+        )
         add_format_flag(decide)
         decide.set_defaults(handler=cmd_decide, decision=name)
 
@@ -96,7 +116,10 @@ def cmd_request(args: argparse.Namespace) -> int:
         reason=args.reason,
         hours=args.hours,
     )
-    _print([request], args.format)
+    if args.quiet:
+        print(request.request_id)
+    else:
+        _print([request], args.format)
     return 0
 
 

@@ -18,7 +18,9 @@ import yaml
 from modelshield import config, wiring
 from modelshield.admin import apply_groups
 from modelshield.cli.output import print_json, print_table
-from modelshield.policy.groups import SecurityGroup, load_groups
+from modelshield.errors import UsageError
+from modelshield.policy.groups import SecurityGroup, load_groups, load_groups_with_lines
+from modelshield.policy.preflight import check_groups
 from modelshield.store.groups import GroupStore
 
 
@@ -36,8 +38,22 @@ def register(sub: Any) -> None:
     show.add_argument("--format", choices=["yaml", "json"], default="yaml", help="output format")
     show.set_defaults(handler=run_show)
 
-    apply = actions.add_parser("apply", help="create or update groups from a YAML file (bumps versions)")
-    apply.add_argument("file", metavar="FILE")
+    apply = actions.add_parser(
+        "apply",
+        help="create or update groups from a YAML file (checked against the stack first; bumps versions)",
+        description="Validate FILE, then check it against the live stack before storing anything: every "
+        "kms_key_id must name an enabled symmetric KMS key that issues data keys, and no source may already "
+        "belong to another stored group. Problems name the file line at fault; any error refuses the whole "
+        "file (exit 2), warnings are printed and the file is applied. --dry-run stops after the checks and "
+        "prints what would change.",
+        epilog="examples:\n  modelshield groups apply examples/groups.yaml --dry-run\n"
+        "  modelshield groups apply examples/groups.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    apply.add_argument("file", metavar="FILE", help="security groups YAML (see examples/groups.yaml)")
+    apply.add_argument(
+        "--dry-run", action="store_true", help="check and show what would change; store nothing"
+    )
     apply.add_argument(
         "--ingest-bucket",
         default=None,
@@ -121,16 +137,51 @@ def run_show(args: argparse.Namespace) -> int:
 def run_apply(args: argparse.Namespace) -> int:
     store = _store()
     ingest_bucket = args.ingest_bucket if args.ingest_bucket is not None else store.ingest_bucket
-    groups = load_groups(Path(args.file), ingest_bucket=ingest_bucket)
-    audit = wiring.optional_audit_log()
-    changes = apply_groups(store, groups, origin=str(args.file), audit=audit, principal=wiring.caller_arn)
-    if args.format == "json":
-        print_json({"applied": changes})
+    groups, lines, origin = load_groups_with_lines(Path(args.file), ingest_bucket=ingest_bucket)
+    stored = store.list()
+    problems = check_groups(groups, lines, kms=wiring.client("kms"), stored=stored)
+    errors = [p for p in problems if p.level == "error"]
+    for p in problems:
+        if p.level == "warning":
+            print(f"modelshield: warning: {p.render(origin)}", file=sys.stderr)
+    if errors:
+        raise UsageError(
+            f"{origin}: not applied, nothing was stored ({len(errors)} problem(s) against the live stack)"
+            + "".join(f"\n  {p.render(origin)}" for p in errors)
+        )
+    if args.dry_run:
+        changes = _planned(groups, {g.name: g for g in stored})
     else:
+        audit = wiring.optional_audit_log()
+        changes = apply_groups(store, groups, origin=str(args.file), audit=audit, principal=wiring.caller_arn)
+    if args.format == "json":
+        print_json({"dry_run": args.dry_run, "applied": [] if args.dry_run else changes, "changes": changes})
+    else:
+        verb = "would be " if args.dry_run else ""
         for c in changes:
             versions = f"v{c['to']}" if c["from"] in (None, c["to"]) else f"v{c['from']} -> v{c['to']}"
-            print(f"{c['name']}: {c['change']} ({versions})")
+            print(f"{c['name']}: {verb}{c['change']} ({versions})")
+        if args.dry_run:
+            print(f"dry run: {origin} passed every check; nothing was stored")
     return 0
+
+
+def _planned(groups: list[SecurityGroup], stored: dict[str, SecurityGroup]) -> list[dict[str, Any]]:
+    """What `apply` would report, computed without writing."""
+    changes = []
+    for group in groups:
+        before = stored.get(group.name)
+        if before is None:
+            changes.append({"name": group.name, "change": "created", "from": None, "to": 1})
+        elif group_document(before) | {"version": 0} == group_document(group) | {"version": 0}:
+            changes.append(
+                {"name": group.name, "change": "unchanged", "from": before.version, "to": before.version}
+            )
+        else:
+            changes.append(
+                {"name": group.name, "change": "updated", "from": before.version, "to": before.version + 1}
+            )
+    return changes
 
 
 def run_validate(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,28 @@ def register(sub: Any) -> None:
     local_sub.add_parser("env", help="print `export` lines for the running stack").set_defaults(
         handler=cmd_local_env
     )
-    status = local_sub.add_parser("status", help="is the local stack running, and where")
+    assume = local_sub.add_parser(
+        "assume",
+        help="print exports that act as another IAM role on the local stack (e.g. the Security Engineer)",
+        description="Assume ROLE through the local stack's STS and print `export` lines for its temporary "
+        "credentials. ModelShield takes identity from `sts get-caller-identity`, so after `eval` every "
+        "command acts as that role. `security-engineer` is the role the template's "
+        "SecurityEngineerRolePattern names (ModelShieldSecurityEngineer); any other name is a role of "
+        "that name (e.g. InferenceService for a model consumer). Local only: moto checks no trust policy. "
+        '`eval "$(modelshield local env)"` goes back to the stack\'s own identity.',
+        epilog="examples:\n"
+        '  eval "$(modelshield local assume security-engineer --session alice)"\n'
+        '  eval "$(modelshield local assume InferenceService --session svc-1)"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    assume.add_argument("role", metavar="ROLE", help="security-engineer, or any IAM role name")
+    assume.add_argument(
+        "--session", default="local", help="role session name, shown in the audit log (default: local)"
+    )
+    assume.set_defaults(handler=cmd_local_assume)
+    status = local_sub.add_parser(
+        "status", help="is the local stack running, and where (exit 0: running, 1: not running)"
+    )
     add_format_flag(status)
     status.set_defaults(handler=cmd_local_status)
 
@@ -174,11 +196,44 @@ def cmd_local_down(args: Any) -> int:
     if state is None:
         print("local stack is not running")
         return 0
-    os.kill(int(state["pid"]), 15)
-    deadline = time.monotonic() + 20
-    while local.read_state() is not None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    print(f"local stack at {state['endpoint']} stopped")
+    pid = int(state["pid"])
+    os.kill(pid, 15)
+    if not _wait_gone(pid, 30):
+        os.kill(pid, 9)  # the daemon ignored SIGTERM for 30 s: it holds nothing that must be flushed
+        if not _wait_gone(pid, 5):
+            raise StackNotRunning(f"the local stack (pid {pid}) did not stop; kill it by hand")
+    local.state_file().unlink(missing_ok=True)
+    print(
+        f"local stack at {state['endpoint']} stopped (pid {pid} has exited); its buckets, tables and keys "
+        "lived in moto's memory and are gone"
+    )
+    return 0
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    """Wait until process `pid` has exited (reaped or not ours); True if it did within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)  # our own child (tests start it so): reap it
+            if finished:
+                return True
+        except ChildProcessError:
+            pass  # started by another `modelshield local up`: not our child, so poll for it instead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def cmd_local_assume(args: Any) -> int:
+    arn, creds = local.assume_role(local.require_state(), args.role, args.session)
+    print(f'# acting as {arn}; `eval "$(modelshield local env)"` to go back')
+    print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in creds.items()))
     return 0
 
 
@@ -188,6 +243,7 @@ def cmd_local_env(args: Any) -> int:
 
 
 def cmd_local_status(args: Any) -> int:
+    """Exit 0 when a local stack is running, 1 when not (so scripts can test it)."""
     state = local.read_state()
     if args.format == "json":
         print_json({"running": state is not None, **(state or {})})
@@ -197,7 +253,7 @@ def cmd_local_status(args: Any) -> int:
         print(f"local stack: running at {state['endpoint']} (pid {state['pid']})")
         for name, value in state["outputs"].items():
             print(f"  {name}: {value}")
-    return 0
+    return 0 if state is not None else 1
 
 
 # -- talking to a stack ---------------------------------------------------------------------------------

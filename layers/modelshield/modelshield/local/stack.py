@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import os
+import shlex
 import socket
 import sys
 import threading
@@ -398,16 +399,56 @@ def require_state() -> dict[str, Any]:
 
 
 def export_lines(env: dict[str, str]) -> list[str]:
-    return [f"export {k}={v}" for k, v in sorted(env.items())]
+    """Shell `export` lines, each value quoted for `eval` (paths with spaces, the role pattern's `*`).
+
+    The stack's own credentials carry no session token: one left over from `local assume` is unset.
+    """
+    lines = [f"export {k}={shlex.quote(str(v))}" for k, v in sorted(env.items())]
+    if "AWS_ACCESS_KEY_ID" in env and "AWS_SESSION_TOKEN" not in env:
+        lines.append("unset AWS_SESSION_TOKEN")
+    return lines
+
+
+CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# `modelshield local assume security-engineer`: the role the template's SecurityEngineerRolePattern names.
+ROLE_ALIASES = {"security-engineer": "ModelShieldSecurityEngineer"}
 
 
 def use_local_stack_if_running() -> bool:
-    """Point this process at the running local stack unless the caller already chose a target."""
+    """Point this process at the running local stack unless the caller already chose a target.
+
+    Credentials the caller set (e.g. from `local assume`) are kept: who is acting is the caller's choice.
+    """
     settings = config.load(config.LocalSettings)
     if settings.ingest_bucket or settings.target == "aws":
         return False
     state = read_state()
     if state is None:
         return False
-    config.export(state["env"])
+    keep = settings.access_key_id is not None
+    config.export({k: v for k, v in state["env"].items() if not (keep and k in CREDENTIAL_VARS)})
     return True
+
+
+def assume_role(state: dict[str, Any], role: str, session: str) -> tuple[str, dict[str, str]]:
+    """Assume `role` on the local stack's STS; return the session's ARN and its credential variables.
+
+    moto's STS issues real-looking temporary credentials and `get-caller-identity` reports the assumed
+    role, which is where ModelShield takes identity from; moto enforces no trust policy, so any role name
+    works locally (a deployed stack enforces who may assume what).
+    """
+    name = ROLE_ALIASES.get(role, role)
+    sts = wiring.client(
+        "sts",
+        endpoint_url=state["endpoint"],
+        region_name=REGION,
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    response = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/{name}", RoleSessionName=session)
+    creds = response["Credentials"]
+    return str(response["AssumedRoleUser"]["Arn"]), {
+        "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": creds["SessionToken"],
+    }

@@ -362,6 +362,14 @@ def load_groups(
     `ingest_bucket` replaces `${IngestBucket}` in sources (unknown: any bucket). `origin` names
     YAML text in error messages. Raises UsageError with "file:line: field: problem" lines.
     """
+    return load_groups_with_lines(path_or_text, ingest_bucket=ingest_bucket, origin=origin)[0]
+
+
+def load_groups_with_lines(
+    path_or_text: str | Path, *, ingest_bucket: str | None = None, origin: str | None = None
+) -> tuple[list[SecurityGroup], dict[Path_, int], str]:
+    """`load_groups`, plus the YAML line of every field (`("groups", 0, "kms_key_id") -> 7`) and the
+    origin, so that checks made after loading (keys exist, sources free) can name the line at fault."""
     text, read_origin = _read(path_or_text)
     origin = origin or read_origin
     data, lines = _compose(text, origin)
@@ -375,7 +383,7 @@ def load_groups(
     except ValidationError as exc:
         raise _validation_errors(exc, lines, origin) from None
     _check_unique(parsed.groups, lines, origin)
-    return _substitute(parsed.groups, ingest_bucket)
+    return _substitute(parsed.groups, ingest_bucket), lines, origin
 
 
 def _read(path_or_text: str | Path) -> tuple[str, str]:
