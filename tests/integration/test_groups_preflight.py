@@ -70,7 +70,7 @@ def test_a_file_naming_a_missing_key_is_refused_with_the_line_and_nothing_is_sto
     assert "remove kms_key_id to use the stack's default key" in err
     assert "Traceback" not in err
     # And nothing was stored, not even the valid group
-    assert GroupStore(TABLE).list() == []
+    assert GroupStore(TABLE, boto3.resource("dynamodb")).list() == []
 
 
 def test_a_disabled_or_non_encryption_key_is_refused(stack: Any, tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_dry_run_checks_and_reports_without_storing(
     assert out["dry_run"] is True and out["changes"] == [
         {"name": "Vision", "change": "created", "from": None, "to": 1}
     ]
-    assert GroupStore(TABLE).list() == []
+    assert GroupStore(TABLE, boto3.resource("dynamodb")).list() == []
     assert main(["groups", "apply", str(path)]) == 0
     capsys.readouterr()
     assert main(["groups", "apply", str(path), "--dry-run"]) == 0

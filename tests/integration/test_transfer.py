@@ -11,7 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from modelshield.aws import s3_client
+from modelshield.wiring import s3_client
 from modelshield.cli import main
 from modelshield.progress import Progress
 from modelshield.transfer import MIN_PART_SIZE, part_size_for, upload_file

@@ -77,9 +77,9 @@ def test_the_dead_letter_queue_alarm_fires_on_one_message(resources: dict[str, A
 def test_the_error_verdict_alarm_watches_the_metric_the_scan_function_emits(
     resources: dict[str, Any],
 ) -> None:
-    # The handler names its metric Verdict<Title> (functions/scan/app.py): VerdictError for ERROR
-    handler = (TEMPLATE.parent / "functions" / "scan" / "app.py").read_text()
-    assert "name=f\"Verdict{record.verdict.value.title().replace('_', '')}\"" in handler
+    # The scan batch names its metric Verdict<Title> (modelshield/scan_batch.py): VerdictError for ERROR
+    batch = (TEMPLATE.parent / "layers" / "modelshield" / "modelshield" / "scan_batch.py").read_text()
+    assert "name=f\"Verdict{record.verdict.value.title().replace('_', '')}\"" in batch
     expected = f"Verdict{Verdict.ERROR.value.title().replace('_', '')}"
     alarm = resources["ErrorVerdictAlarm"]["Properties"]
     assert alarm["MetricName"] == expected == "VerdictError"
