@@ -11,10 +11,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from modelshield.wiring import s3_client
 from modelshield.cli import main
 from modelshield.progress import Progress
 from modelshield.transfer import MIN_PART_SIZE, part_size_for, upload_file
+from modelshield.wiring import s3_client
 from moto import mock_aws
 
 EVIL_PICKLE = b"\x80\x02cos\nsystem\nX\n\x00\x00\x00echo pwned\x85R."

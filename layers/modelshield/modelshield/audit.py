@@ -201,10 +201,14 @@ class VerifyReport:
     truncated_report: bool = False  # more problems than were kept
     anchor: ChainHead | None = None  # what the chain was checked against (the latest automatic anchor)
     anchor_source: str = ""  # "automatic" (anchor bucket), "given" (--anchor) or "" (none)
+    # Set when the log could not be read at all (no endpoint, no table, access denied): nothing was
+    # checked, which is not evidence of tampering either; the CLI exits with its own code for it.
+    could_not_check: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "could_not_check": self.could_not_check,
             "checked": self.checked,
             "head": None if self.head is None else {"seq": self.head.seq, "hash": self.head.hash},
             "anchor": None
@@ -351,6 +355,14 @@ class AuditLog:
                 expected_seq, prev_hash = record.seq + 1, record.hash
             head = self.store.head()
         except Exception as exc:  # a malformed stored item is evidence too, never a crash
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            from modelshield.aws import unreachable
+
+            if isinstance(exc, BotoCoreError | ClientError):  # the store, not its content, failed
+                report.ok = False
+                report.could_not_check = str(unreachable(exc) or f"the audit table could not be read: {exc}")
+                return report
             problem(expected_seq, "unreadable", f"record {expected_seq} could not be read: {exc}")
             return report
         report.head = head

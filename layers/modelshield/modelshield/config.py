@@ -238,6 +238,12 @@ class StackTarget(EnvModel):
     artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name", "")
 
 
+class AwsEndpoint(EnvModel):
+    """Where boto3 sends requests: AWS, or the endpoint AWS_ENDPOINT_URL names (the local stack)."""
+
+    url: str | None = env("AWS_ENDPOINT_URL", "one endpoint for all AWS services (the local stack)", None)
+
+
 class LocalSettings(EnvModel):
     """The local stack: where its state and template live, and whether the caller chose AWS instead."""
 

@@ -10,6 +10,8 @@ while S3 still stores and reports the checksums we ask for explicitly, which is 
 
 from __future__ import annotations
 
+import socket
+import urllib.parse
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ from modelshield import config
 from modelshield.access import AccessService, vault_context_reader, vault_metadata_reader
 from modelshield.audit import AuditLog
 from modelshield.audit_anchor import AnchorResult, S3AnchorStore, anchor_chain
+from modelshield.aws import no_stack
 from modelshield.dashboard.aggregate import StreamFolder
 from modelshield.dashboard.service import Dashboard
 from modelshield.errors import ConfigError
@@ -45,12 +48,50 @@ S3_CONFIG = Config(
 
 
 # -- clients ----------------------------------------------------------------------------------------
+# Against a local endpoint (the moto stack on 127.0.0.1) a refused or silent connection means "no stack":
+# say so within a second or two instead of retrying for half a minute. Reads keep botocore's 60 s
+# (large objects, SQS long polls); AWS itself keeps botocore's connect timeout and retries.
+LOCAL_CONFIG = Config(connect_timeout=1, retries={"mode": "standard", "max_attempts": 2})
+_LOOPBACK = ("127.", "localhost", "[::1]", "0.0.0.0")  # noqa: S104 - names compared, nothing bound
+
+
+def is_local_endpoint(url: str | None) -> bool:
+    host = (url or "").split("://", 1)[-1]
+    return host.startswith(_LOOPBACK)
+
+
+_ANSWERED: set[str] = set()  # local endpoints that accepted a connection in this process
+
+
+def _probe(endpoint: str) -> None:
+    """One TCP connect to a local endpoint before the first client for it: a stopped stack is then one
+    clear error at once, the same in every command, instead of each first call's retries and backoff."""
+    if endpoint in _ANSWERED:
+        return
+    parts = urllib.parse.urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=1).close()
+    except OSError as exc:
+        raise no_stack(endpoint, exc.strerror or type(exc).__name__.lower()) from None
+    _ANSWERED.add(endpoint)
+
+
+def _with_timeouts(options: dict[str, Any]) -> dict[str, Any]:
+    endpoint = options.get("endpoint_url") or config.load(config.AwsEndpoint).url
+    if endpoint and is_local_endpoint(endpoint):
+        _probe(endpoint)
+        given = options.get("config")
+        options["config"] = given.merge(LOCAL_CONFIG) if given is not None else LOCAL_CONFIG
+    return options
+
+
 def client(service: str, **options: Any) -> Any:
     """A boto3 client (`options`: endpoint_url, region_name, credentials, config for the local stack)."""
     if service == "s3":
         options.setdefault("config", S3_CONFIG)
     try:
-        return boto3.client(service, **options)  # type: ignore[call-overload]
+        return boto3.client(service, **_with_timeouts(options))  # type: ignore[call-overload]
     except NoRegionError:
         raise ConfigError("no AWS region: set AWS_DEFAULT_REGION (or AWS_REGION)") from None
 
@@ -62,7 +103,7 @@ def s3_client(**options: Any) -> Any:
 def dynamodb(**options: Any) -> Any:
     """The DynamoDB resource every store is built on."""
     try:
-        return boto3.resource("dynamodb", **options)
+        return boto3.resource("dynamodb", **_with_timeouts(options))
     except NoRegionError:
         raise ConfigError("no AWS region: set AWS_DEFAULT_REGION (or AWS_REGION)") from None
 

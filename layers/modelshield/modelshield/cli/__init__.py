@@ -11,7 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from modelshield import __version__
+from modelshield.aws import unreachable
 from modelshield.cli import (
     commands_access,
     commands_audit,
@@ -22,7 +25,7 @@ from modelshield.cli import (
     commands_scan,
     commands_stack,
 )
-from modelshield.errors import ModelShieldError
+from modelshield.errors import ModelShieldError, StorageError
 
 COMMAND_MODULES = (
     commands_scan,
@@ -57,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelShieldError as exc:
         print(f"modelshield: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (BotoCoreError, ClientError) as exc:  # an AWS call no command mapped: still one line
+        error = unreachable(exc) or StorageError(f"AWS call failed: {exc}")
+        print(f"modelshield: error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("modelshield: interrupted", file=sys.stderr)
         return 130

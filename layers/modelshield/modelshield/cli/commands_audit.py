@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from modelshield import wiring
 from modelshield.audit import AuditLog, AuditQuery, ChainHead, Decision
+from modelshield.aws import unreachable
 from modelshield.cli.output import add_format_flag, print_json, print_table
-from modelshield.errors import UsageError
+from modelshield.errors import ModelShieldError, UsageError
+
+# `audit verify` exit codes: 0 chain intact, 1 tampered (a record deleted, edited or relinked), and
+# COULD_NOT_CHECK when the log could not be read at all (no stack, no table, no access): not evidence
+# either way, and a script must not mistake it for tampering or for a clean check.
+COULD_NOT_CHECK = 3
 
 
 def register(sub: Any) -> None:
@@ -30,7 +39,11 @@ def register(sub: Any) -> None:
     list_cmd.set_defaults(handler=cmd_list)
 
     verify = audit_sub.add_parser(
-        "verify", help="check the hash chain; exit 1 if a record was deleted or edited"
+        "verify",
+        help="check the hash chain; exit 1 if a record was deleted or edited, 3 if it could not be read",
+        description="Walk the whole audit chain and check every link and hash. Exit 0: intact; 1: tampered "
+        "(records deleted, edited or relinked, each named); 3: could not check (no stack, no table, no "
+        "access): nothing was verified, which is not evidence of tampering.",
     )
     verify.add_argument(
         "--anchor",
@@ -97,9 +110,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from modelshield.audit import verify_against_latest_anchor
 
-    report = verify_against_latest_anchor(_log(), wiring.anchor_store(), anchor=args.anchor)
+    try:
+        report = verify_against_latest_anchor(_log(), wiring.anchor_store(), anchor=args.anchor)
+    except (ModelShieldError, BotoCoreError, ClientError) as exc:  # e.g. no stack: not checked, not "tampered"
+        print(f"COULD NOT CHECK: {unreachable(exc) or exc}", file=sys.stderr)
+        return COULD_NOT_CHECK
     if args.format == "json":
         print_json(report.to_json())
+    elif report.could_not_check:
+        print(f"COULD NOT CHECK: {report.could_not_check}", file=sys.stderr)
     else:
         head = f"head {report.head.seq} {report.head.hash}" if report.head else "no head"
         if report.anchor is not None:
@@ -112,4 +131,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 print(f"  seq {p.seq}: {p.kind}: {p.message}")
             if report.truncated_report:
                 print("  ... more problems not shown")
+    if report.could_not_check:
+        return COULD_NOT_CHECK
     return 0 if report.ok else 1

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelshield import wiring
+from modelshield.aws import unreachable
 from modelshield.cli.output import add_format_flag, print_json, print_table
 from modelshield.crypto.envelope import DEFAULT_FRAME_LENGTH
 from modelshield.crypto.keyring import KmsKeyring
@@ -50,9 +51,13 @@ def _cli_errors(action: str) -> Iterator[None]:
     except ModelShieldError:
         raise
     except OSError as exc:
+        if (down := unreachable(exc)) is not None:  # botocore's connect timeout is an OSError too
+            raise down from None
         where = f": {exc.filename}" if exc.filename else ""
         raise StorageError(f"{action} failed: {exc.strerror or exc}{where}") from None
     except (BotoCoreError, ClientError) as exc:
+        if (down := unreachable(exc)) is not None:
+            raise down from None
         raise StorageError(f"{action} failed: {exc}") from None
 
 

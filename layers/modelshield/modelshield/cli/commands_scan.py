@@ -291,7 +291,7 @@ def _fetched(uri: str) -> Iterator[Path]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from modelshield import wiring
-    from modelshield.aws import is_not_found
+    from modelshield.aws import is_not_found, unreachable
     from modelshield.crypto.s3 import parse_s3_uri
 
     location = parse_s3_uri(uri)
@@ -306,7 +306,7 @@ def _fetched(uri: str) -> Iterator[Path]:
                 raise UsageError(f"{uri}: no such object (check the bucket, key and version)") from None
             raise UsageError(f"{uri}: cannot download: {exc}") from None
         except BotoCoreError as exc:
-            raise UsageError(f"{uri}: cannot download: {exc}") from None
+            raise unreachable(exc) or UsageError(f"{uri}: cannot download: {exc}") from None
         yield local
 
 

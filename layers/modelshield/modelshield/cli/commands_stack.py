@@ -15,6 +15,7 @@ from typing import Any
 
 from modelshield import config, wiring
 from modelshield.admin import request_rescan
+from modelshield.aws import NO_STACK_HINT
 from modelshield.cli.output import add_format_flag, print_json, print_table
 from modelshield.cli.report import (
     add_output_flag,
@@ -272,9 +273,8 @@ def _target() -> dict[str, str]:
     }
     if not names["INGEST_BUCKET"] or not names["SCANS_TABLE"]:
         raise StackNotRunning(
-            "no stack to talk to: start one with `modelshield local up`, "
-            "or set INGEST_BUCKET and SCANS_TABLE "
-            "(and AWS credentials) for a deployed stack"
+            "no stack to talk to (no local stack runs, INGEST_BUCKET and SCANS_TABLE are not set): "
+            + NO_STACK_HINT
         )
     return names
 

@@ -34,7 +34,7 @@ from modelshield.crypto.envelope import (
     replace_data_keys,
     serialize_context,
 )
-from modelshield.errors import KeyAccessError
+from modelshield.errors import KeyAccessError, ModelShieldError
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,11 @@ def _is_kms_key_arn(value: str) -> bool:
     return len(parts) == 6 and parts[0] == "arn" and parts[2] == "kms" and parts[5].startswith("key/")
 
 
-def _client_error(exc: Exception, operation: str, key: str) -> KeyAccessError:
+def _client_error(exc: Exception, operation: str, key: str) -> ModelShieldError:
+    from modelshield.aws import unreachable  # botocore is present whenever a KMS client is
+
+    if (down := unreachable(exc)) is not None:
+        return down  # no endpoint answered: not a refusal by KMS
     response = getattr(exc, "response", None) or {}
     error = response.get("Error", {}) if isinstance(response, dict) else {}
     code = error.get("Code") or type(exc).__name__

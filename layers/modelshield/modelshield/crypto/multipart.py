@@ -20,6 +20,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from modelshield.aws import unreachable
 from modelshield.errors import AccessDenied, ArtifactNotFound, ModelShieldError, StorageError, UsageError
 
 MAX_PARTS = 10_000  # S3: parts per multipart upload
@@ -39,6 +40,8 @@ def s3_call(action: str) -> Iterator[None]:
 
 
 def s3_error(exc: Exception, action: str) -> ModelShieldError:
+    if (down := unreachable(exc)) is not None:  # no endpoint answered: the same "no stack" line everywhere
+        return down
     response = getattr(exc, "response", None) or {}
     error = response.get("Error", {}) if isinstance(response, dict) else {}
     code = str(error.get("Code", type(exc).__name__))

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from modelshield import config, wiring
+from modelshield.aws import NO_STACK_HINT
 from modelshield.errors import StackNotRunning
 from modelshield.local.dashboard_server import DashboardServer
 from modelshield.local.streams import StreamPump
@@ -391,10 +392,7 @@ def read_state() -> dict[str, Any] | None:
 def require_state() -> dict[str, Any]:
     state = read_state()
     if state is None:
-        raise StackNotRunning(
-            "the local stack is not running: start it with `modelshield local up` "
-            "(or point AWS_ENDPOINT_URL and the table/bucket variables at a deployed stack)"
-        )
+        raise StackNotRunning(f"no stack: the local stack is not running; {NO_STACK_HINT}")
     return state
 
 

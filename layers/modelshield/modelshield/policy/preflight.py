@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from modelshield.aws import unreachable
 from modelshield.models import CTX_PURPOSE, PURPOSE_ARTIFACT
 from modelshield.policy.groups import SecurityGroup
 
@@ -78,6 +79,8 @@ def _check_key(kms: Any, key_id: str) -> list[tuple[str, str]]:
             return [("warning", f"cannot describe KMS key {key_id!r} ({code}): not checked")]
         return [("error", f"cannot check KMS key {key_id!r}: {code or exc}")]
     except BotoCoreError as exc:
+        if (down := unreachable(exc)) is not None:
+            raise down from None
         return [("error", f"cannot check KMS key {key_id!r}: {exc}")]
     state = meta.get("KeyState", "Enabled")
     if state != "Enabled" or meta.get("Enabled") is False:

@@ -13,7 +13,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from modelshield.errors import GroupNotFound, GroupStoreError, GroupVersionConflict
+from modelshield.aws import unreachable
+from modelshield.errors import GroupNotFound, GroupStoreError, GroupVersionConflict, ModelShieldError
 from modelshield.models import utcnow
 from modelshield.policy.groups import SecurityGroup, default_groups
 from modelshield.store.dynamo import from_item, is_conditional_failure, to_item
@@ -140,7 +141,9 @@ class GroupStore:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(what, exc) from None
 
-    def _error(self, what: str, exc: Exception) -> GroupStoreError:
+    def _error(self, what: str, exc: Exception) -> ModelShieldError:
+        if (down := unreachable(exc)) is not None:
+            return down
         if isinstance(exc, ClientError):
             detail = exc.response.get("Error", {})
             reason = f"{detail.get('Code')}: {detail.get('Message')}"
