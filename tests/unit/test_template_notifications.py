@@ -74,6 +74,14 @@ def test_the_dead_letter_queue_alarm_fires_on_one_message(resources: dict[str, A
     assert alarm["AlarmActions"] == [{"Ref": "NotificationTopic"}]
 
 
+def test_a_verdict_event_that_could_not_be_published_raises_an_alarm(resources: dict[str, Any]) -> None:
+    from modelshield.notify import FAILED_METRIC
+
+    alarm = resources["VerdictEventFailureAlarm"]["Properties"]
+    assert alarm["MetricName"] == FAILED_METRIC and alarm["Namespace"] == "ModelShield"
+    assert alarm["AlarmActions"] == [{"Ref": "NotificationTopic"}]
+
+
 def test_the_error_verdict_alarm_watches_the_metric_the_scan_function_emits(
     resources: dict[str, Any],
 ) -> None:

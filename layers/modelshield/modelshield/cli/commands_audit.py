@@ -112,7 +112,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     try:
         report = verify_against_latest_anchor(_log(), wiring.anchor_store(), anchor=args.anchor)
-    except (ModelShieldError, BotoCoreError, ClientError) as exc:  # e.g. no stack: not checked, not "tampered"
+    except (ModelShieldError, BotoCoreError, ClientError) as exc:  # not checked, so not "tampered"
         print(f"COULD NOT CHECK: {unreachable(exc) or exc}", file=sys.stderr)
         return COULD_NOT_CHECK
     if args.format == "json":

@@ -65,6 +65,21 @@ def register(sub: Any) -> None:
         "--session", default="local", help="role session name, shown in the audit log (default: local)"
     )
     assume.set_defaults(handler=cmd_local_assume)
+    events = local_sub.add_parser(
+        "events",
+        help="the verdict events the local stack's EventBridge bus received (what would notify people)",
+        description="Every verdict is published as an EventBridge event (detail-type `ModelShield "
+        "Verdict`); on AWS the BLOCKED and ERROR ones go to the notification topic. The local stack "
+        "records all of them; this prints them, oldest first.",
+        epilog="examples:\n  modelshield local events\n"
+        "  modelshield local events --verdict BLOCKED --format json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    events.add_argument(
+        "--verdict", type=str.upper, help="only events with this verdict (ALLOWED, BLOCKED, ERROR, ...)"
+    )
+    add_format_flag(events)
+    events.set_defaults(handler=cmd_local_events)
     status = local_sub.add_parser(
         "status", help="is the local stack running, and where (exit 0: running, 1: not running)"
     )
@@ -235,6 +250,33 @@ def cmd_local_assume(args: Any) -> int:
     arn, creds = local.assume_role(local.require_state(), args.role, args.session)
     print(f'# acting as {arn}; `eval "$(modelshield local env)"` to go back')
     print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in creds.items()))
+    return 0
+
+
+def cmd_local_events(args: Any) -> int:
+    local.require_state()
+    wanted = args.verdict
+    events = [e for e in local.read_events() if not wanted or e["detail"].get("verdict") == wanted]
+    if args.format == "json":
+        print_json({"events": events})
+        return 0
+    if not events:
+        print("no verdict events yet (upload something: `modelshield upload FILE --key KEY --wait`)")
+        return 0
+    print_table(
+        ["TIME", "VERDICT", "ARTIFACT", "VERSION", "GROUP", "FAILING RULES"],
+        [
+            (
+                e["time"],
+                e["detail"].get("verdict"),
+                e["detail"].get("artifact_id"),
+                e["detail"].get("version_id"),
+                e["detail"].get("group"),
+                ", ".join(e["detail"].get("failing_rules", [])) or "-",
+            )
+            for e in events
+        ],
+    )
     return 0
 
 

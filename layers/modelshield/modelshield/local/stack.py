@@ -178,6 +178,8 @@ class LocalStack:
                     self._start_stream_poller(spec)
         if "DashboardFunction" in provisioned.functions:
             self._start_dashboard(provisioned.functions["DashboardFunction"])
+        if pollers and "VerdictEventBus" in provisioned.names:
+            self._record_events(provisioned.names["VerdictEventBus"])
         return self
 
     def stop(self) -> None:
@@ -230,6 +232,51 @@ class LocalStack:
                     sqs.change_message_visibility(
                         QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
                     )
+
+    # -- verdict events: what the notification topic would receive ------------------------------------
+    def _record_events(self, bus: str) -> None:
+        """A rule on the verdict bus to a local queue, drained into events.jsonl for `local events`.
+
+        moto delivers EventBridge events to SQS targets but runs no SNS subscriptions or alarms, so the
+        local stack shows every verdict event itself (all of them, not only the BLOCKED/ERROR ones the
+        template's rule forwards).
+        """
+        sqs, events = self.client("sqs"), self.client("events")
+        url = sqs.create_queue(QueueName=f"{STACK_NAME}-verdict-events")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(
+            Name=f"{STACK_NAME}-all-verdicts",
+            EventBusName=bus,
+            EventPattern=json.dumps({"source": ["modelshield"]}),
+        )
+        events.put_targets(
+            Rule=f"{STACK_NAME}-all-verdicts", EventBusName=bus, Targets=[{"Id": "local", "Arn": arn}]
+        )
+        events_file().parent.mkdir(parents=True, exist_ok=True)
+        events_file().write_text("")  # this stack's events only
+        thread = threading.Thread(
+            target=self._drain_events, args=(sqs, url), name="verdict-events", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def _drain_events(self, sqs: Any, url: str) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=self.poll_wait_seconds
+                ).get("Messages", [])
+            except Exception as exc:  # server stopping
+                if self._stop.is_set():
+                    return
+                self.errors.append(f"verdict events: {exc}")
+                time.sleep(0.5)
+                continue
+            with events_file().open("a", encoding="utf-8") as out:
+                for message in messages:
+                    out.write(json.dumps(json.loads(message["Body"]), sort_keys=True) + "\n")
+            for message in messages:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
     # -- the dashboard, and the DynamoDB-stream event-source mappings (filters included) ---------------
     def _start_dashboard(self, spec: FunctionSpec) -> None:
@@ -370,6 +417,18 @@ def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
 
 
 # -- state file shared by `local up/down/env` and every command that talks to the stack ----------------
+
+
+def events_file() -> Path:
+    """Verdict events the running local stack received on its bus, one JSON object a line."""
+    return state_dir() / "events.jsonl"
+
+
+def read_events() -> list[dict[str, Any]]:
+    path = events_file()
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def state_file() -> Path:
