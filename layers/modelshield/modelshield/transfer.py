@@ -4,8 +4,8 @@ A single PutObject is limited to 5 GB on S3, and model checkpoints are often lar
 MULTIPART_THRESHOLD go up as a multipart upload (parts of at least PART_SIZE, at most MAX_PARTS of them).
 boto3's transfer manager would do the same, but it does not return the response of the completing call,
 and the upload's exact VersionId is what `upload --wait` must wait for: reading it back afterwards with
-HeadObject could return a concurrent writer's version. So the few calls are made here, in order, and a
-failed multipart upload is aborted so that no orphaned parts linger (and bill).
+HeadObject could return a concurrent writer's version. So the parts go through crypto/multipart.py's
+MultipartUpload (SHA-256 per part; aborted on any failure, so no orphaned parts linger and bill).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from modelshield.crypto.multipart import MAX_PARTS, MultipartUpload
 from modelshield.progress import Progress
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 PART_SIZE = 64 * 1024 * 1024  # memory per part in flight: one part
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3: every part but the last
-MAX_PARTS = 10_000  # S3: parts per multipart upload
 
 
 def part_size_for(size: int, preferred: int = PART_SIZE) -> int:
@@ -60,25 +60,12 @@ def _multipart(
     part_size: int,
     progress: Progress | None,
 ) -> str | None:
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
-    try:
-        parts = []
+    with MultipartUpload(s3, bucket, key, extra=extra) as upload:  # aborted if anything below fails
         number = 1
         while chunk := body.read(part_size):
-            etag = s3.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk
-            )["ETag"]
-            parts.append({"PartNumber": number, "ETag": etag})
+            upload.send(number, chunk)
             if progress is not None:
                 progress.advance(len(chunk))
             number += 1
-        response = s3.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-        )
-    except BaseException:
-        try:
-            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        except Exception:  # noqa: S110 - the original failure is the one to report
-            pass
-        raise
+        response = upload.complete()
     return response.get("VersionId")
