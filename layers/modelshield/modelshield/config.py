@@ -169,6 +169,9 @@ class ScanSettings(EnvModel):
     frame_length: int = env("FRAME_LENGTH", "envelope frame length in bytes", 4 * 1024 * 1024)
     scan_timeout_seconds: float = env("SCAN_TIMEOUT_SECONDS", "time limit of one scan", 600.0)
     workdir: str = env("WORKDIR", "ephemeral storage for downloads", "/tmp")  # noqa: S108 - Lambda's /tmp
+    verdict_event_bus: str | None = env(
+        "VERDICT_EVENT_BUS", "EventBridge bus every recorded verdict is published on", None
+    )
 
 
 class RotateSettings(EnvModel):

@@ -50,6 +50,7 @@ from modelshield.models import (
     encryption_context,
     utcnow,
 )
+from modelshield.notify import VerdictPublisher
 from modelshield.observability import logger
 from modelshield.policy.engine import SIDECAR_MESSAGE, evaluate
 from modelshield.policy.gather import gather_metadata
@@ -76,6 +77,7 @@ class Runtime:
     scans: ScanStore
     artifacts: ArtifactStore
     groups: GroupStore
+    publisher: VerdictPublisher | None = None  # announces each recorded verdict (notify.py)
 
 
 def resolve_version(s3: Any, event: ObjectEvent) -> ObjectEvent:

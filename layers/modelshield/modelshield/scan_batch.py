@@ -69,6 +69,8 @@ class ScanBatch:
         budget = None if remaining is None else max(1.0, (remaining - MIN_SECONDS_PER_RECORD) / 2)
         parsed = ObjectEvent.model_validate(event)
         record = process_object(parsed, self.runtime, trigger=parsed.trigger, time_budget_s=budget)
+        if self.runtime.publisher is not None:  # the record is written: now say so (BLOCKED/ERROR notify)
+            self.runtime.publisher.publish(record)
         metrics.add_metric(
             name=f"Verdict{record.verdict.value.title().replace('_', '')}", unit=MetricUnit.Count, value=1
         )

@@ -196,6 +196,7 @@ def runtime(settings: config.ScanSettings | None = None) -> Runtime:
     """Everything the scan pipeline talks to (ScanFunction, local stack, jobs)."""
     # Imported here, not for a cycle but for start-up time: the pipeline brings every scanner and
     # Powertools' tracer, which CLI commands that never scan (`--help`, `explain`, `groups`) should not load.
+    from modelshield.notify import VerdictPublisher
     from modelshield.pipeline import Runtime
 
     settings = settings or config.scan_settings()
@@ -207,6 +208,7 @@ def runtime(settings: config.ScanSettings | None = None) -> Runtime:
         scans=ScanStore(settings.tables.scans, resource),
         artifacts=ArtifactStore(settings.tables.artifacts, resource),
         groups=GroupStore(settings.tables.groups, resource, ingest_bucket=settings.buckets.ingest),
+        publisher=VerdictPublisher(client("events"), bus) if (bus := settings.verdict_event_bus) else None,
     )
 
 

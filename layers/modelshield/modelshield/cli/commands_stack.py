@@ -254,14 +254,15 @@ def cmd_local_assume(args: Any) -> int:
 
 
 def cmd_local_events(args: Any) -> int:
-    local.require_state()
+    """Events of the running local stack (or of its last run: the file is reset when a stack starts)."""
     wanted = args.verdict
     events = [e for e in local.read_events() if not wanted or e["detail"].get("verdict") == wanted]
     if args.format == "json":
         print_json({"events": events})
         return 0
     if not events:
-        print("no verdict events yet (upload something: `modelshield upload FILE --key KEY --wait`)")
+        running = "" if local.read_state() else " (and no local stack is running: `modelshield local up`)"
+        print(f"no verdict events yet{running}")
         return 0
     print_table(
         ["TIME", "VERDICT", "ARTIFACT", "VERSION", "GROUP", "FAILING RULES"],
