@@ -66,10 +66,9 @@ def test_local_up_upload_verdict_down(cli_env: dict[str, str], tmp_path: Path) -
         )
         assert exports["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
         assert {"INGEST_BUCKET", "SCANS_TABLE", "VAULT_BUCKET"} <= set(exports)
-        assert (
-            run("local", "env", env=cli_env).stdout
-            == "\n".join(line for line in up.stdout.splitlines() if line.startswith("export ")) + "\n"
-        )
+        shell_lines = [line for line in up.stdout.splitlines() if line.startswith(("export ", "unset "))]
+        assert run("local", "env", env=cli_env).stdout == "\n".join(shell_lines) + "\n"
+        assert "unset AWS_SESSION_TOKEN" in shell_lines  # a token left by `local assume` would outlive it
 
         # When a benign and a malicious model are uploaded and waited for
         good, bad = tmp_path / "good.pt", tmp_path / "bad.pkl"

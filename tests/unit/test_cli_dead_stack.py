@@ -38,7 +38,7 @@ ARGS: dict[str, list[str]] = {
     "local assume": ["security-engineer"],
 }
 # Commands that talk to no stack: they must still work (or fail for their own reasons) offline.
-OFFLINE = {"explain", "groups validate", "local status", "local down", "local env"}
+OFFLINE = {"explain", "groups validate", "local status", "local down", "local env", "local events"}
 STARTS_A_STACK = {"local up", "demo"}  # would start what this test says is not there
 
 

@@ -33,8 +33,8 @@ def register(sub: Any) -> None:
     list_cmd.add_argument("--decision", choices=[d.value for d in Decision], type=str.upper)
     list_cmd.add_argument("--since", type=_time, help="ISO time, e.g. 2026-11-20T00:00:00Z")
     list_cmd.add_argument("--until", type=_time, help="ISO time")
-    list_cmd.add_argument("--limit", type=int, default=100)
-    list_cmd.add_argument("--oldest-first", action="store_true")
+    list_cmd.add_argument("--limit", type=int, default=100, help="at most this many records (default: 100)")
+    list_cmd.add_argument("--oldest-first", action="store_true", help="oldest first (default: newest first)")
     add_format_flag(list_cmd)
     list_cmd.set_defaults(handler=cmd_list)
 

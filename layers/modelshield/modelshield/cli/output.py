@@ -23,4 +23,6 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def add_format_flag(parser: Any, choices: Sequence[str] = ("table", "json")) -> None:
-    parser.add_argument("--format", choices=list(choices), default=choices[0], help="output format")
+    parser.add_argument(
+        "--format", choices=list(choices), default=choices[0], help=f"output format (default: {choices[0]})"
+    )
