@@ -38,7 +38,7 @@ ARGS: dict[str, list[str]] = {
     "local assume": ["security-engineer"],
 }
 # Commands that talk to no stack: they must still work (or fail for their own reasons) offline.
-# (`dashboard` prints the dashboard's URL from the local stack's state or DASHBOARD_URL; it calls no AWS API.)
+# (`dashboard` prints the dashboard's URL from the local stack's state or DASHBOARD_URL: no AWS call.)
 OFFLINE = {"explain", "groups validate", "local status", "local down", "local env", "local events", "dashboard"}
 STARTS_A_STACK = {"local up", "demo"}  # would start what this test says is not there
 
