@@ -39,7 +39,15 @@ ARGS: dict[str, list[str]] = {
 }
 # Commands that talk to no stack: they must still work (or fail for their own reasons) offline.
 # (`dashboard` prints the dashboard's URL from the local stack's state or DASHBOARD_URL: no AWS call.)
-OFFLINE = {"explain", "groups validate", "local status", "local down", "local env", "local events", "dashboard"}
+OFFLINE = {
+    "explain",
+    "groups validate",
+    "local status",
+    "local down",
+    "local env",
+    "local events",
+    "dashboard",
+}
 STARTS_A_STACK = {"local up", "demo"}  # would start what this test says is not there
 
 
