@@ -22,6 +22,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ),
     ("pickle walker and checkpoints (docs/scanner.md)", ["scan_bench.py", *(["--quick"] if QUICK else [])]),
     ("other formats in flat memory (docs/scanner-formats.md)", ["format_bench.py"]),
+    ("bulk jobs on the local engine (docs/jobs.md)", ["jobs_bench.py", *(["--quick"] if QUICK else [])]),
     (
         "false alarms on the generated benign corpus (docs/scanner-comparison.md)",
         ["benign_corpus.py", "--size", "ci" if QUICK else "full"],

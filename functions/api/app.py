@@ -11,11 +11,11 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from modelshield.api import access_routes, audit_routes, register_error_handlers, scan_routes
+from modelshield.api import access_routes, audit_routes, jobs_routes, register_error_handlers, scan_routes
 from modelshield.observability import logger, tracer
 
 app = APIGatewayRestResolver(enable_validation=True)
-for routes in (access_routes, audit_routes, scan_routes):
+for routes in (access_routes, audit_routes, scan_routes, jobs_routes):
     app.include_router(routes.router)
 register_error_handlers(app)
 

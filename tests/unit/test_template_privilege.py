@@ -125,7 +125,9 @@ def test_the_resources_this_area_needs_exist(template: dict[str, Any]) -> None:
 
 # -- the vault key: its own policy is the only place use is granted ------------------------------------
 
-DECRYPTERS = {"RotateFunctionRole"}  # re-wrap and re-key; consumers decrypt only through grants
+# Re-wrap and re-key; the JobWorker verifies every frame of what it encrypts in place before any plaintext
+# goes, runs `verify` jobs and re-keys through the rotation code. Consumers decrypt only through grants.
+DECRYPTERS = {"RotateFunctionRole", "JobWorkerFunctionRole"}
 USE_ACTIONS = (
     "kms:Decrypt",
     "kms:Encrypt",

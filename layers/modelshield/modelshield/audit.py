@@ -77,6 +77,8 @@ class AuditAction(StrEnum):
     KEY_ROTATION_DISABLED = "key.rotation-disabled"
     GROUP_CHANGE = "group.change"
     RESCAN = "artifact.rescan"
+    JOB_START = "job.start"  # a bulk job (scan, encrypt, rekey, verify) was started or retried
+    JOB_CANCEL = "job.cancel"
 
 
 # Every step of a decryption authorization: asked, decided, granted, used (ModelShield's path and KMS's own

@@ -232,6 +232,23 @@ class RescanSettings(EnvModel):
     scan_queue_url: str = env("SCAN_QUEUE_URL", "the scan queue URL")
 
 
+class JobSettings(EnvModel):
+    """Bulk jobs (JobWorkerFunction, the jobs API, the CLI): jobs table, reports, engine, repositories."""
+
+    table: str = env("JOBS_TABLE", "the jobs table name")
+    reports_bucket: str = env("REPORTS_BUCKET", "the bucket for job manifests and error reports")
+    state_machine_arn: str = env("JOBS_STATE_MACHINE_ARN", "the jobs state machine ARN", "")
+    repository_buckets: str = env(
+        "REPOSITORY_BUCKETS", "comma-separated bucket names or globs jobs may touch (`*` locally)", ""
+    )
+    audit_table: str | None = env("AUDIT_TABLE", "the audit table name", None)
+    security_engineer: SecurityEngineer = SecurityEngineer()
+
+    @property
+    def repositories(self) -> list[str]:
+        return [b.strip() for b in self.repository_buckets.split(",") if b.strip()]
+
+
 class StackTarget(EnvModel):
     """The stack the CLI talks to (a deployed stack's names, or `eval $(modelshield local env)`)."""
 
@@ -319,6 +336,10 @@ def audit_settings() -> AuditSettings:
 
 def access_settings() -> AccessSettings:
     return load(AccessSettings)
+
+
+def job_settings() -> JobSettings:
+    return load(JobSettings)
 
 
 def anchor_settings() -> AnchorSettings | None:

@@ -72,6 +72,12 @@ class ScanAlreadyRecorded(ModelShieldError):
     """A scan record with this artifact id and scan ref exists: the scans table is append-only."""
 
 
+class JobConflict(ModelShieldError):
+    """The bulk job is not in a state that allows this (finished, still running, changed meanwhile)."""
+
+    http_status = HTTPStatus.CONFLICT
+
+
 class RotationConflict(ModelShieldError):
     """The artifact's vault object changed while we rotated it; our new version was discarded."""
 

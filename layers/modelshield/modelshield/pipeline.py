@@ -54,6 +54,7 @@ from modelshield.notify import VerdictPublisher
 from modelshield.observability import logger
 from modelshield.policy.engine import SIDECAR_MESSAGE, evaluate
 from modelshield.policy.gather import gather_metadata
+from modelshield.policy.groups import SecurityGroup
 from modelshield.policy.sources import resolve_group
 from modelshield.s3_metadata import S3Object
 from modelshield.scanning.registry import Limits
@@ -303,6 +304,83 @@ def process_object(
         download.path.unlink(missing_ok=True)
 
 
+@dataclass
+class Evaluated:
+    """One downloaded object version scanned and judged under its security group (nothing written yet)."""
+
+    group: SecurityGroup
+    report: Any  # modelshield.models.ScanReport
+    evaluation: Any  # the policy engine's evaluation: verdict, rules, group name and version
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.evaluation.verdict  # type: ignore[no-any-return]
+
+
+def download_object(s3: Any, ref: ArtifactRef, workdir: Path) -> _Download:
+    """Stream one object version to ephemeral storage, hashing it (bulk jobs share this with uploads)."""
+    return _download(s3, ref, workdir)
+
+
+def evaluate_download(
+    rt: Runtime,
+    ref: ArtifactRef,
+    download: _Download,
+    *,
+    principal: str | None = None,
+    time_budget_s: float | None = None,
+) -> Evaluated:
+    """Resolve the owning group, gather the metadata its rules need, scan the bytes and evaluate them."""
+    group, source = resolve_group(rt.groups.effective(), ref.bucket, ref.key)
+    metadata = gather_metadata(
+        S3Object(rt.s3, ref.bucket, ref.key, ref.version_id, workdir=download.path.parent),
+        ref.key,
+        source,
+        event_principal=principal,
+        artifact_path=download.path,
+    )
+    timeout = rt.settings.scan_timeout_seconds
+    if time_budget_s is not None:
+        timeout = max(1.0, min(timeout, time_budget_s))
+    report = scanning.scan_path(
+        download.path, limits=Limits(timeout_seconds=timeout), display_name=ref.key, sha256=download.sha256
+    )
+    return Evaluated(group, report, evaluate(report, group, metadata, artifact_key=ref.key))
+
+
+def build_scan_record(
+    ref: ArtifactRef,
+    download: _Download,
+    evaluated: Evaluated,
+    *,
+    scan_id: str,
+    state: EncryptionState,
+    vault_uri: str | None,
+    trigger: str,
+    timings: dict[str, float] | None = None,
+) -> ScanRecord:
+    """The append-only scan record of one evaluation (uploads, rescans and bulk jobs)."""
+    evaluation, report = evaluated.evaluation, evaluated.report
+    return _scan_record(
+        ref,
+        scan_id,
+        sha256=download.sha256,
+        size=download.size,
+        format=report.format,
+        verdict=evaluation.verdict,
+        group=evaluation.group,
+        group_version=evaluation.group_version,
+        rules=evaluation.rules,
+        findings=report.findings,
+        scanner_version=report.scanner_version,
+        timings_ms={k: round(v, 3) for k, v in (timings or {}).items()},
+        encryption_state=state,
+        vault_uri=vault_uri,
+        trigger=trigger,
+        message=_summary(evaluation.rules, evaluation.verdict, evaluation.message),
+    )
+
+
 def _scan_and_store(
     event: ObjectEvent,
     rt: Runtime,
@@ -315,21 +393,10 @@ def _scan_and_store(
 ) -> ScanRecord:
     settings = rt.settings
     t0 = time.monotonic()
-    group, source = resolve_group(rt.groups.effective(), ref.bucket, ref.key)
-    metadata = gather_metadata(
-        S3Object(rt.s3, ref.bucket, ref.key, ref.version_id, workdir=download.path.parent),
-        ref.key,
-        source,
-        event_principal=event.principal_id,
-        artifact_path=download.path,
+    evaluated = evaluate_download(
+        rt, ref, download, principal=event.principal_id, time_budget_s=time_budget_s
     )
-    timeout = settings.scan_timeout_seconds
-    if time_budget_s is not None:
-        timeout = max(1.0, min(timeout, time_budget_s))
-    report = scanning.scan_path(
-        download.path, limits=Limits(timeout_seconds=timeout), display_name=ref.key, sha256=download.sha256
-    )
-    evaluation = evaluate(report, group, metadata, artifact_key=ref.key)
+    group, report, evaluation = evaluated.group, evaluated.report, evaluated.evaluation
     timings["scan"] = (time.monotonic() - t0) * 1000
 
     scan_id = uuid.uuid4().hex
@@ -355,26 +422,18 @@ def _scan_and_store(
         timings["encrypt"] = (time.monotonic() - t1) * 1000
     state = EncryptionState.ENCRYPTED if verdict.releases else EncryptionState.QUARANTINED
 
-    record = _scan_record(
+    record = build_scan_record(
         ref,
-        scan_id,
-        sha256=download.sha256,
-        size=download.size,
-        format=report.format,
-        verdict=verdict,
-        group=evaluation.group,
-        group_version=evaluation.group_version,
-        rules=evaluation.rules,
-        findings=report.findings,
-        scanner_version=report.scanner_version,
-        timings_ms={k: round(v, 3) for k, v in timings.items()},
-        encryption_state=state,
+        download,
+        evaluated,
+        scan_id=scan_id,
+        state=state,
         vault_uri=_vault_uri(stored, existing),
         trigger=trigger,
-        message=_summary(evaluation.rules, verdict, evaluation.message),
+        timings=timings,
     )
     rt.scans.append(record)
-    _save_state(rt, ref, record, download, stored, state, existing)
+    save_artifact_state(rt, ref, record, download, stored, state, existing)
     if stored is not None and existing is not None and existing.verdict.releases and not verdict.releases:
         _withdraw_release(rt, existing)
     _tag_verdict(rt.s3, ref, verdict, scan_id)
@@ -420,7 +479,7 @@ def _summary(rules: list[RuleResult], verdict: Verdict, evaluation_message: str 
     return f"{verdict.value}: " + ", ".join(parts)
 
 
-def _save_state(
+def save_artifact_state(
     rt: Runtime,
     ref: ArtifactRef,
     record: ScanRecord,
@@ -429,6 +488,7 @@ def _save_state(
     state: EncryptionState,
     existing: ArtifactState | None,
 ) -> None:
+    """Record the artifact version's current state (optimistic locking on `existing.revision`)."""
     if stored is None and existing is not None:  # verdict class unchanged: only the verdict and scan move on
         rt.artifacts.save(
             existing.model_copy(

@@ -240,7 +240,32 @@ class Rotator:
         retired = self.access.retire_expired(principal=self.settings.principal, dry_run=dry_run)
         report.retired_grants.extend(r.request_id for r in retired)
 
-    def _plan(self, artifact: ArtifactState, groups: dict[str, Any]) -> _Plan | None:
+    def rotate_artifact(
+        self,
+        artifact: ArtifactState,
+        *,
+        max_data_key_age_days: int | None = None,
+        dry_run: bool = False,
+        run_id: str = "job",
+    ) -> ItemResult | None:
+        """Re-wrap or re-key one artifact now, exactly as a run would (bulk `rekey` jobs call this).
+
+        `max_data_key_age_days` replaces the group's maximum data-key age. None: already current.
+        Raises ModelShieldError when the action failed (it is audited either way).
+        """
+        groups = {g.name: g for g in self.groups()}
+        plan = self._plan(artifact, groups, max_age_days=max_data_key_age_days)
+        if plan is None:
+            return None
+        report = RotationReport(run_id=run_id, dry_run=dry_run, started_at=self.clock())
+        self._execute(plan, report, dry_run)
+        if report.failures:
+            raise ModelShieldError(report.failures[0]["error"])
+        return report.actions[0]
+
+    def _plan(
+        self, artifact: ArtifactState, groups: dict[str, Any], *, max_age_days: int | None = None
+    ) -> _Plan | None:
         if artifact.encryption_state not in (EncryptionState.ENCRYPTED, EncryptionState.QUARANTINED):
             return None
         if not (artifact.vault_bucket and artifact.vault_key and artifact.wrapping_key_arn):
@@ -250,6 +275,8 @@ class Rotator:
         max_age = (
             getattr(group, "max_data_key_age_days", DEFAULT_MAX_AGE_DAYS) if group else DEFAULT_MAX_AGE_DAYS
         )
+        if max_age_days is not None:
+            max_age = max_age_days
         target = self.resolver.arn(key_id)
         created = artifact.data_key_created_at
         if created is None or self.clock() - created > timedelta(days=max_age):

@@ -246,6 +246,55 @@ def dashboard(settings: config.DashboardSettings | None = None) -> Dashboard:
     return Dashboard(settings or config.dashboard_settings(), dynamodb=dynamodb(), kms=client("kms"))
 
 
+def job_store(settings: config.JobSettings | None = None) -> Any:
+    from modelshield.jobs.store import JobStore
+
+    return JobStore((settings or config.job_settings()).table, dynamodb())
+
+
+def job_service(settings: config.JobSettings | None = None) -> Any:
+    """Start, read, cancel and retry bulk jobs (the jobs API and `modelshield jobs`)."""
+    from modelshield.jobs.service import JobService
+
+    settings = settings or config.job_settings()
+    if not settings.audit_table:
+        raise ConfigError("missing environment variable AUDIT_TABLE (job starts and cancels are audited)")
+    return JobService(
+        store=job_store(settings),
+        sfn=client("stepfunctions"),
+        s3=s3_client(),
+        state_machine_arn=settings.state_machine_arn,
+        reports_bucket=settings.reports_bucket,
+        audit=audit_log(config.AuditSettings(audit_table=settings.audit_table)),
+        security_engineer_role=security_engineer_role(settings.security_engineer),
+        repository_buckets=settings.repositories,
+    )
+
+
+def job_runtime(*, principal: str = "JobWorkerFunction") -> Any:
+    """JobWorkerFunction: the scan pipeline's runtime, the jobs table, the engine, rotation (lazily)."""
+    from pathlib import Path
+
+    from modelshield.jobs.worker import JobRuntime
+
+    scan, jobs = config.scan_settings(), config.job_settings()
+    made: list[Rotator] = []
+
+    def rotation() -> Rotator:
+        if not made:
+            made.append(rotator(principal=principal))
+        return made[0]
+
+    return JobRuntime(
+        pipeline=runtime(scan),
+        store=job_store(jobs),
+        sfn=client("stepfunctions"),
+        reports_bucket=jobs.reports_bucket,
+        rotator=rotation,
+        workdir=Path(scan.workdir),
+    )
+
+
 class ApiServices:
     """What the API routes use, built on first use and kept for the container's life.
 
@@ -264,6 +313,7 @@ class ApiServices:
             "sqs",
             "anchors",
             "security_engineer",
+            "jobs",
         }
         unknown = set(prepared) - known
         if unknown:
@@ -306,3 +356,8 @@ class ApiServices:
     @cached_property
     def sqs(self) -> Any:
         return client("sqs")
+
+    @cached_property
+    def jobs(self) -> Any:
+        """modelshield.jobs.service.JobService"""
+        return job_service()

@@ -21,6 +21,7 @@ from modelshield.cli import (
     commands_crypto,
     commands_dashboard,
     commands_groups,
+    commands_jobs,
     commands_keys,
     commands_scan,
     commands_stack,
@@ -36,6 +37,7 @@ COMMAND_MODULES = (
     commands_audit,
     commands_keys,
     commands_dashboard,
+    commands_jobs,
 )
 
 

@@ -109,8 +109,10 @@ class LocalStack:
         poll_wait_seconds: int = 1,
         quiet: bool = False,
         dashboard_port: int | None = None,
+        max_pollers: int = 2,
     ) -> None:
         self.quiet = quiet
+        self.max_pollers = max_pollers  # per function with a ScalingConfig (the JobWorker): local concurrency
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.poll_wait_seconds = poll_wait_seconds
@@ -136,6 +138,14 @@ class LocalStack:
         # moto keeps its state per process: a fresh stack must not inherit an earlier one's resources.
         reset = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")  # noqa: S310
         urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310 - our own loopback server
+        # Bulk jobs run on moto's Step Functions interpreter: executions are opt-in, and the interpreter's
+        # own SQS/S3 calls go to localhost:$MOTO_PORT (TOOLING.md).
+        enable = urllib.request.Request(  # noqa: S310
+            f"{self.endpoint}/moto-api/config",
+            data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
+            method="POST",
+        )
+        urllib.request.urlopen(enable, timeout=10).close()  # noqa: S310 - our own loopback server
         base_env = {
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_DEFAULT_REGION": REGION,
@@ -143,10 +153,12 @@ class LocalStack:
             **FAKE_CREDENTIALS,
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "ModelShield",
+            "MOTO_PORT": str(self.port),
         }
         config.export(base_env)
         config.unset(("AWS_PROFILE", "AWS_SESSION_TOKEN"))
-        clients = {name: self.client(name) for name in ("s3", "sqs", "dynamodb", "kms", "ssm", "events")}
+        services = ("s3", "sqs", "dynamodb", "kms", "ssm", "events", "stepfunctions")
+        clients = {name: self.client(name) for name in services}
         provisioned = LocalProvisioner(
             load_template(template_path()), stack_name=STACK_NAME, clients=clients
         ).provision()
@@ -155,6 +167,7 @@ class LocalStack:
         for spec in provisioned.functions.values():
             env.update(spec.environment)
         env["WORKDIR"] = str(state_dir() / "work")
+        env["REPOSITORY_BUCKETS"] = "*"  # locally any bucket can be a repository
         self.env = env
         config.export(env)
         self.outputs = {
@@ -163,6 +176,9 @@ class LocalStack:
             "scan_queue_url": provisioned.names.get("ScanQueue", ""),
             "dead_letter_queue_url": provisioned.names.get("ScanDeadLetterQueue", ""),
             "audit_anchor_bucket": provisioned.names.get("AuditAnchorBucket", ""),
+            "jobs_table": provisioned.names.get("JobsTable", ""),
+            "jobs_state_machine": provisioned.names.get("JobsStateMachine", ""),
+            "reports_bucket": provisioned.names.get("ReportsBucket", ""),
         }
         self.env["SCAN_QUEUE_URL"] = self.outputs["scan_queue_url"]
         config.export({"SCAN_QUEUE_URL": self.outputs["scan_queue_url"]})
@@ -173,7 +189,8 @@ class LocalStack:
         if pollers:
             for spec in provisioned.functions.values():
                 for queue_logical, batch in spec.sqs_sources:
-                    self._start_poller(spec, provisioned.names[queue_logical], batch)
+                    for _ in range(min(spec.max_concurrency or 1, self.max_pollers)):
+                        self._start_poller(spec, provisioned.names[queue_logical], batch)
                 if spec.stream_sources:
                     self._start_stream_poller(spec)
         if "DashboardFunction" in provisioned.functions:

@@ -3,7 +3,7 @@
 Only what the local stack needs is understood: S3 buckets (versioning, default encryption, Object Lock,
 queue notifications), SQS queues (attributes, redrive), DynamoDB tables (keys, indexes, TTL, streams), KMS
 keys and aliases, SSM parameters, and the functions' environments and event sources (SQS, DynamoDB
-streams, schedules, API). Intrinsics `Ref`, `Fn::GetAtt` and `Fn::Sub`
+streams, schedules, API). Intrinsics `Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`
 are resolved to the physical names created here. Bucket and key policies are not applied: moto does not
 enforce IAM (TOOLING.md), so least privilege is checked by tests over the template instead.
 """
@@ -60,6 +60,7 @@ class FunctionSpec:
     stream_sources: list[tuple[str, int]] = field(default_factory=list)  # (table logical id, batch size)
     stream_filters: list[dict[str, Any]] = field(default_factory=list)  # FilterCriteria patterns
     api_events: list[dict[str, Any]] = field(default_factory=list)
+    max_concurrency: int | None = None  # an SQS source's ScalingConfig.MaximumConcurrency
 
 
 @dataclass
@@ -82,6 +83,7 @@ class LocalProvisioner:
         self.kms = clients["kms"]
         self.ssm = clients.get("ssm")
         self.events = clients.get("events")  # only needed by templates with an event bus
+        self.sfn = clients.get("stepfunctions")  # without it, state machines get an ARN but no definition
         self.out = Provisioned()
         self.resources: dict[str, Any] = template.get("Resources", {})
         self.parameters = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
@@ -97,6 +99,10 @@ class LocalProvisioner:
                 return self._getatt(logical, attr)
             if name == "Fn::Sub":
                 return self._sub(arg)
+            if name == "Fn::Join":
+                separator, parts = arg
+                resolved = self.resolve(parts)
+                return resolved if isinstance(resolved, str) else separator.join(str(p) for p in resolved)
         if isinstance(value, dict):
             return {k: self.resolve(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -267,6 +273,22 @@ class LocalProvisioner:
         self.out.names[logical] = name
         self.out.arns[logical] = arn
 
+    def _state_machine(self, logical: str, props: dict[str, Any]) -> None:
+        name = str(self.resolve(props.get("Name") or self._physical(logical)))
+        arn = f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{name}"
+        self.out.names[logical] = arn
+        self.out.arns[logical] = arn
+        if self.sfn is None:
+            return
+        substitutions = {k: str(self.resolve(v)) for k, v in props.get("DefinitionSubstitutions", {}).items()}
+        text = (Path(__file__).resolve().parents[4] / props["DefinitionUri"]).read_text(encoding="utf-8")
+        self.sfn.create_state_machine(
+            name=name,
+            definition=local_definition(text, substitutions),
+            roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/{self.stack_name}-{logical}Role",
+            type=props.get("Type", "STANDARD"),
+        )
+
     def _function(self, logical: str, resource: dict[str, Any]) -> FunctionSpec:
         glob = self.template.get("Globals", {}).get("Function", {})
         props = resource.get("Properties", {})
@@ -286,6 +308,8 @@ class LocalProvisioner:
                 queue = ev_props["Queue"]
                 logical_queue = queue["Fn::GetAtt"][0] if isinstance(queue, dict) else queue
                 spec.sqs_sources.append((logical_queue, int(ev_props.get("BatchSize", 10))))
+                scaling = ev_props.get("ScalingConfig", {}).get("MaximumConcurrency")
+                spec.max_concurrency = int(scaling) if scaling else None
             elif event["Type"] == "DynamoDB":
                 stream = ev_props["Stream"]
                 logical_table = stream["Fn::GetAtt"][0] if isinstance(stream, dict) else stream
@@ -297,6 +321,26 @@ class LocalProvisioner:
             elif event["Type"] == "Api":
                 spec.api_events.append(ev_props)
         return spec
+
+
+def local_definition(text: str, substitutions: dict[str, str]) -> str:
+    """The template's ASL with its DefinitionSubstitutions applied, as CloudFormation does, for moto.
+
+    One difference, listed in the README: moto's ASL parser has no `ItemBatcher`, so locally each
+    Distributed Map child gets one item instead of a batch (the worker accepts both shapes).
+    """
+    for name, value in substitutions.items():
+        text = text.replace("${" + name + "}", value)
+    document = json.loads(text)
+
+    def strip(states: dict[str, Any]) -> None:
+        for state in states.values():
+            if state.get("Type") == "Map":
+                state.pop("ItemBatcher", None)
+                strip(state.get("ItemProcessor", {}).get("States", {}))
+
+    strip(document["States"])
+    return json.dumps(document)
 
 
 def create_table(ddb: Any, props: dict[str, Any], name: str) -> str:
@@ -328,6 +372,7 @@ def create_template_table(ddb: Any, logical_id: str, name: str, template: str | 
 
 _CREATORS = {
     "AWS::S3::Bucket": LocalProvisioner._bucket,
+    "AWS::Serverless::StateMachine": LocalProvisioner._state_machine,
     "AWS::SQS::Queue": LocalProvisioner._queue,
     "AWS::DynamoDB::Table": LocalProvisioner._table,
     "AWS::KMS::Key": LocalProvisioner._key,
