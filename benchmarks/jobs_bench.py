@@ -63,7 +63,8 @@ def main() -> None:
             (200, 200, 2, "encrypt"),
             (200, 200, 4, "encrypt"),
         ]
-    print(f"{'operation':9} {'objects':>7} {'models':>6} {'pollers':>7} {'seconds':>8} {'objects/s':>9} {'models/s':>8}")
+    header = ("operation", "objects", "models", "pollers", "seconds", "objects/s", "models/s")
+    print("{:9} {:>7} {:>6} {:>7} {:>8} {:>9} {:>8}".format(*header))
     for objects, models, pollers, operation in cases:
         r = run_case(objects, models, pollers, operation)
         print(
