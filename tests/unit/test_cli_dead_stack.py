@@ -36,6 +36,11 @@ ARGS: dict[str, list[str]] = {
     "access show": ["req-1"],
     "access decrypt": ["req-1", "-o", "{tmp}/out.pt"],
     "local assume": ["security-engineer"],
+    "jobs create": ["--source", "s3://ingest-bucket/models/", "--operation", "scan"],
+    "jobs status": ["job-1"],
+    "jobs errors": ["job-1"],
+    "jobs cancel": ["job-1"],
+    "jobs retry": ["job-1"],
 }
 # Commands that talk to no stack: they must still work (or fail for their own reasons) offline.
 # (`dashboard` prints the dashboard's URL from the local stack's state or DASHBOARD_URL: no AWS call.)
@@ -114,6 +119,7 @@ def test_every_command_is_covered() -> None:
         "access list",
         "audit list",
         "audit verify",
+        "jobs list",
     }
     assert unknown <= talking_without_args, (
         f"add these commands to ARGS/OFFLINE: {unknown - talking_without_args}"
