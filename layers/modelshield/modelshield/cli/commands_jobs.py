@@ -242,3 +242,45 @@ def _show(job: Job, fmt: str) -> None:
         print(f"  {job.message}")
     if job.report_uri:
         print(f"  report: {job.report_uri}")
+
+
+# -- `make demo`: an encrypt job over a small seeded repository ---------------------------------------
+def demo_bulk_job(stack: Any) -> bool:
+    """Seed a repository (a few dozen models, some malicious, one corrupt), encrypt it in place, and show
+    the progress, the final counts and the error report. True when the counts are the expected ones."""
+    from modelshield import wiring
+    from modelshield.local.samples import benign_checkpoint, malicious_pickle
+    from modelshield.observability import logger
+
+    logger.setLevel("WARNING")  # the worker's per-item log lines would break the progress bar
+    s3 = stack.client("s3")
+    bucket = "demo-model-repository"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    seeded: dict[str, bytes] = {
+        f"teams/t{n % 4}/run-{n}/model.pt": benign_checkpoint(f"m{n}") for n in range(24)
+    }
+    seeded |= {f"teams/t{n}/contrib/helper-{n}.pkl": malicious_pickle(f"echo {n}") for n in range(4)}
+    seeded["teams/t0/broken/checkpoint.pt"] = benign_checkpoint("broken")[:300]  # truncated: corrupt
+    seeded["teams/README.md"] = b"# our models\n"
+    for key, body in seeded.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    print(
+        f"\nbulk job: encrypt s3://{bucket}/teams/ in place ({len(seeded)} objects: "
+        "24 models, 4 malicious, 1 corrupt, 1 README)"
+    )
+    engineer = stack.client("sts").assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/ModelShieldSecurityEngineer", RoleSessionName="demo"
+    )["AssumedRoleUser"]["Arn"]
+    service = wiring.job_service()
+    job = service.create(principal=engineer, operation="encrypt", source=f"s3://{bucket}/teams/")
+    bar = Progress(sys.stdout)
+    while not (job := service.get(job.job_id)).status.finished:
+        bar.show(job)
+        time.sleep(POLL_SECONDS)
+    bar.show(job)
+    bar.done()
+    _show(job, "table")
+    errors = service.errors(job.job_id)["errors"]
+    print_table(["KEY", "CODE", "WHY"], [[e["key"], e["code"], e["message"][:90]] for e in errors])
+    return job.counts.model_dump() == {"total": 30, "succeeded": 24, "failed": 5, "skipped": 1, "pending": 0}

@@ -609,5 +609,8 @@ def cmd_demo(args: Any) -> int:
         print(f"\nvault objects: {', '.join(o['Key'] for o in listing)}")
         print(f"the malicious pickle is {blocked.verdict.value} and stored only under quarantine/")
         ok = match and blocked.verdict.value == "BLOCKED" and record.encryption_state.value == "ENCRYPTED"
+        from modelshield.cli.commands_jobs import demo_bulk_job
+
+        ok = demo_bulk_job(stack) and ok
     print("\nlocal stack stopped.")
     return 0 if ok else 1
