@@ -52,6 +52,9 @@ def test_the_demo_shows_both_verdicts_and_a_matching_decryption(cli_env: dict[st
     assert "BLOCKED" in malicious and "QUARANTINED" in malicious
     assert "MATCH: the vault copy decrypts to exactly the uploaded bytes" in out
     assert "MS-CODE-EXEC" in out
+    # And the bulk encrypt job over the seeded repository ends with exact counts and names what it quarantined
+    assert "items: 30 total, 24 succeeded, 5 failed, 1 skipped, 0 pending" in out
+    assert "teams/t0/broken/checkpoint.pt  BLOCKED" in out and out.count("contrib/helper-") == 4
 
 
 def test_local_up_upload_verdict_down(cli_env: dict[str, str], tmp_path: Path) -> None:
