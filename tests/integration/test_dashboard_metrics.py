@@ -259,3 +259,27 @@ def test_static_files_are_an_allowlist(dash: Dash) -> None:
     assert dash.get("/static/..%2F..%2Fconfig.py")[0] == 404
     assert dash.get("/static/nothing.js")[0] == 404
     config.scan_settings.cache_clear()
+
+
+def test_bulk_jobs_are_listed_with_their_progress(dash: Dash) -> None:
+    # Given a bulk job recorded in the jobs table (as `modelshield jobs create` records it)
+    from modelshield.jobs.models import Job, Operation, Source
+    from modelshield.jobs.store import JobStore
+
+    store = JobStore(dash.stack.env["JOBS_TABLE"], boto3.resource("dynamodb"))
+    job = Job(job_id="job-1", operation=Operation.ENCRYPT, source=Source(bucket="repo", prefix="models/"),
+              requester=ALICE, created_at=datetime.now(UTC))  # fmt: skip
+    store.create(job)
+
+    # When metrics.json and the page are read
+    jobs = dash.json("/metrics.json")["jobs"]
+    _, _, html = dash.get("/")
+
+    # Then the job is there with its operation, source, status and progress
+    assert [(j["job_id"], j["operation"], j["status"]) for j in jobs] == [("job-1", "encrypt", "PENDING")]
+    assert jobs[0]["source"] == "s3://repo/models/" and jobs[0]["done"] == 0
+    assert "job-1" in html and "no jobs" not in html
+    # And its details link answers with the job's error report; an unknown job is a 404
+    status, _, body = dash.get("/jobs/errors.json?job=job-1")
+    assert status == 200 and json.loads(body)["job_id"] == "job-1"
+    assert dash.get("/jobs/errors.json?job=nope")[0] == 404

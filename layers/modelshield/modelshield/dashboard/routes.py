@@ -19,7 +19,7 @@ from aws_lambda_powertools.event_handler import ALBResolver, Response, content_t
 
 from modelshield.dashboard.render import render_page
 from modelshield.dashboard.service import Dashboard
-from modelshield.errors import ArtifactNotFound, ModelShieldError
+from modelshield.errors import ModelShieldError
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -96,7 +96,7 @@ def build_app(dashboard: Callable[[], Dashboard]) -> ALBResolver:
 
     @app.get("/jobs/errors.json")
     def job_errors() -> Response[str]:
-        raise ArtifactNotFound(f"no job {query('job')!r}: bulk jobs are not recorded in this stack yet")
+        return as_json(dashboard().job_errors(query("job")))
 
     @app.get("/favicon.svg")
     @app.get("/favicon.ico")

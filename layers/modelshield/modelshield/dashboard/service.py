@@ -19,6 +19,7 @@ from modelshield.store.audit import DynamoAuditStore
 from modelshield.store.metrics import MetricsStore
 
 MAX_BATCH_GET = 100  # DynamoDB's BatchGetItem limit
+MAX_JOBS = 20  # the page shows the newest jobs; `modelshield jobs list` has them all
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,32 @@ class Dashboard:
         return record.model_dump(mode="json")
 
     def jobs(self) -> list[dict[str, Any]]:
-        """Bulk jobs (issue 12) once their table exists; until then there are none to show."""
-        return []
+        """The newest bulk jobs (their table's JobsByCreation index), with progress for the page."""
+        if not self.settings.jobs_table:
+            return []
+        from modelshield.jobs.store import JobStore
+
+        rows = []
+        for job in JobStore(self.settings.jobs_table, self.dynamodb).list(limit=MAX_JOBS):
+            public = job.public()
+            counts = public["counts"]
+            done = (
+                int(counts.get("succeeded", 0)) + int(counts.get("failed", 0)) + int(counts.get("skipped", 0))
+            )
+            rows.append({**public, "done": done, "total": int(counts.get("total", 0)),
+                         "failed": int(counts.get("failed", 0))})  # fmt: skip
+        return rows
+
+    def job_errors(self, job_id: str) -> dict[str, Any]:
+        """The job's error report (the page's details link), as `modelshield jobs errors` prints it."""
+        if not self.settings.jobs_table:
+            raise ArtifactNotFound(f"no job {job_id!r}: this stack records no bulk jobs")
+        from modelshield.jobs.settle import errors_document
+        from modelshield.jobs.store import JobStore
+
+        store = JobStore(self.settings.jobs_table, self.dynamodb)
+        store.get(job_id)  # ArtifactNotFound for an unknown job
+        return errors_document(job_id, list(store.items(job_id)))
 
     # -- helpers -------------------------------------------------------------------------------------
     def _key_report(self, uses: dict[str, tuple[int, datetime | None]]) -> list[Any]:
@@ -120,4 +145,3 @@ class Dashboard:
             self.settings.scans_table, [{"artifact_id": a, "scan_ref": s} for a, s in unique]
         )
         return {(str(i["artifact_id"]), str(i["scan_ref"])): i for i in items}
-
