@@ -35,6 +35,10 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
         "ModelShield vs public scanners (docs/scanner-comparison.md)",
         ["compare_scanners.py", *(["--quick"] if QUICK else [])],
     ),
+    (
+        "uploads through the local stack: verdicts/s over time, lost, doubled, DLQ (docs/performance.md)",
+        ["load_bench.py", "--uploads", "100" if QUICK else "1000"],
+    ),
 ]
 
 

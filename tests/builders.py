@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -236,3 +237,54 @@ def s3_event(
                 pass  # deleted on purpose by the test: keep the sample's eTag and size
         record["body"] = json.dumps(body)
     return event
+
+
+@contextmanager
+def template_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoStack]:
+    """The whole template on in-process moto with the real ScanFunction handler (the integration and
+    fault suites' `moto_stack`): moto credentials, a private work directory, small frames."""
+    import boto3
+    from botocore.config import Config
+    from modelshield import config
+    from modelshield.local.stack import load_handler
+    from modelshield.local.template import LocalProvisioner, load_template
+    from moto import mock_aws
+
+    moto_credentials(
+        monkeypatch, POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_METRICS_NAMESPACE="ModelShieldTest"
+    )
+    monkeypatch.setenv("WORKDIR", str(tmp_path / "work"))
+    monkeypatch.setenv("FRAME_LENGTH", "4096")  # several frames even for small test artifacts
+    with mock_aws():
+        cfg = Config(
+            request_checksum_calculation="when_required", response_checksum_validation="when_required"
+        )
+        clients = {
+            "s3": boto3.client("s3", config=cfg),
+            "sqs": boto3.client("sqs"),
+            "dynamodb": boto3.client("dynamodb"),
+            "kms": boto3.client("kms"),
+            "ssm": boto3.client("ssm"),
+        }
+        out = LocalProvisioner(
+            load_template(ROOT / "template.yaml"), stack_name="mstest", clients=clients
+        ).provision()
+        spec = out.functions["ScanFunction"]
+        for name, value in spec.environment.items():
+            monkeypatch.setenv(name, value)
+        config.scan_settings.cache_clear()
+        handler = load_handler(spec)
+        try:
+            yield MotoStack(
+                env=dict(os.environ),
+                s3=clients["s3"],
+                sqs=clients["sqs"],
+                kms=clients["kms"],
+                dynamodb=boto3.resource("dynamodb"),
+                handler=handler,
+                queue_url=out.names["ScanQueue"],
+                queue_arn=out.arns["ScanQueue"],
+                provisioned=out,
+            )
+        finally:
+            config.scan_settings.cache_clear()

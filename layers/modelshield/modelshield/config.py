@@ -172,6 +172,11 @@ class ScanSettings(EnvModel):
     verdict_event_bus: str | None = env(
         "VERDICT_EVENT_BUS", "EventBridge bus every recorded verdict is published on", None
     )
+    # The scan queue's maxReceiveCount: the attempt that reaches it records an ERROR verdict before the
+    # message moves to the dead-letter queue (template.yaml passes the same number to both).
+    max_receive_count: int = env("MAX_RECEIVE_COUNT", "the scan queue's maxReceiveCount", 3)
+    lease_wait_seconds: float = 60.0  # how long a version waits for another version of its key
+    stale_work_seconds: float = 1800.0  # work files older than this (and not in use) are swept
 
 
 class RotateSettings(EnvModel):
@@ -249,6 +254,13 @@ class JobSettings(EnvModel):
         return [b.strip() for b in self.repository_buckets.split(",") if b.strip()]
 
 
+class DlqSettings(EnvModel):
+    """`modelshield dlq list|redrive` and the API's /dlq routes: the scan queue and its dead-letter queue."""
+
+    scan_queue_url: str = env("SCAN_QUEUE_URL", "the scan queue URL")
+    dead_letter_queue_url: str = env("SCAN_DEAD_LETTER_QUEUE_URL", "the scan queue's dead-letter queue URL")
+
+
 class StackTarget(EnvModel):
     """The stack the CLI talks to (a deployed stack's names, or `eval $(modelshield local env)`)."""
 
@@ -273,6 +285,9 @@ class LocalSettings(EnvModel):
     ingest_bucket: str | None = env("INGEST_BUCKET", "the ingest bucket name", None)
     access_key_id: str | None = env(
         "AWS_ACCESS_KEY_ID", "credentials the caller chose (e.g. from `modelshield local assume`)", None
+    )
+    snapshot_seconds: float = env(
+        "MODELSHIELD_SNAPSHOT_SECONDS", "how often `local up` saves moto's state to the state dir", 2.0
     )
 
 

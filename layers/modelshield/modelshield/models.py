@@ -213,6 +213,7 @@ class ScanRecord(BaseModel):
     vault_uri: str | None = None
     trigger: str = "upload"  # upload | rescan | job
     message: str = ""  # a one-line human summary (e.g. why the verdict is ERROR)
+    etag: str | None = None  # the event's eTag: matches a version-less redelivery to this record
 
 
 class ArtifactState(BaseModel):

@@ -3,7 +3,8 @@
 What the ScanFunction's handler delegates to: BatchProcessor reports partial failures so one bad record
 never fails its batch-mates; Powertools Idempotency (keyed by bucket + key + versionId + request id)
 makes a redelivered event a no-op; a record that arrives with too little time left goes back to the
-queue rather than being cut off mid-write.
+queue rather than being cut off mid-write; the attempt that reaches the queue's maxReceiveCount records
+an ERROR verdict (modelshield.recovery), so nothing reaches the dead-letter queue silently.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from modelshield.events import ObjectEvent, object_events
 from modelshield.observability import metrics
 from modelshield.pipeline import Runtime, process_object, resolve_version
+from modelshield.recovery import last_attempt_recorded
 
 # Seconds a record needs at least: below this, fail it back to the queue rather than be cut off mid-write.
 MIN_SECONDS_PER_RECORD = 60
@@ -60,9 +62,12 @@ class ScanBatch:
         remaining = self._remaining_seconds()
         if remaining is not None and remaining < MIN_SECONDS_PER_RECORD:
             raise TimeoutError("not enough time left in this invocation; returning the message to the queue")
+        attempt = int(record.raw_event.get("attributes", {}).get("ApproximateReceiveCount") or 1)
         for event in object_events(record.body):
-            pinned = resolve_version(self.runtime.s3, event)
-            self.scan_object(event=pinned.model_dump(mode="json"))
+            # the queue's last attempt records an ERROR verdict before the message goes to the DLQ
+            with last_attempt_recorded(self.runtime, event, attempt=attempt):
+                pinned = resolve_version(self.runtime.s3, event)
+                self.scan_object(event=pinned.model_dump(mode="json"))
 
     def _scan_object(self, event: dict[str, Any]) -> dict[str, Any]:
         remaining = self._remaining_seconds()

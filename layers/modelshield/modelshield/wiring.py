@@ -34,6 +34,7 @@ from modelshield.store.access import DynamoAccessStore
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.audit import DynamoAuditStore, DynamoCheckpointStore
 from modelshield.store.groups import GroupStore
+from modelshield.store.leases import LeaseStore
 from modelshield.store.metrics import MetricsStore
 from modelshield.store.scans import ScanStore
 
@@ -201,7 +202,7 @@ def runtime(settings: config.ScanSettings | None = None) -> Runtime:
 
     settings = settings or config.scan_settings()
     resource = dynamodb()
-    return Runtime(
+    built = Runtime(
         settings=settings,
         s3=s3_client(),
         kms=client("kms"),
@@ -209,7 +210,10 @@ def runtime(settings: config.ScanSettings | None = None) -> Runtime:
         artifacts=ArtifactStore(settings.tables.artifacts, resource),
         groups=GroupStore(settings.tables.groups, resource, ingest_bucket=settings.buckets.ingest),
         publisher=VerdictPublisher(client("events"), bus) if (bus := settings.verdict_event_bus) else None,
+        leases=LeaseStore(settings.tables.idempotency, resource),
     )
+    built.sweep_workdir(older_than_seconds=0)  # a fresh container: no scan here is using these files
+    return built
 
 
 def rotator(settings: config.RotateSettings | None = None, *, principal: str) -> Rotator:

@@ -1,4 +1,5 @@
-"""Groups, verdicts and rescans over HTTP: the same operations as `modelshield groups|verdict|rescan`.
+"""Groups, verdicts, rescans and the dead-letter queue over HTTP: the same operations as
+`modelshield groups|verdict|rescan|dlq`.
 
 Reading is open to any IAM-authorised caller; changing a group or starting a rescan needs the Security
 Engineer role (SECURITY_ENGINEER_ROLE), and both are audited.
@@ -12,6 +13,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel
 
+from modelshield import config, dlq
 from modelshield.access import matches_any
 from modelshield.admin import apply_groups, request_rescan
 from modelshield.api import caller_arn, services
@@ -93,3 +95,26 @@ def start_rescan(body: RescanRequest) -> dict[str, Any]:
         principal=caller,
     )
     return {"request_id": request_id, "queued": len(states)}
+
+
+@router.get("/dlq")
+def list_dead_letters(limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> dict[str, Any]:
+    """The scan events that failed every attempt (each has an ERROR verdict saying why)."""
+    settings = config.load(config.DlqSettings)
+    letters = dlq.list_dead_letters(services().sqs, settings.dead_letter_queue_url, limit=limit)
+    return {"dead_letters": dlq.as_json(letters)}
+
+
+class RedriveRequest(BaseModel):
+    limit: int | None = None
+
+
+@router.post("/dlq/redrive")
+def redrive_dead_letters(body: RedriveRequest) -> dict[str, Any]:
+    """Send dead-lettered scan events back to the scan queue (after the cause is fixed)."""
+    _require_security_engineer()
+    settings = config.load(config.DlqSettings)
+    moved = dlq.redrive(
+        services().sqs, settings.dead_letter_queue_url, settings.scan_queue_url, limit=body.limit
+    )
+    return {"redriven": dlq.as_json(moved), "count": len(moved)}

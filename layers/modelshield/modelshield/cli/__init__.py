@@ -20,6 +20,7 @@ from modelshield.cli import (
     commands_audit,
     commands_crypto,
     commands_dashboard,
+    commands_dlq,
     commands_groups,
     commands_jobs,
     commands_keys,
@@ -38,6 +39,7 @@ COMMAND_MODULES = (
     commands_keys,
     commands_dashboard,
     commands_jobs,
+    commands_dlq,
 )
 
 

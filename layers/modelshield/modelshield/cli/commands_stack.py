@@ -196,8 +196,10 @@ def cmd_local_up(args: Any) -> int:
                     f"see {local.state_dir() / 'local.log'}"
                 )
             time.sleep(0.2)
+        restored = f"; state restored from {local.state_dir()}" if state.get("restored") else ""
         print(
-            f"# local stack started at {state['endpoint']} (pid {state['pid']}); eval these lines to use it:"
+            f"# local stack started at {state['endpoint']} (pid {state['pid']}{restored}); "
+            "eval these lines to use it:"
         )
     else:
         print(f"# local stack already running at {state['endpoint']} (pid {state['pid']})")

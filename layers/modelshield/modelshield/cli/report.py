@@ -41,9 +41,7 @@ def summary(
     }
 
 
-def report(
-    results: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[str, str]] = ()
-) -> dict[str, Any]:
+def report(results: Sequence[Mapping[str, Any]], skipped: Sequence[Mapping[str, str]] = ()) -> dict[str, Any]:
     return {"results": list(results), "summary": summary(results, skipped)}
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 
+from modelshield import config
 from modelshield.local.stack import LocalStack, state_dir, state_file
 
 
@@ -20,9 +21,21 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     state_dir().mkdir(parents=True, exist_ok=True)
-    stack = LocalStack(port=args.port, dashboard_port=args.dashboard_port).start()
+    settings = config.load(config.LocalSettings)
+    stack = LocalStack(
+        port=args.port,
+        dashboard_port=args.dashboard_port,
+        persist_to=state_dir(),
+        snapshot_seconds=settings.snapshot_seconds,
+    ).start()
     try:
-        state = {"pid": os.getpid(), "endpoint": stack.endpoint, "env": stack.env, "outputs": stack.outputs}
+        state = {
+            "pid": os.getpid(),
+            "endpoint": stack.endpoint,
+            "env": stack.env,
+            "outputs": stack.outputs,
+            "restored": stack.restored,
+        }
         tmp = state_file().with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(state_file())

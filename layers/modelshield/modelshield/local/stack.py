@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -110,9 +111,15 @@ class LocalStack:
         quiet: bool = False,
         dashboard_port: int | None = None,
         max_pollers: int = 2,
+        persist_to: Path | None = None,
+        snapshot_seconds: float = 2.0,
     ) -> None:
         self.quiet = quiet
         self.max_pollers = max_pollers  # per function with a ScalingConfig (the JobWorker): local concurrency
+        self.persist_to = persist_to  # a directory: moto's state is snapshotted there and restored from it
+        self.snapshot_seconds = snapshot_seconds
+        self.restored = False
+        self._snapshotter: Any = None
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.poll_wait_seconds = poll_wait_seconds
@@ -180,8 +187,18 @@ class LocalStack:
             "jobs_state_machine": provisioned.names.get("JobsStateMachine", ""),
             "reports_bucket": provisioned.names.get("ReportsBucket", ""),
         }
-        self.env["SCAN_QUEUE_URL"] = self.outputs["scan_queue_url"]
-        config.export({"SCAN_QUEUE_URL": self.outputs["scan_queue_url"]})
+        queues = {
+            "SCAN_QUEUE_URL": self.outputs["scan_queue_url"],
+            "SCAN_DEAD_LETTER_QUEUE_URL": self.outputs["dead_letter_queue_url"],
+        }
+        self.env.update(queues)
+        config.export(queues)
+        if self.persist_to is not None:
+            from modelshield.local import persistence
+
+            self.persist_to.mkdir(parents=True, exist_ok=True)
+            # names are deterministic: the restored resources are the ones this environment names
+            self.restored = persistence.restore(self.persist_to / persistence.SNAPSHOT_NAME)
         self._seed_groups()
         self._drain_test_events()
         if self.quiet:  # the demo prints its own story; handler logs and metrics go nowhere
@@ -197,7 +214,26 @@ class LocalStack:
             self._start_dashboard(provisioned.functions["DashboardFunction"])
         if pollers and "VerdictEventBus" in provisioned.names:
             self._record_events(provisioned.names["VerdictEventBus"])
+        if self.persist_to is not None:
+            self._start_snapshots()
         return self
+
+    def _start_snapshots(self) -> None:
+        from modelshield.local import persistence
+
+        counter = persistence.ChangeCounter(self._server._server.app)
+        self._server._server.app = counter  # werkzeug serves `server.app` per request
+        seen = {"changes": -1}
+
+        def dirty() -> bool:
+            changed = counter.changes != seen["changes"]
+            seen["changes"] = counter.changes
+            return changed
+
+        assert self.persist_to is not None
+        self._snapshotter = persistence.Snapshotter(
+            self.persist_to / persistence.SNAPSHOT_NAME, interval=self.snapshot_seconds, dirty=dirty
+        ).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -206,6 +242,9 @@ class LocalStack:
             self._dashboard = None
         for thread in self._threads:
             thread.join(timeout=10)
+        if self._snapshotter is not None:  # the last snapshot, after the pollers' last writes
+            self._snapshotter.stop()
+            self._snapshotter = None
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -452,15 +491,50 @@ def state_file() -> Path:
     return state_dir() / "local.json"
 
 
-def read_state() -> dict[str, Any] | None:
-    path = state_file()
-    if not path.is_file():
-        return None
-    state = json.loads(path.read_text())
-    pid = int(state.get("pid", 0))
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a running process. `os.kill(pid, 0)` alone is not enough: a daemon killed with
+    `kill -9` whose parent never reaped it is a zombie, which still "exists" for signals."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except OSError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.is_file():
+        try:
+            state = stat.read_text().rpartition(")")[2].split()[0]  # the field after "(comm)"
+        except (OSError, IndexError):
+            return False
+        return state not in ("Z", "X")  # zombie / dead
+    try:  # no /proc (macOS): a child of ours that exited is reaped here
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def endpoint_answers(endpoint: str, timeout: float = 1.0) -> bool:
+    """A health ping: does something accept connections at the stack's endpoint?"""
+    parsed = urllib.parse.urlsplit(endpoint)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 80), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def read_state() -> dict[str, Any] | None:
+    """The running stack's state file, or None when there is none or its daemon is gone (exited, a
+    zombie, or its endpoint no longer answers)."""
+    path = state_file()
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not process_alive(int(state.get("pid", 0))) or not endpoint_answers(str(state.get("endpoint", ""))):
         return None  # stale: the daemon is gone
     return state
 

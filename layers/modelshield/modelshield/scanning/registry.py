@@ -236,8 +236,6 @@ def dispatch(stream: BinaryIO, ctx: ScanContext) -> Format:
     return fmt
 
 
-
-
 def settle_unrecognised(shared: _Shared) -> None:
     """Unrecognised bytes are fail-closed findings, unless a model in the same artifact reads them as
     raw tensor data (ONNX external data): then they are data of that model, which was scanned."""

@@ -31,6 +31,10 @@ class ScanStore:
                 ) from None
             raise
 
+    def get(self, artifact_id: str, scan_ref: str) -> ScanRecord | None:
+        item = self.table.get_item(Key={"artifact_id": artifact_id, "scan_ref": scan_ref}).get("Item")
+        return ScanRecord.model_validate(from_item(item)) if item else None
+
     def latest(self, artifact_id: str, version_id: str | None = None) -> ScanRecord | None:
         for record in self.history(artifact_id):
             if version_id is None or record.version_id == version_id:

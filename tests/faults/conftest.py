@@ -1,0 +1,39 @@
+"""The fault suite's fixtures: the whole template on in-process moto with fault hooks on every client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from botocore.handlers import BUILTIN_HANDLERS
+
+from tests.builders import MotoStack, template_stack
+from tests.faults.harness import Faults
+
+
+@pytest.fixture
+def faults() -> Iterator[Faults]:
+    """Every botocore session created from now on (moto gives each test a fresh default session, from
+    which the handler builds its clients) passes each call through the fault registry first: the hook
+    sits in botocore's built-in handlers, the list every new session registers, as moto's own does."""
+    registry = Faults()
+    entry = ("before-parameter-build", registry.before_call)
+    BUILTIN_HANDLERS.append(entry)
+    try:
+        yield registry
+    finally:
+        BUILTIN_HANDLERS.remove(entry)
+
+
+@pytest.fixture
+def stack(faults: Faults, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoStack]:
+    """The template on in-process moto, built after the fault hooks are in place."""
+    with template_stack(monkeypatch, tmp_path) as built:
+        yield built
+
+
+@pytest.fixture
+def workdir(stack: MotoStack) -> Path:
+    return Path(os.environ["WORKDIR"])
