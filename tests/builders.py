@@ -265,6 +265,7 @@ def template_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
             "dynamodb": boto3.client("dynamodb"),
             "kms": boto3.client("kms"),
             "ssm": boto3.client("ssm"),
+            "events": boto3.client("events"),
         }
         out = LocalProvisioner(
             load_template(ROOT / "template.yaml"), stack_name="mstest", clients=clients
