@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from typing import Any
 
 import aws_encryption_sdk
 import pytest
@@ -280,16 +282,27 @@ def test_records_round_trip_through_the_store(moto_stack: MotoStack) -> None:
     assert set(record.timings_ms) >= {"download", "scan", "encrypt"}
 
 
-def test_an_artifact_larger_than_ephemeral_storage_is_an_error_verdict_not_a_retry_loop(
+def _runtime(stack: MotoStack) -> Any:
+    import inspect
+
+    return inspect.unwrap(stack.handler).__globals__["batch"].runtime
+
+
+def test_an_artifact_over_the_ranged_limit_is_an_error_verdict_not_a_retry_loop(
     moto_stack: MotoStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a function whose ephemeral storage has less room than the artifact (the disk figure is the
-    # test's, not the machine's: another process freeing disk must not change the outcome)
+    # test's, not the machine's: another process freeing disk must not change the outcome), and a
+    # ranged-path limit below the artifact's size
     from modelshield import workfiles
 
     body = benign_checkpoint()
     version = moto_stack.put("models/huge.pt", body)
     monkeypatch.setattr(workfiles, "free_disk", lambda _path: len(body) - 1)
+    runtime = _runtime(moto_stack)
+    monkeypatch.setattr(
+        runtime, "settings", runtime.settings.model_copy(update={"max_ranged_bytes": len(body) - 1})
+    )
 
     # When its event is processed
     response = moto_stack.invoke(s3_event(moto_stack, "models/huge.pt", version))
@@ -298,9 +311,67 @@ def test_an_artifact_larger_than_ephemeral_storage_is_an_error_verdict_not_a_ret
     assert response["batchItemFailures"] == []
     record = scans(moto_stack).latest(f"{moto_stack.ingest}/models/huge.pt")
     assert record is not None and record.verdict is Verdict.ERROR
-    assert "ephemeral storage" in record.message and "EphemeralStorage" in record.message
+    assert "ephemeral storage" in record.message and "MAX_RANGED_BYTES" in record.message
     assert tags(moto_stack, "models/huge.pt", version)["modelshield-verdict"] == "ERROR"
     assert vault_versions(moto_stack) == []
+
+
+@pytest.mark.parametrize("malicious", [False, True], ids=["benign", "malicious"])
+def test_an_artifact_larger_than_ephemeral_storage_is_scanned_by_ranges_and_encrypted_by_parts(
+    moto_stack: MotoStack, monkeypatch: pytest.MonkeyPatch, malicious: bool
+) -> None:
+    # Given a 12 MiB artifact in a zip-based format, and ephemeral storage with room for 1 MiB only
+    import io
+    import zipfile
+
+    from modelshield import large_objects, workfiles
+
+    from tests.corpus.formats import EVIL_PICKLE, safetensors_raw
+
+    size = 12 * 1024 * 1024
+    weights = {"w": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("model.safetensors", safetensors_raw(weights, os.urandom(size)))
+        if malicious:
+            archive.writestr("extra/data.pkl", EVIL_PICKLE)
+    body = buffer.getvalue()
+    version = moto_stack.put("models/big.zip", body)
+    monkeypatch.setattr(workfiles, "free_disk", lambda _path: 1024 * 1024)
+    monkeypatch.setattr(large_objects, "HASH_RANGE", 5 * 1024 * 1024)
+    opened: list[int] = []
+    real_open = large_objects.RangedArtifact.open.__func__
+
+    def spy(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        artifact = real_open(cls, *args, **kwargs)
+        opened.append(artifact.size)
+        return artifact
+
+    monkeypatch.setattr(large_objects.RangedArtifact, "open", classmethod(spy))
+
+    # When its event is processed
+    response = moto_stack.invoke(s3_event(moto_stack, "models/big.zip", version))
+
+    # Then it took the ranged path (nothing spooled) and got a verdict with the object's sha256
+    assert response["batchItemFailures"] == []
+    assert opened == [len(body)]
+    record = scans(moto_stack).latest(f"{moto_stack.ingest}/models/big.zip")
+    assert record is not None
+    assert record.sha256 == hashlib.sha256(body).hexdigest()
+    if malicious:
+        assert record.verdict is Verdict.BLOCKED
+        assert record.encryption_state.value == "QUARANTINED"
+    else:
+        assert record.verdict.releases
+        assert record.encryption_state.value == "ENCRYPTED"
+    # and its vault copy is a multipart message that the official library decrypts to the original
+    state = artifacts(moto_stack).get(f"{moto_stack.ingest}/models/big.zip", version)
+    assert state is not None and state.vault_key
+    message = moto_stack.s3.get_object(
+        Bucket=moto_stack.vault, Key=state.vault_key, VersionId=state.vault_version_id
+    )["Body"].read()
+    plaintext, context = official_decrypt(moto_stack, message, state.wrapping_key_arn)
+    assert hashlib.sha256(plaintext).hexdigest() == record.sha256 == context[CTX_SHA256]
 
 
 def test_a_rescan_releases_a_model_that_a_relaxed_group_now_allows(moto_stack: MotoStack) -> None:

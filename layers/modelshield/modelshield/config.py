@@ -177,6 +177,10 @@ class ScanSettings(EnvModel):
     max_receive_count: int = env("MAX_RECEIVE_COUNT", "the scan queue's maxReceiveCount", 3)
     lease_wait_seconds: float = 60.0  # how long a version waits for another version of its key
     stale_work_seconds: float = 1800.0  # work files older than this (and not in use) are swept
+    # Objects that do not fit in ephemeral storage are scanned by ranged reads and encrypted by parallel
+    # ranges (modelshield.large_objects) up to this size; larger ones get an ERROR verdict saying so.
+    max_ranged_bytes: int = env("MAX_RANGED_BYTES", "largest artifact scanned by ranged reads", 100 * 1024**3)
+    range_workers: int = env("RANGE_WORKERS", "parallel ranged reads/encryptions per large artifact", 8)
 
 
 class RotateSettings(EnvModel):

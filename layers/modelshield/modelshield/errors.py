@@ -125,4 +125,8 @@ class AuditWriteError(ModelShieldError):
 
 
 class ArtifactTooLarge(ModelShieldError):
-    """The object does not fit in this function's ephemeral storage."""
+    """The object does not fit in this function's ephemeral storage (`size` bytes; None if unknown)."""
+
+    def __init__(self, message: str, *, size: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size

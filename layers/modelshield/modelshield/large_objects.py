@@ -70,6 +70,7 @@ class RangedArtifact:
     last_modified: Any
     version_id: str
     workers: int = DEFAULT_WORKERS
+    artifact_path: None = None  # nothing on local disk: author signatures over the file cannot be checked
 
     @classmethod
     def open(

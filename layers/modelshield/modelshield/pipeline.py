@@ -33,6 +33,7 @@ from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import encrypt_to_s3
 from modelshield.errors import ArtifactTooLarge
 from modelshield.events import ObjectEvent
+from modelshield.large_objects import RangedArtifact
 from modelshield.models import (
     ArtifactRef,
     ArtifactState,
@@ -43,6 +44,7 @@ from modelshield.models import (
     RuleResult,
     RuleStatus,
     ScanRecord,
+    ScanReport,
     Severity,
     Verdict,
     encryption_context,
@@ -117,11 +119,23 @@ def resolve_version(s3: Any, event: ObjectEvent) -> ObjectEvent:
 
 @dataclass
 class _Download:
+    """An object version spooled to a work file (the large-object path's twin is RangedArtifact)."""
+
     path: Path
     sha256: str
     size: int
     last_modified: Any
     version_id: str
+
+    @property
+    def artifact_path(self) -> Path | None:
+        return self.path
+
+    def scan(self, *, limits: Limits, display_name: str) -> ScanReport:
+        return scanning.scan_path(self.path, limits=limits, display_name=display_name, sha256=self.sha256)
+
+    def encrypt(self, **options: Any) -> Any:
+        return encrypt_to_s3(self.path, **options)
 
 
 def _download(s3: Any, ref: ArtifactRef, fd: int, path: Path) -> _Download:
@@ -141,8 +155,8 @@ def _download(s3: Any, ref: ArtifactRef, fd: int, path: Path) -> _Download:
         response["Body"].close()
         raise ArtifactTooLarge(
             f"object {ref.uri} is {length} bytes but this function has {max(free, 0)} bytes of ephemeral "
-            "storage free: raise the ScanFunction's EphemeralStorage (up to 10 GB) or split the artifact. "
-            "It was not scanned and stays blocked."
+            "storage free",
+            size=length,
         )
     digest = hashlib.sha256()
     size = 0
@@ -371,16 +385,33 @@ def _process(
                 raise  # throttling, access denied...: SQS retries; the last attempt records ERROR
             return _object_gone(rt, ref, event, trigger=trigger)
         except ArtifactTooLarge as exc:
-            record = error_record(ref, str(exc), trigger=trigger, etag=event.etag)
-            rt.scans.append(record)
-            tag_verdict(rt.s3, ref, record.verdict, record.scan_id)
-            logger.error(str(exc))
-            return record
+            download = _too_large_to_spool(rt, ref, exc)
+            if isinstance(download, str):
+                record = error_record(ref, download, trigger=trigger, etag=event.etag)
+                rt.scans.append(record)
+                tag_verdict(rt.s3, ref, record.verdict, record.scan_id)
+                logger.error(download)
+                return record
         ref = ArtifactRef(bucket=ref.bucket, key=ref.key, version_id=download.version_id)
         timings["download"] = (clock() - started) * 1000
         return _scan_and_store(
             event, rt, ref, download, timings, trigger=trigger, time_budget_s=time_budget_s
         )
+
+
+def _too_large_to_spool(rt: Runtime, ref: ArtifactRef, exc: ArtifactTooLarge) -> RangedArtifact | str:
+    """An object bigger than ephemeral storage: scanned by ranged reads and encrypted by parallel ranges
+    (large_objects.py) up to `max_ranged_bytes`; beyond that, the reason for an ERROR verdict."""
+    limit = rt.settings.max_ranged_bytes
+    if exc.size is None or exc.size > limit:
+        return (
+            f"{exc}, and it is over the {limit}-byte limit of the ranged path (MAX_RANGED_BYTES): split "
+            "the artifact (e.g. sharded safetensors) or raise the limit. It was not scanned and stays "
+            "blocked."
+        )
+    head = rt.s3.head_object(**_version_kwargs(ref))
+    logger.info("artifact too large to spool; scanning by ranged reads", extra={"size": exc.size})
+    return RangedArtifact.open(rt.s3, ref, head, workers=rt.settings.range_workers)
 
 
 def _object_gone(rt: Runtime, ref: ArtifactRef, event: ObjectEvent, *, trigger: str) -> ScanRecord:
@@ -420,18 +451,16 @@ def _scan_and_store(
     t0 = time.monotonic()
     group, source = resolve_group(rt.groups.effective(), ref.bucket, ref.key)
     metadata = gather_metadata(
-        S3Object(rt.s3, ref.bucket, ref.key, ref.version_id, workdir=download.path.parent),
+        S3Object(rt.s3, ref.bucket, ref.key, ref.version_id, workdir=Path(settings.workdir)),
         ref.key,
         source,
         event_principal=event.principal_id,
-        artifact_path=download.path,
+        artifact_path=download.artifact_path,
     )
     timeout = settings.scan_timeout_seconds
     if time_budget_s is not None:
         timeout = max(1.0, min(timeout, time_budget_s))
-    report = scanning.scan_path(
-        download.path, limits=Limits(timeout_seconds=timeout), display_name=ref.key, sha256=download.sha256
-    )
+    report = download.scan(limits=Limits(timeout_seconds=timeout), display_name=ref.key)
     evaluation = evaluate(report, group, metadata, artifact_key=ref.key)
     timings["scan"] = (time.monotonic() - t0) * 1000
     scan_id = attempt_scan_id(ref, trigger=trigger, request_id=event.request_id)
@@ -460,8 +489,7 @@ def _scan_and_store(
             vault_key = _vault_key(rt, ref, verdict, download.last_modified)
             _drop_unrecorded_copy(rt, vault_key, scan_id)
             context = encryption_context(ref, sha256=download.sha256, group=group.name)
-            stored = encrypt_to_s3(
-                download.path,
+            stored = download.encrypt(
                 s3=rt.s3,
                 keyring=KmsKeyring(rt.kms),
                 key_id=group.kms_key_id or settings.kms_key_id,

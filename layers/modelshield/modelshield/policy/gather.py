@@ -125,7 +125,7 @@ def gather_metadata(
     group_source: Source | None,
     *,
     event_principal: str | None,
-    artifact_path: Path,
+    artifact_path: Path | None,
 ) -> ArtifactMetadata:
     """ArtifactMetadata for an uploaded artifact `key` under `group_source` (None: no source)."""
     raw_user, raw_tags = source.object_metadata()
@@ -141,7 +141,7 @@ def gather_metadata(
         "base_model": _first(user, "base-model"),
         "user_metadata": {k: v[:MAX_USER_METADATA_VALUE] for k, v in user.items()},
         "tags": tags,
-        "artifact_path": str(artifact_path),
+        "artifact_path": str(artifact_path) if artifact_path is not None else None,
     }
     if source_type == "huggingface":
         card = model_card_fields(source)
