@@ -32,6 +32,10 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
         ["dashboard_bench.py", *(["--sizes", "1000:10000"] if QUICK else [])],
     ),
     (
+        "artifacts bigger than one Lambda's disk (docs/large-artifacts.md)",
+        ["ranges_bench.py", "--size", "1G" if QUICK else "4G"],
+    ),
+    (
         "ModelShield vs public scanners (docs/scanner-comparison.md)",
         ["compare_scanners.py", *(["--quick"] if QUICK else [])],
     ),
