@@ -240,13 +240,14 @@ def s3_event(
 
 
 @contextmanager
-def template_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoStack]:
-    """The whole template on in-process moto with the real ScanFunction handler (the integration and
-    fault suites' `moto_stack`): moto credentials, a private work directory, small frames."""
+def provisioned_template(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, moto_config: dict[str, Any] | None = None
+) -> Iterator[tuple[dict[str, Any], Any]]:
+    """The whole template provisioned on in-process moto: (clients by service, the provisioned stack).
+    moto credentials, a private work directory, small frames; `moto_config` e.g. runs Step Functions."""
     import boto3
     from botocore.config import Config
     from modelshield import config
-    from modelshield.local.stack import load_handler
     from modelshield.local.template import LocalProvisioner, load_template
     from moto import mock_aws
 
@@ -255,37 +256,46 @@ def template_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     )
     monkeypatch.setenv("WORKDIR", str(tmp_path / "work"))
     monkeypatch.setenv("FRAME_LENGTH", "4096")  # several frames even for small test artifacts
-    with mock_aws():
+    with mock_aws(**({"config": moto_config} if moto_config else {})):
         cfg = Config(
             request_checksum_calculation="when_required", response_checksum_validation="when_required"
         )
         clients = {
             "s3": boto3.client("s3", config=cfg),
-            "sqs": boto3.client("sqs"),
-            "dynamodb": boto3.client("dynamodb"),
-            "kms": boto3.client("kms"),
-            "ssm": boto3.client("ssm"),
-            "events": boto3.client("events"),
+            **{name: boto3.client(name) for name in ("sqs", "dynamodb", "kms", "ssm", "events")},
         }
+        if moto_config:  # the state machines get their definitions (and can run) only when asked
+            clients["stepfunctions"] = boto3.client("stepfunctions")
         out = LocalProvisioner(
             load_template(ROOT / "template.yaml"), stack_name="mstest", clients=clients
         ).provision()
+        try:
+            yield clients, out
+        finally:
+            config.scan_settings.cache_clear()
+
+
+@contextmanager
+def template_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoStack]:
+    """The whole template on in-process moto with the real ScanFunction handler (the integration and
+    fault suites' `moto_stack`)."""
+    import boto3
+    from modelshield import config
+    from modelshield.local.stack import load_handler
+
+    with provisioned_template(monkeypatch, tmp_path) as (clients, out):
         spec = out.functions["ScanFunction"]
         for name, value in spec.environment.items():
             monkeypatch.setenv(name, value)
         config.scan_settings.cache_clear()
-        handler = load_handler(spec)
-        try:
-            yield MotoStack(
-                env=dict(os.environ),
-                s3=clients["s3"],
-                sqs=clients["sqs"],
-                kms=clients["kms"],
-                dynamodb=boto3.resource("dynamodb"),
-                handler=handler,
-                queue_url=out.names["ScanQueue"],
-                queue_arn=out.arns["ScanQueue"],
-                provisioned=out,
-            )
-        finally:
-            config.scan_settings.cache_clear()
+        yield MotoStack(
+            env=dict(os.environ),
+            s3=clients["s3"],
+            sqs=clients["sqs"],
+            kms=clients["kms"],
+            dynamodb=boto3.resource("dynamodb"),
+            handler=load_handler(spec),
+            queue_url=out.names["ScanQueue"],
+            queue_arn=out.arns["ScanQueue"],
+            provisioned=out,
+        )

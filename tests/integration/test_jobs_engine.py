@@ -10,21 +10,18 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aws_encryption_sdk
-import boto3
 import pytest
 from aws_encryption_sdk import CommitmentPolicy, StrictAwsKmsMasterKeyProvider
-from botocore.config import Config
 from modelshield.crypto.s3 import ENVELOPE_MAGIC
 from modelshield.jobs.models import Filters, Job, JobStatus, Operation, Options
 from modelshield.local.samples import benign_checkpoint, malicious_pickle
 from modelshield.local.stack import LocalContext, load_handler, sqs_record
-from modelshield.local.template import LocalProvisioner, load_template
-from moto import mock_aws
 
-from tests.builders import EVENTS, ROOT
+from tests.builders import EVENTS, provisioned_template
 
 ENGINEER = "arn:aws:sts::123456789012:assumed-role/ModelShieldSecurityEngineer/alice"
 REPO = "model-repo"
@@ -101,25 +98,12 @@ class JobsEnv:
 
 
 @pytest.fixture
-def jobs_env(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobsEnv]:
+def jobs_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[JobsEnv]:
     from modelshield import config
 
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        cfg = Config(
-            request_checksum_calculation="when_required", response_checksum_validation="when_required"
-        )
-        clients = {
-            "s3": boto3.client("s3", config=cfg),
-            "sqs": boto3.client("sqs"),
-            "dynamodb": boto3.client("dynamodb"),
-            "kms": boto3.client("kms"),
-            "stepfunctions": boto3.client("stepfunctions"),
-            "ssm": boto3.client("ssm"),
-            "events": boto3.client("events"),
-        }
-        out = LocalProvisioner(
-            load_template(ROOT / "template.yaml"), stack_name="mstest", clients=clients
-        ).provision()
+    with provisioned_template(
+        monkeypatch, tmp_path, moto_config={"stepfunctions": {"execute_state_machine": True}}
+    ) as (clients, out):
         for spec in ("ApiFunction", "JobWorkerFunction"):
             for name, value in out.functions[spec].environment.items():
                 monkeypatch.setenv(name, value)
