@@ -187,6 +187,9 @@ class MotoStack:
     queue_url: str
     queue_arn: str
     provisioned: Any = None
+    rescan_handler: Any = None
+    rescan_queue_url: str = ""
+    rescan_queue_arn: str = ""
 
     @property
     def ingest(self) -> str:
@@ -206,6 +209,14 @@ class MotoStack:
         )
         messages = [m for m in messages if json.loads(m["Body"]).get("Event") != "s3:TestEvent"]
         return self.invoke({"Records": [sqs_record(m, self.queue_arn) for m in messages]})
+
+    def deliver_rescans(self) -> dict[str, Any]:
+        """Hand what waits on the rescan queue to the RescanFunction's handler, as Lambda would."""
+        messages = self.sqs.receive_message(QueueUrl=self.rescan_queue_url, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
+        event = {"Records": [sqs_record(m, self.rescan_queue_arn) for m in messages]}
+        return self.rescan_handler(event, LocalContext("RescanFunction", 3008, 900))
 
     def put(self, key: str, body: bytes, **kwargs: Any) -> str:
         return self.s3.put_object(Bucket=self.ingest, Key=key, Body=body, **kwargs)["VersionId"]
@@ -298,4 +309,7 @@ def template_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
             queue_url=out.names["ScanQueue"],
             queue_arn=out.arns["ScanQueue"],
             provisioned=out,
+            rescan_handler=load_handler(out.functions["RescanFunction"]),
+            rescan_queue_url=out.names["RescanQueue"],
+            rescan_queue_arn=out.arns["RescanQueue"],
         )

@@ -83,8 +83,22 @@ def test_benign_checkpoint_is_allowed_encrypted_and_decrypts_with_the_official_s
     assert context[CTX_VERSION] == version
     assert context[CTX_SHA256] == record.sha256
 
-    # And the ingest object version carries its verdict tag
-    assert tags(moto_stack, "models/classifier.pt", version)["modelshield-verdict"] == "ALLOWED"
+    # And the vault object says what it is, consistently with the artifacts table and the scan record
+    head = moto_stack.s3.head_object(
+        Bucket=moto_stack.vault, Key=state.vault_key, VersionId=state.vault_version_id
+    )
+    assert head["Metadata"] == {
+        "modelshield-state": state.encryption_state.value,
+        "modelshield-format": state.format.value,
+        "modelshield-plaintext-sha256": state.sha256,
+        "modelshield-wrapping-key": state.wrapping_key_arn,
+        "modelshield-scan-id": record.scan_id,
+        "modelshield-verdict": record.verdict.value,
+        "modelshield-envelope": "aws-encryption-sdk-v2",
+    }
+    # And, the vault copy being verified and recorded, no plaintext version of the upload remains
+    remaining = moto_stack.s3.list_object_versions(Bucket=moto_stack.ingest, Prefix="models/classifier.pt")
+    assert remaining.get("Versions", []) == []
 
 
 def test_malicious_pickle_is_blocked_and_stored_only_in_quarantine(moto_stack: MotoStack) -> None:
@@ -104,7 +118,24 @@ def test_malicious_pickle_is_blocked_and_stored_only_in_quarantine(moto_stack: M
     # And nothing of it exists in the vault outside quarantine/
     keys = [v["Key"] for v in vault_versions(moto_stack)]
     assert keys == ["quarantine/models/innocent.pkl"]
-    assert tags(moto_stack, "models/innocent.pkl", version)["modelshield-verdict"] == "BLOCKED"
+    # And its quarantine copy is encrypted for the quarantine purpose, which no grant may name
+    state = artifacts(moto_stack).get(record.artifact_id, version)
+    assert state is not None
+    head = moto_stack.s3.head_object(
+        Bucket=moto_stack.vault, Key=state.vault_key, VersionId=state.vault_version_id
+    )
+    assert head["Metadata"]["modelshield-state"] == "QUARANTINED"
+    header_bytes = moto_stack.s3.get_object(
+        Bucket=moto_stack.vault, Key=state.vault_key, VersionId=state.vault_version_id, Range="bytes=0-4095"
+    )["Body"].read()
+    assert b"modelshield:purpose" in header_bytes and b"quarantine" in header_bytes
+    # And the plaintext upload is gone too: the quarantine copy is the record of it
+    assert (
+        moto_stack.s3.list_object_versions(Bucket=moto_stack.ingest, Prefix="models/innocent.pkl").get(
+            "Versions", []
+        )
+        == []
+    )
 
 
 def test_a_duplicate_event_does_nothing(moto_stack: MotoStack) -> None:
@@ -397,8 +428,13 @@ def test_a_rescan_releases_a_model_that_a_relaxed_group_now_allows(moto_stack: M
     relaxed = strict.replace("blocking: true", "blocking: false")
     groups.put(load_groups(relaxed)[0])
     states = artifacts_of_group(artifacts(moto_stack).all(), groups.list(), "Partner-S3-Audit")
-    enqueue_rescans(moto_stack.sqs, moto_stack.queue_url, states)
-    assert moto_stack.deliver_queued()["batchItemFailures"] == []
+    # (the plaintext upload is gone by now: the rescan judges the recorded quarantine copy)
+    assert (
+        moto_stack.s3.list_object_versions(Bucket=moto_stack.ingest, Prefix="partner/").get("Versions", [])
+        == []
+    )
+    enqueue_rescans(moto_stack.sqs, moto_stack.rescan_queue_url, states)
+    assert moto_stack.deliver_rescans()["batchItemFailures"] == []
 
     # Then the model is released to consumers' key, encrypted, and the quarantine copy stays as history
     state = artifacts(moto_stack).get(f"{moto_stack.ingest}/partner/acme/model.pt", version)
@@ -406,6 +442,5 @@ def test_a_rescan_releases_a_model_that_a_relaxed_group_now_allows(moto_stack: M
     assert state.encryption_state.value == "ENCRYPTED" and state.vault_key == "partner/acme/model.pt"
     keys = sorted(v["Key"] for v in vault_versions(moto_stack))
     assert keys == ["partner/acme/model.pt", "quarantine/partner/acme/model.pt"]
-    assert (
-        tags(moto_stack, "partner/acme/model.pt", version)["modelshield-verdict"] == "ALLOWED_WITH_WARNINGS"
-    )
+    rescan = scans(moto_stack).latest(state.artifact_id, version)
+    assert rescan is not None and rescan.trigger == "rescan" and rescan.sha256 == first.sha256

@@ -125,9 +125,10 @@ def test_the_resources_this_area_needs_exist(template: dict[str, Any]) -> None:
 
 # -- the vault key: its own policy is the only place use is granted ------------------------------------
 
-# Re-wrap and re-key; the JobWorker verifies every frame of what it encrypts in place before any plaintext
-# goes, runs `verify` jobs and re-keys through the rotation code. Consumers decrypt only through grants.
-DECRYPTERS = {"RotateFunctionRole", "JobWorkerFunctionRole"}
+# Re-wrap and re-key; rescans into their ephemeral storage; the JobWorker verifies every frame of what it
+# encrypts in place before any plaintext goes, runs `verify` jobs and re-keys through the rotation code.
+# Consumers decrypt only through grants.
+DECRYPTERS = {"RotateFunctionRole", "RescanFunctionRole", "JobWorkerFunctionRole"}
 USE_ACTIONS = (
     "kms:Decrypt",
     "kms:Encrypt",
@@ -385,10 +386,31 @@ def test_by_default_nobody_but_the_scan_function_reads_an_upload_whatever_its_ta
         assert denies, action
         deny = denies[0]
         spared = deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]["Fn::If"][2]
-        assert _role_names(spared) == {"ScanFunctionRole"}, spared
+        assert _role_names(spared) == {"ScanFunctionRole", "RescanFunctionRole"}, spared
         assert "ExistingObjectTag" not in json.dumps(deny["Condition"])
     # And no other function is given ingest reads by IAM that the bucket policy would then refuse
-    assert _iam_holders(template, "s3:GetObject", "IngestBucket") == {"ScanFunctionRole"}
+    assert _iam_holders(template, "s3:GetObject", "IngestBucket") == {
+        "ScanFunctionRole",
+        "RescanFunctionRole",
+    }
+
+
+def test_the_rescan_function_reads_only_metadata_sidecars_of_uploads(template: dict[str, Any]) -> None:
+    # Given the rescan role (it judges vault copies; the plaintext upload may be gone)
+    for statement in statements(template, "RescanFunction"):
+        if _mentions(statement.get("Resource"), "IngestBucket.Arn}/"):
+            # Then its IAM reads of uploads are signatures and model cards, nothing else
+            resources = json.dumps(statement["Resource"])
+            assert _list(statement["Action"]) == ["s3:GetObject"], statement
+            assert resources.count("Fn::Sub") == 2 and "*.sig" in resources and "*README.md" in resources
+    # And the bucket policy says the same, whatever IAM would allow
+    sidecar_only = [
+        s
+        for s in bucket_policy(template, "IngestBucketPolicy")
+        if s.get("Sid") == "RescansReadOnlyMetadataSidecars"
+    ]
+    assert sidecar_only and _mentions(sidecar_only[0]["Condition"]["ArnEquals"], "RescanFunctionRole")
+    assert "NotResource" in sidecar_only[0] and "Resource" not in sidecar_only[0]
 
 
 def test_direct_reads_are_an_explicit_opt_in_limited_to_released_versions(template: dict[str, Any]) -> None:
@@ -429,8 +451,14 @@ def test_only_modelshield_removes_plaintext_versions(template: dict[str, Any]) -
     deny = _deny(bucket_policy(template, "IngestBucketPolicy"), "s3:DeleteObjectVersion", "IngestBucket")
     assert deny
     spared = _role_names(_exempt(deny[0]))
-    assert _iam_holders(template, "s3:DeleteObjectVersion", "IngestBucket") <= spared
-    assert all(name.endswith("FunctionRole") for name in spared), spared
+    assert (
+        _iam_holders(template, "s3:DeleteObjectVersion", "IngestBucket")
+        == spared
+        == {
+            "ScanFunctionRole",
+            "PlaintextSweepFunctionRole",
+        }
+    )
 
 
 # -- the vault bucket ------------------------------------------------------------------------------
@@ -526,7 +554,7 @@ def test_the_security_engineer_is_one_role_kept_in_the_stack_not_a_wildcard(temp
 
 
 def test_the_scan_roles_write_only_rows_of_ingest_artifacts(template: dict[str, Any]) -> None:
-    for name in ("ScanFunction",):
+    for name in ("ScanFunction", "RescanFunction"):
         for statement in statements(template, name):
             if not (on(statement, "ArtifactsTable") or on(statement, "ScansTable")):
                 continue

@@ -181,6 +181,8 @@ class ScanSettings(EnvModel):
     # ranges (modelshield.large_objects) up to this size; larger ones get an ERROR verdict saying so.
     max_ranged_bytes: int = env("MAX_RANGED_BYTES", "largest artifact scanned by ranged reads", 100 * 1024**3)
     range_workers: int = env("RANGE_WORKERS", "parallel ranged reads/encryptions per large artifact", 8)
+    audit_table: str | None = env("AUDIT_TABLE", "the audit table (plaintext removals, forged tags)", None)
+    retention_table: str | None = env("RETENTION_TABLE", "the plaintext retention table", None)
 
 
 class RotateSettings(EnvModel):
@@ -293,6 +295,14 @@ class LocalSettings(EnvModel):
     snapshot_seconds: float = env(
         "MODELSHIELD_SNAPSHOT_SECONDS", "how often `local up` saves moto's state to the state dir", 2.0
     )
+
+
+class SweepSettings(EnvModel):
+    """PlaintextSweepFunction: removals due in the retention table, checked against the artifacts table."""
+
+    retention_table: str = env("RETENTION_TABLE", "the plaintext retention table")
+    artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name")
+    audit_table: str = env("AUDIT_TABLE", "the audit table name")
 
 
 class AnchorSettings(EnvModel):

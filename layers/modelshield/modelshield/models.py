@@ -239,6 +239,10 @@ class ArtifactState(BaseModel):
     latest_scan_ref: str
     updated_at: datetime
     revision: int = 1  # bumped on every update; conditional writes compare it
+    # The upload's user metadata and tags as first seen: rescans judge the vault copy with them once the
+    # plaintext upload is gone (ModelShield's own modelshield-* tags are never kept here).
+    source_metadata: dict[str, str] = Field(default_factory=dict)
+    source_tags: dict[str, str] = Field(default_factory=dict)
 
 
 # Encryption-context keys. They are authenticated in every envelope header and sent to KMS, where the key
@@ -288,14 +292,20 @@ CTX_GROUP = "modelshield:group"  # the security group that evaluated it
 CTX_SHA256 = "modelshield:sha256"  # sha256 of the plaintext
 CTX_PURPOSE = "modelshield:purpose"  # always PURPOSE_ARTIFACT for vault objects
 PURPOSE_ARTIFACT = "model-artifact"
+# Quarantine copies carry their own purpose: the vault key policy lets no grant name it, so a quarantined
+# artifact cannot be decrypted for a consumer whatever a table says.
+PURPOSE_QUARANTINE = "quarantine"
 
 
-def encryption_context(ref: ArtifactRef, *, sha256: str, group: str) -> dict[str, str]:
-    """The encryption context that binds a vault object to the exact artifact version it came from."""
+def encryption_context(
+    ref: ArtifactRef, *, sha256: str, group: str, purpose: str = PURPOSE_ARTIFACT
+) -> dict[str, str]:
+    """The encryption context that binds a vault object to the exact artifact version it came from
+    (`purpose`: PURPOSE_ARTIFACT for consumer copies, PURPOSE_QUARANTINE for quarantine copies)."""
     return {
         CTX_ARTIFACT: ref.artifact_id,
         CTX_VERSION: ref.version_id or "null",
         CTX_GROUP: group,
         CTX_SHA256: sha256,
-        CTX_PURPOSE: PURPOSE_ARTIFACT,
+        CTX_PURPOSE: purpose,
     }

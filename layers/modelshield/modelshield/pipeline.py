@@ -20,7 +20,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from modelshield.errors import ArtifactTooLarge
 from modelshield.events import ObjectEvent
 from modelshield.large_objects import RangedArtifact
 from modelshield.models import (
+    PURPOSE_ARTIFACT,
+    PURPOSE_QUARANTINE,
     ArtifactRef,
     ArtifactState,
     EncryptionState,
@@ -52,10 +54,20 @@ from modelshield.models import (
 )
 from modelshield.notify import VerdictPublisher
 from modelshield.observability import logger
+from modelshield.plaintext import PlaintextLifetime, VaultSource, decrypt_vault_copy, replacement_verified
 from modelshield.policy.engine import SIDECAR_MESSAGE, evaluate
 from modelshield.policy.gather import gather_metadata
 from modelshield.policy.groups import SecurityGroup
 from modelshield.policy.sources import resolve_group
+from modelshield.release import (
+    META_ENVELOPE,
+    META_FORMAT,
+    META_SCAN_ID,
+    META_SHA256,
+    META_STATE,
+    META_VERDICT,
+    META_WRAPPING_KEY,
+)
 from modelshield.s3_metadata import S3Object
 from modelshield.scanning.registry import Limits
 from modelshield.store.artifacts import ArtifactStore
@@ -82,6 +94,17 @@ class Runtime:
     groups: GroupStore
     leases: LeaseStore
     publisher: VerdictPublisher | None = None  # announces each recorded verdict (notify.py)
+    # Removes the plaintext upload once its vault copy is recorded (None: keep it, e.g. bare tests).
+    lifetime: PlaintextLifetime | None = None
+    # The RescanFunction: judge the recorded vault copy (decrypted into ephemeral storage), not the upload.
+    read_vault: bool = False
+    _key_arns: dict[str, str] = field(default_factory=dict)
+
+    def key_arn(self, key_id: str) -> str:
+        """The ARN behind a key id or alias (what S3 metadata and the artifacts table record)."""
+        if key_id not in self._key_arns:
+            self._key_arns[key_id] = str(self.kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"])
+        return self._key_arns[key_id]
 
     def sweep_workdir(self, *, older_than_seconds: float) -> None:
         """Remove plaintext work files no scan in this process is using (workfiles.py)."""
@@ -179,6 +202,24 @@ def _scan_ref(version_id: str, scan_id: str) -> str:
     return f"{utcnow().strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{version_id}#{scan_id}"
 
 
+class NoVaultCopy(ArtifactTooLarge):
+    """A rescan found no verified vault copy: like an oversized object, it ends as a recorded ERROR."""
+
+
+def _download_vault(rt: Runtime, ref: ArtifactRef, path: Path) -> _Download:
+    """A rescan's input: the recorded vault (or quarantine) copy, decrypted and checked against the row."""
+    state = rt.artifacts.get(ref.artifact_id, ref.version_id or "null")
+    if state is None or not replacement_verified(state):
+        raise NoVaultCopy(
+            f"{ref.uri} has no recorded vault copy to rescan: upload it again to scan it. It stays blocked."
+        )
+    plain, sha256, size = decrypt_vault_copy(rt.s3, rt.kms, state, path.parent)
+    plain.replace(path)  # into the work file the caller cleans up
+    return _Download(
+        path=path, sha256=sha256, size=size, last_modified=state.last_modified, version_id=state.version_id
+    )
+
+
 def _scan_record(ref: ArtifactRef, scan_id: str, **fields: Any) -> ScanRecord:
     """The one place a ScanRecord is built: identity, sort key and time from the object version."""
     version = ref.version_id or "null"
@@ -250,28 +291,25 @@ def _vault_key(rt: Runtime, ref: ArtifactRef, verdict: Verdict, last_modified: A
     }
     if not released:
         return ref.key
-    newer = _versions_newer_than(rt.s3, ref)
-    if newer is None:  # our version is gone from the listing: fall back to timestamps
-        newer = {
-            v
-            for v, s in released.items()
-            if s.last_modified and last_modified and s.last_modified > last_modified
-        }
+    listed = _listed_versions(rt.s3, ref)
+    newer = set(listed[: listed.index(ref.version_id)]) if ref.version_id in listed else set()
+    # Released versions S3 no longer lists (their plaintext was removed once their vault copy was
+    # recorded) are ordered by their recorded time; a tie counts as newer: never roll consumers back.
+    newer |= {
+        v
+        for v, s in released.items()
+        if v not in listed and (not (s.last_modified and last_modified) or s.last_modified >= last_modified)
+    }
     return f"versions/{ref.version_id}/{ref.key}" if newer & released.keys() else ref.key
 
 
-def _versions_newer_than(s3: Any, ref: ArtifactRef) -> set[str] | None:
-    """Version ids of the key that S3 lists before ours (S3 lists a key's versions newest first, which is
-    exact even when two uploads share a LastModified second). None if our version is not listed."""
-    seen: list[str] = []
+def _listed_versions(s3: Any, ref: ArtifactRef) -> list[str]:
+    """Version ids of the key as S3 lists them, newest first (exact even when two uploads share a
+    LastModified second)."""
+    out: list[str] = []
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=ref.bucket, Prefix=ref.key):
-        for version in page.get("Versions", []):
-            if version["Key"] != ref.key:
-                continue
-            if version["VersionId"] == ref.version_id:
-                return set(seen)
-            seen.append(version["VersionId"])
-    return None
+        out.extend(v["VersionId"] for v in page.get("Versions", []) if v["Key"] == ref.key)
+    return out
 
 
 def _version_kwargs(ref: ArtifactRef) -> dict[str, Any]:
@@ -379,17 +417,18 @@ def _process(
     workdir.mkdir(parents=True, exist_ok=True)
     with workfiles.work_file(workdir) as (fd, path):
         try:
-            download = _download(rt.s3, ref, fd, path)
+            download = _download_vault(rt, ref, path) if rt.read_vault else _download(rt.s3, ref, fd, path)
         except ClientError as exc:
             if not is_not_found(exc):
                 raise  # throttling, access denied...: SQS retries; the last attempt records ERROR
             return _object_gone(rt, ref, event, trigger=trigger)
         except ArtifactTooLarge as exc:
-            download = _too_large_to_spool(rt, ref, exc)
+            download = str(exc) if isinstance(exc, NoVaultCopy) else _too_large_to_spool(rt, ref, exc)
             if isinstance(download, str):
                 record = error_record(ref, download, trigger=trigger, etag=event.etag)
                 rt.scans.append(record)
-                tag_verdict(rt.s3, ref, record.verdict, record.scan_id)
+                if not rt.read_vault:
+                    tag_verdict(rt.s3, ref, record.verdict, record.scan_id)
                 logger.error(download)
                 return record
         ref = ArtifactRef(bucket=ref.bucket, key=ref.key, version_id=download.version_id)
@@ -450,13 +489,18 @@ def _scan_and_store(
     settings = rt.settings
     t0 = time.monotonic()
     group, source = resolve_group(rt.groups.effective(), ref.bucket, ref.key)
+    recorded_state = rt.artifacts.get(ref.artifact_id, ref.version_id or "null")
+    upload = S3Object(rt.s3, ref.bucket, ref.key, ref.version_id, workdir=Path(settings.workdir))
     metadata = gather_metadata(
-        S3Object(rt.s3, ref.bucket, ref.key, ref.version_id, workdir=Path(settings.workdir)),
+        VaultSource(recorded_state, upload) if rt.read_vault and recorded_state is not None else upload,
         ref.key,
         source,
         event_principal=event.principal_id,
         artifact_path=download.artifact_path,
     )
+    forged = {k: v for k, v in metadata.tags.items() if k.startswith("modelshield-")}
+    if forged and recorded_state is None and trigger == "upload" and rt.lifetime is not None:
+        rt.lifetime.forged_tags(ref, forged)  # tags only ModelShield may set, already there on arrival
     timeout = settings.scan_timeout_seconds
     if time_budget_s is not None:
         timeout = max(1.0, min(timeout, time_budget_s))
@@ -488,16 +532,28 @@ def _scan_and_store(
         if existing is None or not existing.vault_key or existing.verdict.releases != verdict.releases:
             vault_key = _vault_key(rt, ref, verdict, download.last_modified)
             _drop_unrecorded_copy(rt, vault_key, scan_id)
-            context = encryption_context(ref, sha256=download.sha256, group=group.name)
+            purpose = PURPOSE_ARTIFACT if verdict.releases else PURPOSE_QUARANTINE
+            context = encryption_context(ref, sha256=download.sha256, group=group.name, purpose=purpose)
+            key_id = group.kms_key_id or settings.kms_key_id
             stored = download.encrypt(
                 s3=rt.s3,
                 keyring=KmsKeyring(rt.kms),
-                key_id=group.kms_key_id or settings.kms_key_id,
+                key_id=key_id,
                 bucket=settings.buckets.vault,
                 key=vault_key,
                 context=context,
                 frame_length=settings.frame_length,
-                metadata={"modelshield-verdict": verdict.value, "modelshield-scan-id": scan_id},
+                metadata={
+                    META_STATE: (
+                        EncryptionState.ENCRYPTED if verdict.releases else EncryptionState.QUARANTINED
+                    ).value,
+                    META_FORMAT: report.format.value,
+                    META_SHA256: download.sha256,
+                    META_WRAPPING_KEY: rt.key_arn(key_id),
+                    META_SCAN_ID: scan_id,
+                    META_VERDICT: verdict.value,
+                    META_ENVELOPE: "aws-encryption-sdk-v2",
+                },
             )
             timings["encrypt"] = (time.monotonic() - t1) * 1000
         # else: a rescan that does not change where the artifact belongs: the vault copy stands
@@ -522,17 +578,28 @@ def _scan_and_store(
             etag=event.etag,
         )
         try:
-            if not verdict.releases:  # fail closed first: the ingest version stops being readable
+            if (
+                not verdict.releases and not rt.read_vault
+            ):  # fail closed first: the ingest version stops being readable
                 tag_verdict(rt.s3, ref, verdict, scan_id)
-            _commit(rt, ref, record, download, stored, state, existing)
+            _commit(rt, ref, record, download, stored, state, existing, metadata)
         except BaseException:
             if stored is not None:
                 _delete_copy(rt, stored.key, stored.version_id)  # nothing in the vault without a record
             raise
         if stored is not None and existing is not None and existing.verdict.releases and not verdict.releases:
             _withdraw_release(rt, existing.vault_bucket, existing.vault_key, existing.vault_version_id)
-        if verdict.releases:
+        if verdict.releases and not rt.read_vault:
             tag_verdict(rt.s3, ref, verdict, scan_id)
+        if rt.lifetime is not None and not rt.read_vault and ref.bucket == settings.buckets.ingest:
+            # Only now: the vault/quarantine copy is written, verified and recorded (row + scan). Only
+            # uploads to the drop zone go; a bulk job's source repository is the owner's to keep.
+            outcome = rt.lifetime.after_verdict(
+                ref,
+                rt.artifacts.get(ref.artifact_id, ref.version_id or "null"),
+                group.plaintext_retention_days,
+            )
+            logger.info("plaintext upload", extra={"outcome": outcome})
     logger.info(
         "artifact scanned",
         extra={
@@ -620,6 +687,7 @@ def _commit(
     stored: Any,
     state: EncryptionState,
     existing: ArtifactState | None,
+    metadata: Any = None,
 ) -> None:
     """Write the scan record and the version's new state in one transaction (store/records.py)."""
     if stored is None and existing is not None:  # verdict class unchanged: only the verdict and scan move on
@@ -647,6 +715,16 @@ def _commit(
             last_modified=download.last_modified,
             latest_scan_ref=record.scan_ref,
             updated_at=utcnow(),
+            source_metadata=existing.source_metadata
+            if existing
+            else dict(metadata.user_metadata if metadata is not None else {}),
+            source_tags=existing.source_tags
+            if existing
+            else {
+                k: v
+                for k, v in (metadata.tags if metadata is not None else {}).items()
+                if not k.startswith("modelshield-")
+            },
         )
     record_scan(
         rt.scans.table.meta.client,
@@ -665,6 +743,7 @@ class Evaluated:
     group: SecurityGroup
     report: Any  # modelshield.models.ScanReport
     evaluation: Any  # the policy engine's evaluation: verdict, rules, group name and version
+    metadata: Any = None  # the ArtifactMetadata it was judged with
 
     @property
     def verdict(self) -> Verdict:

@@ -40,6 +40,7 @@ from modelshield.store.scans import ScanStore
 
 if TYPE_CHECKING:
     from modelshield.pipeline import Runtime
+    from modelshield.plaintext import PlaintextLifetime
 
 S3_CONFIG = Config(
     request_checksum_calculation="when_required",
@@ -193,8 +194,35 @@ def access_service(
 
 
 # -- one builder per function -----------------------------------------------------------------------
-def runtime(settings: config.ScanSettings | None = None) -> Runtime:
-    """Everything the scan pipeline talks to (ScanFunction, local stack, jobs)."""
+def plaintext_lifetime(
+    s3: Any, audit_table: str | None, retention_table: str | None, *, principal: str, resource: Any
+) -> PlaintextLifetime:
+    """Removal (or scheduled removal) of plaintext uploads once their vault copy is recorded."""
+    from modelshield.plaintext import PlaintextLifetime, RetentionStore
+
+    audit = AuditLog(DynamoAuditStore(audit_table, resource)) if audit_table else None
+    retention = RetentionStore(retention_table, resource) if retention_table else None
+    return PlaintextLifetime(s3=s3, audit=audit, retention=retention, principal=principal)
+
+
+def sweep() -> Callable[[], dict[str, int]]:
+    """PlaintextSweepFunction: remove the plaintext uploads whose retention has passed."""
+    settings = config.load(config.SweepSettings)
+    resource = dynamodb()
+    lifetime = plaintext_lifetime(
+        s3_client(),
+        settings.audit_table,
+        settings.retention_table,
+        principal="PlaintextSweepFunction",
+        resource=resource,
+    )
+    artifacts = ArtifactStore(settings.artifacts_table, resource)
+    return lambda: lifetime.sweep(artifacts)
+
+
+def runtime(settings: config.ScanSettings | None = None, *, read_vault: bool = False) -> Runtime:
+    """Everything the scan pipeline talks to (ScanFunction, local stack, jobs; with `read_vault`, the
+    RescanFunction, which judges vault copies instead of uploads)."""
     # Imported here, not for a cycle but for start-up time: the pipeline brings every scanner and
     # Powertools' tracer, which CLI commands that never scan (`--help`, `explain`, `groups`) should not load.
     from modelshield.notify import VerdictPublisher
@@ -202,15 +230,24 @@ def runtime(settings: config.ScanSettings | None = None) -> Runtime:
 
     settings = settings or config.scan_settings()
     resource = dynamodb()
+    s3 = s3_client()
     built = Runtime(
         settings=settings,
-        s3=s3_client(),
+        s3=s3,
         kms=client("kms"),
         scans=ScanStore(settings.tables.scans, resource),
         artifacts=ArtifactStore(settings.tables.artifacts, resource),
         groups=GroupStore(settings.tables.groups, resource, ingest_bucket=settings.buckets.ingest),
         publisher=VerdictPublisher(client("events"), bus) if (bus := settings.verdict_event_bus) else None,
         leases=LeaseStore(settings.tables.idempotency, resource),
+        lifetime=plaintext_lifetime(
+            s3,
+            settings.audit_table,
+            settings.retention_table,
+            principal="RescanFunction" if read_vault else "ScanFunction",
+            resource=resource,
+        ),
+        read_vault=read_vault,
     )
     built.sweep_workdir(older_than_seconds=0)  # a fresh container: no scan here is using these files
     return built

@@ -130,6 +130,9 @@ class SecurityGroup(BaseModel):
     version: int = Field(1, ge=1, strict=True)  # bumped by the store on every change
     kms_key_id: str | None = None  # alias or ARN; None: the stack's default key
     max_data_key_age_days: int = Field(365, ge=1, le=36_500, strict=True)
+    # Days the plaintext upload stays in the ingest bucket once its vault/quarantine copy is verified and
+    # recorded; 0 (default): removed at once. Only ModelShield reads it meanwhile (see README, Security).
+    plaintext_retention_days: int = Field(0, ge=0, le=3650, strict=True)
     sources: list[Source] = Field(default_factory=list)
     rules: dict[RuleId, RuleSettingUnion] = Field(default_factory=dict)
 
