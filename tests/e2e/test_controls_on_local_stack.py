@@ -211,3 +211,98 @@ def test_one_person_with_a_consumer_and_an_engineer_role_cannot_approve_their_ow
     # Then she is refused as the same person, and the refusal is audited
     assert "same person" in capsys.readouterr().err
     assert ("access.approve", "self-approval by the same person") in refusals(artifact)
+
+
+def _versions_left(stack: LocalStack, key: str, timeout: float = 30) -> list[dict]:
+    """The ingest bucket's versions of `key`, once the pipeline has had time to remove them."""
+    s3 = stack.client("s3")
+    deadline = time.monotonic() + timeout
+    while True:
+        left = s3.list_object_versions(Bucket=stack.outputs["ingest_bucket"], Prefix=key).get("Versions", [])
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _wait_for_rescan(artifact: str, version: str, timeout: float = 120):
+    scans = ScanStore(os.environ["SCANS_TABLE"], wiring.dynamodb())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        latest = scans.latest(artifact, version)
+        if latest is not None and latest.trigger == "rescan":
+            return latest
+        time.sleep(0.3)
+    raise AssertionError(f"no rescan of {artifact} within {timeout}s")
+
+
+def test_no_plaintext_remains_yet_approved_decrypts_and_rescans_still_work(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from modelshield.policy.groups import load_groups
+    from modelshield.store.groups import GroupStore
+
+    ingest = stack.outputs["ingest_bucket"]
+    groups = GroupStore(stack.env["GROUPS_TABLE"], wiring.dynamodb())
+    strict = f"""groups:
+  - name: Partner-S3-Audit
+    sources: [{{type: s3, bucket: "{ingest}", prefix: partner/}}]
+    rules:
+      MS-FORMAT-SAFE: {{blocking: true, settings: {{pickle_based: deny}}}}
+"""
+    groups.put(load_groups(strict)[0])
+    # Given an allowed model and a partner model its group blocks, both scanned
+    body = benign_checkpoint("served")
+    artifact, _ = upload(stack, "models/served.pt", body)
+    partner, pversion = upload(stack, "partner/acme/model.pt", benign_checkpoint("partner"))
+    # Then no plaintext version of either upload remains in the ingest bucket
+    assert _versions_left(stack, "models/served.pt") == []
+    assert _versions_left(stack, "partner/acme/model.pt") == []
+    removed = wiring.audit_log().list(AuditQuery(artifact_id=artifact, action="ingest.plaintext-removed"))
+    assert len(removed) == 1 and removed[0].decision.value == "ALLOWED"
+
+    # And an approved consumer still decrypts exactly the uploaded bytes, from the vault
+    become(stack, "InferenceService", "svc-1")
+    capsys.readouterr()
+    assert cli(["access", "request", artifact, "--reason", "serve", "--hours", "1", "--format", "json"]) == 0
+    request_id = request_id_of(capsys)
+    become(stack, "ModelShieldSecurityEngineer", "alice")
+    assert cli(["access", "approve", request_id, "--reason", "SEC-1"]) == 0
+    become(stack, "InferenceService", "svc-1")
+    out = tmp_path / "served.pt"
+    assert cli(["access", "decrypt", request_id, "-o", str(out)]) == 0
+    assert out.read_bytes() == body
+
+    # And when the partner group's rule is relaxed, a rescan (from the quarantine copy) gives a new verdict
+    groups.put(load_groups(strict.replace("blocking: true", "blocking: false"))[0])
+    become(stack, "ModelShieldSecurityEngineer", "alice")
+    assert cli(["rescan", "--group", "Partner-S3-Audit"]) == 0
+    rescan = _wait_for_rescan(partner, pversion)
+    assert rescan.verdict is Verdict.ALLOWED_WITH_WARNINGS
+    state = ArtifactStore(stack.env["ARTIFACTS_TABLE"], wiring.dynamodb()).get(partner, pversion)
+    assert state is not None and state.encryption_state is EncryptionState.ENCRYPTED
+    assert state.vault_key == "partner/acme/model.pt"
+
+
+def test_an_upload_carrying_a_forged_verdict_tag_is_recorded_and_still_refused(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a malicious pickle uploaded with a verdict tag only ModelShield may set
+    artifact, version = upload(
+        stack, "models/tagged.pkl", malicious_pickle(), Tagging="modelshield-verdict=ALLOWED"
+    )
+    # Then it is still BLOCKED, and the forged tag is an audit record saying what happened
+    scan = ScanStore(stack.env["SCANS_TABLE"], wiring.dynamodb()).latest(artifact, version)
+    assert scan is not None and scan.verdict is Verdict.BLOCKED
+    forged = wiring.audit_log().list(AuditQuery(artifact_id=artifact, action="ingest.forged-tags"))
+    assert (
+        forged
+        and forged[0].decision.value == "DENIED"
+        and forged[0].detail["tags"] == {"modelshield-verdict": "ALLOWED"}
+    )
+    assert "ModelShield's own tags" in forged[0].reason
+    # And a consumer's request is refused with the verdict, and audited
+    become(stack, "InferenceService", "svc-1")
+    capsys.readouterr()
+    assert cli(["access", "request", artifact, "--reason", "serve", "--hours", "1"]) == 2
+    assert "its verdict is BLOCKED" in capsys.readouterr().err
+    assert any(a == "access.request" and "BLOCKED" in why for a, why in refusals(artifact))

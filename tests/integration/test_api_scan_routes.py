@@ -77,7 +77,7 @@ def test_only_a_security_engineer_changes_groups_and_bad_yaml_says_where(
     assert status == 200 and body["rules"]["MS-FORMAT-SAFE"]["blocking"] is True
 
 
-def test_a_rescan_is_queued_for_the_scan_function_and_recorded(moto_stack: MotoStack, api: Any) -> None:
+def test_a_rescan_is_queued_for_the_rescan_function_and_recorded(moto_stack: MotoStack, api: Any) -> None:
     # Given an artifact scanned once
     version = moto_stack.put("partner/acme/model.pt", benign_checkpoint())
     moto_stack.deliver_queued()
@@ -87,8 +87,8 @@ def test_a_rescan_is_queued_for_the_scan_function_and_recorded(moto_stack: MotoS
     status, body = api("POST", "/rescans", body={"group": "Partner-S3-Audit"})
     assert status == 200 and body["queued"] == 1
 
-    # Then the ScanFunction picks it up and records a rescan of the same version
-    assert moto_stack.deliver_queued()["batchItemFailures"] == []
+    # Then the RescanFunction picks it up (from the vault copy) and records a rescan of the same version
+    assert moto_stack.deliver_rescans()["batchItemFailures"] == []
     latest = ScanStore(moto_stack.env["SCANS_TABLE"], moto_stack.dynamodb).latest(
         f"{moto_stack.ingest}/partner/acme/model.pt"
     )

@@ -602,3 +602,15 @@ def test_anchors_are_written_on_every_append_batch_and_on_a_schedule(template: d
     stream = next(e for e in events.values() if e["Type"] == "DynamoDB")["Properties"]["Stream"]
     assert stream == {"Fn::GetAtt": ["AuditTable", "StreamArn"]}
     assert template["Resources"]["AuditTable"]["Properties"]["StreamSpecification"]
+
+
+def test_every_kms_event_the_audit_rule_sends_is_recorded(template: dict[str, Any]) -> None:
+    # Key administration that could change who decrypts is audited like decryption itself
+    from modelshield.audit import KMS_EVENTS
+
+    pattern = template["Resources"]["AuditFunction"]["Properties"]["Events"]["KmsCalls"]["Properties"][
+        "Pattern"
+    ]
+    sent = set(pattern["detail"]["eventName"])
+    assert {"PutKeyPolicy", "ScheduleKeyDeletion", "DisableKey"} <= sent
+    assert sent <= KMS_EVENTS

@@ -408,7 +408,19 @@ def verify_against_latest_anchor(
 # Encryption-context keys that name the artifact in KMS calls (see models.encryption_context).
 CONTEXT_ARTIFACT_KEYS = (CTX_ARTIFACT,)
 CONTEXT_VERSION_KEYS = (CTX_VERSION,)
-KMS_EVENTS = frozenset({"Decrypt", "CreateGrant", "RetireGrant", "RevokeGrant", "ReEncrypt"})
+KMS_EVENTS = frozenset(
+    {
+        "Decrypt",
+        "CreateGrant",
+        "RetireGrant",
+        "RevokeGrant",
+        "ReEncrypt",
+        # Administration that could change who decrypts (template.yaml's AuditFunction rule sends them).
+        "PutKeyPolicy",
+        "DisableKey",
+        "ScheduleKeyDeletion",
+    }
+)
 _MAX_TEXT = 500
 
 
