@@ -29,7 +29,10 @@ def faults() -> Iterator[Faults]:
 
 @pytest.fixture
 def stack(faults: Faults, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoStack]:
-    """The template on in-process moto, built after the fault hooks are in place."""
+    """The template on in-process moto, built after the fault hooks are in place. Uploads keep their
+    plaintext here: these invariants inspect the ingest version's tag after its verdict (removal itself is
+    tested in tests/integration/test_scan_function.py and tests/e2e/test_controls_on_local_stack.py)."""
+    monkeypatch.setenv("REMOVE_PLAINTEXT", "false")
     with template_stack(monkeypatch, tmp_path) as built:
         yield built
 

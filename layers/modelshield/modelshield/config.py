@@ -183,6 +183,9 @@ class ScanSettings(EnvModel):
     range_workers: int = env("RANGE_WORKERS", "parallel ranged reads/encryptions per large artifact", 8)
     audit_table: str | None = env("AUDIT_TABLE", "the audit table (plaintext removals, forged tags)", None)
     retention_table: str | None = env("RETENTION_TABLE", "the plaintext retention table", None)
+    # Off only for test suites that inspect upload versions after their verdict (tests/faults); the
+    # template never sets it, so a deployed stack always removes plaintext once its copy is recorded.
+    remove_plaintext: bool = env("REMOVE_PLAINTEXT", "remove uploads once their vault copy is recorded", True)
 
 
 class RotateSettings(EnvModel):

@@ -246,7 +246,9 @@ def runtime(settings: config.ScanSettings | None = None, *, read_vault: bool = F
             settings.retention_table,
             principal="RescanFunction" if read_vault else "ScanFunction",
             resource=resource,
-        ),
+        )
+        if settings.remove_plaintext
+        else None,
         read_vault=read_vault,
     )
     built.sweep_workdir(older_than_seconds=0)  # a fresh container: no scan here is using these files
