@@ -102,7 +102,9 @@ def stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         )
 
 
-def add_artifact(stack: Any, name: str, data: bytes, key_arn: str, *, age_days: int = 10) -> ArtifactState:
+def add_artifact(
+    stack: Any, name: str, data: bytes, key_arn: str, *, age_days: int = 10, **extra: Any
+) -> ArtifactState:
     return encrypted_allowed_artifact(
         s3=stack.s3,
         kms=stack.kms,
@@ -116,6 +118,7 @@ def add_artifact(stack: Any, name: str, data: bytes, key_arn: str, *, age_days: 
         group=GROUP,
         frame_length=64 * 1024,
         metadata={"modelshield-verdict": "ALLOWED"},
+        **extra,
     )
 
 
@@ -230,6 +233,29 @@ def test_one_run_rewraps_to_the_new_key_with_server_side_copies_and_rekeys_old_d
     # When the run repeats, there is nothing left to do
     again = rotator(stack).run()
     assert again.complete and again.actions == [] and again.examined == 5
+
+
+def test_a_quarantine_copy_is_rewrapped_and_its_old_version_kept(stack: Any) -> None:
+    # Given a quarantined artifact still wrapped by the old key (the bucket policy forbids deleting any
+    # quarantine/ version: they are the evidence of what was blocked)
+    blocked = add_artifact(
+        stack, "models/bad.pt", os.urandom(40_000), stack.old_key, vault_key="quarantine/models/bad.pt"
+    )
+    assert str(blocked.vault_key).startswith("quarantine/")
+    before = versions(stack, str(blocked.vault_key))
+
+    # When rotation runs
+    report = rotator(stack).run()
+
+    # Then the copy is re-wrapped under the new key, and the old version is kept, not deleted
+    assert report.complete and not report.failures
+    after = stack.artifacts.get(blocked.artifact_id, "v1")
+    assert after is not None and after.wrapping_key_arn == stack.new_key
+    assert decrypted_sha(stack, after, stack.new_key) == blocked.sha256
+    listed = versions(stack, str(blocked.vault_key))
+    assert set(before) < set(listed) and after.vault_version_id in listed
+    item = next(a for a in report.actions if a.artifact_id == blocked.artifact_id)
+    assert "kept" in item.note
 
 
 def test_an_interrupted_run_resumes_without_doing_anything_twice(stack: Any) -> None:

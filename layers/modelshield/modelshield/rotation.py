@@ -62,6 +62,8 @@ class Action(StrEnum):
     REKEY = "rekey"
 
 
+QUARANTINE_PREFIX = "quarantine/"  # as ScanSettings.quarantine_prefix; never deleted (bucket policy)
+
 @dataclass(frozen=True)
 class RotationSettings:
     default_key_id: str  # the stack's key for groups without their own
@@ -559,6 +561,11 @@ class Rotator:
             return self.artifacts.save(current.model_copy(update=update), expected_revision=current.revision)
 
     def _retire_old(self, bucket: str, key: str, old_version: str, result: ItemResult) -> None:
+        if key.startswith(QUARANTINE_PREFIX):
+            # The vault's bucket policy keeps every quarantine/ version (QuarantineVersionsAreKept: it is the
+            # evidence of what was blocked), so the superseded copy stays, noncurrent and still encrypted.
+            result.note = (result.note + "; " if result.note else "") + f"old version {old_version} kept"
+            return
         if self.settings.delete_old_versions:
             self.s3.delete_object(Bucket=bucket, Key=key, VersionId=old_version)
             result.note = (result.note + "; " if result.note else "") + f"old version {old_version} deleted"
