@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from modelshield.local.samples import benign_checkpoint, malicious_pickle
-from modelshield.models import Verdict
+from modelshield.models import ScanRecord, Verdict
 
 from tests.builders import MotoStack
 from tests.faults.harness import (
@@ -260,7 +260,12 @@ def _throttle_kms(stack: MotoStack, faults: Faults) -> str:
 def test_an_infrastructure_failure_ends_as_a_recorded_error_verdict_before_the_dlq(
     stack: MotoStack, faults: Faults, workdir: Path, breakage: object
 ) -> None:
-    # Given an upload and a persistent infrastructure failure
+    # Given an upload and a persistent infrastructure failure (and a note of every verdict announced)
+    import inspect
+
+    runtime = inspect.unwrap(stack.handler).__globals__["batch"].runtime
+    announced: list[ScanRecord] = []
+    runtime.publisher = type("Announced", (), {"publish": staticmethod(announced.append)})()
     uploads = upload(stack, "models/a.pt", benign_checkpoint())
     reason = breakage(stack, faults)  # type: ignore[operator]
 
@@ -276,6 +281,8 @@ def test_an_infrastructure_failure_ends_as_a_recorded_error_verdict_before_the_d
     assert "dlq redrive" in records[0].message
     assert ingest_tag(stack, key, version) not in RELEASING_TAGS
     assert list(workdir.glob("artifact-*")) == []
+    # and it is announced like any verdict (the BLOCKED/ERROR notification)
+    assert [(r.scan_id, r.verdict) for r in announced] == [(records[0].scan_id, Verdict.ERROR)]
 
 
 # -- finding 4: consistent records for deletions ------------------------------------------------------

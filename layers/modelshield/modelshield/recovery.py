@@ -100,6 +100,8 @@ def record_final_failure(rt: Runtime, event: ObjectEvent, exc: BaseException, *,
         tag_verdict(rt.s3, ref, record.verdict, record.scan_id)
     except Exception as tag_exc:
         logger.error("could not tag the ERROR verdict", extra={"error": str(tag_exc)})
+    if rt.publisher is not None:  # recorded: announce it like any verdict (never raises)
+        rt.publisher.publish(record)
 
 
 @contextmanager
