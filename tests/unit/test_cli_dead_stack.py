@@ -91,6 +91,7 @@ def dead_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "IDEMPOTENCY_TABLE": "idempotency",
         "KMS_KEY_ID": "alias/modelshield-local-vault",
         "SCAN_QUEUE_URL": f"{endpoint}/123456789012/scan-queue",
+        "SCAN_DEAD_LETTER_QUEUE_URL": f"{endpoint}/123456789012/scan-dlq",
         "MODELSHIELD_STATE_DIR": str(tmp_path / "state"),
     }
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "MODELSHIELD_TARGET"):
@@ -120,6 +121,8 @@ def test_every_command_is_covered() -> None:
         "audit list",
         "audit verify",
         "jobs list",
+        "dlq list",
+        "dlq redrive",
     }
     assert unknown <= talking_without_args, (
         f"add these commands to ARGS/OFFLINE: {unknown - talking_without_args}"

@@ -34,18 +34,22 @@ def _actions(statement: dict[str, Any]) -> list[str]:
     return action if isinstance(action, list) else [action]
 
 
-def test_only_the_scan_function_may_put_events_and_only_on_the_verdict_bus(resources: dict[str, Any]) -> None:
+def test_only_the_functions_that_record_verdicts_put_events_and_only_on_the_verdict_bus(
+    resources: dict[str, Any],
+) -> None:
     # Given every function's inline policies
     publishers = {}
     for logical, resource in resources.items():
         for statement in _statements(resource):
             if any(a in ("events:PutEvents", "events:*", "*") for a in _actions(statement)):
                 publishers.setdefault(logical, []).append(statement["Resource"])
-    # Then the scan function alone publishes, on exactly the verdict bus
-    assert publishers == {"ScanFunction": [{"Fn::GetAtt": ["VerdictEventBus", "Arn"]}]}
+    # Then the scan and rescan functions (the two that record verdicts) alone publish, on exactly the bus
+    bus = [{"Fn::GetAtt": ["VerdictEventBus", "Arn"]}]
+    assert publishers == {"ScanFunction": bus, "RescanFunction": bus}
     assert resources["VerdictEventBus"]["Type"] == "AWS::Events::EventBus"
-    env = resources["ScanFunction"]["Properties"]["Environment"]["Variables"]
-    assert env["VERDICT_EVENT_BUS"] == {"Ref": "VerdictEventBus"}
+    for function in publishers:
+        env = resources[function]["Properties"]["Environment"]["Variables"]
+        assert env["VERDICT_EVENT_BUS"] == {"Ref": "VerdictEventBus"}
 
 
 def test_blocked_and_error_verdicts_reach_the_topic(resources: dict[str, Any]) -> None:
