@@ -679,6 +679,54 @@ def _summary(rules: list[RuleResult], verdict: Verdict, evaluation_message: str 
     return f"{verdict.value}: " + ", ".join(parts)
 
 
+def _next_state(
+    ref: ArtifactRef,
+    record: ScanRecord,
+    download: Any,
+    stored: Any,
+    state: EncryptionState,
+    existing: ArtifactState | None,
+    metadata: Any = None,
+) -> ArtifactState:
+    """The version's state after `record`: a verdict-only move when the vault copy stands (`stored` None),
+    else the new vault copy; the upload's metadata and tags (not ModelShield's) carry over for rescans."""
+    if stored is None and existing is not None:  # verdict class unchanged: only the verdict and scan move on
+        return existing.model_copy(
+            update={"verdict": record.verdict, "latest_scan_ref": record.scan_ref, "group": record.group}
+        )
+    return ArtifactState(
+        artifact_id=ref.artifact_id,
+        version_id=record.version_id,
+        bucket=ref.bucket,
+        key=ref.key,
+        sha256=record.sha256,
+        size=record.size,
+        format=record.format,
+        group=record.group,
+        verdict=record.verdict,
+        encryption_state=state,
+        vault_bucket=stored.bucket,
+        vault_key=stored.key,
+        vault_version_id=stored.version_id,
+        ciphertext_size=stored.size,
+        wrapping_key_arn=stored.key_arn,
+        data_key_created_at=record.scanned_at,
+        last_modified=download.last_modified,
+        latest_scan_ref=record.scan_ref,
+        updated_at=utcnow(),
+        source_metadata=existing.source_metadata
+        if existing
+        else dict(metadata.user_metadata if metadata is not None else {}),
+        source_tags=existing.source_tags
+        if existing
+        else {
+            k: v
+            for k, v in (metadata.tags if metadata is not None else {}).items()
+            if not k.startswith("modelshield-")
+        },
+    )
+
+
 def _commit(
     rt: Runtime,
     ref: ArtifactRef,
@@ -690,42 +738,7 @@ def _commit(
     metadata: Any = None,
 ) -> None:
     """Write the scan record and the version's new state in one transaction (store/records.py)."""
-    if stored is None and existing is not None:  # verdict class unchanged: only the verdict and scan move on
-        new = existing.model_copy(
-            update={"verdict": record.verdict, "latest_scan_ref": record.scan_ref, "group": record.group}
-        )
-    else:
-        new = ArtifactState(
-            artifact_id=ref.artifact_id,
-            version_id=record.version_id,
-            bucket=ref.bucket,
-            key=ref.key,
-            sha256=record.sha256,
-            size=record.size,
-            format=record.format,
-            group=record.group,
-            verdict=record.verdict,
-            encryption_state=state,
-            vault_bucket=stored.bucket,
-            vault_key=stored.key,
-            vault_version_id=stored.version_id,
-            ciphertext_size=stored.size,
-            wrapping_key_arn=stored.key_arn,
-            data_key_created_at=record.scanned_at,
-            last_modified=download.last_modified,
-            latest_scan_ref=record.scan_ref,
-            updated_at=utcnow(),
-            source_metadata=existing.source_metadata
-            if existing
-            else dict(metadata.user_metadata if metadata is not None else {}),
-            source_tags=existing.source_tags
-            if existing
-            else {
-                k: v
-                for k, v in (metadata.tags if metadata is not None else {}).items()
-                if not k.startswith("modelshield-")
-            },
-        )
+    new = _next_state(ref, record, download, stored, state, existing, metadata)
     record_scan(
         rt.scans.table.meta.client,
         scans_table=rt.settings.tables.scans,
@@ -819,35 +832,7 @@ def save_artifact_state(
     existing: ArtifactState | None,
 ) -> None:
     """Record the artifact version's current state (optimistic locking on `existing.revision`)."""
-    if stored is None and existing is not None:  # verdict class unchanged: only the verdict and scan move on
-        rt.artifacts.save(
-            existing.model_copy(
-                update={"verdict": record.verdict, "latest_scan_ref": record.scan_ref, "group": record.group}
-            ),
-            expected_revision=existing.revision,
-        )
-        return
-    new = ArtifactState(
-        artifact_id=ref.artifact_id,
-        version_id=record.version_id,
-        bucket=ref.bucket,
-        key=ref.key,
-        sha256=record.sha256,
-        size=record.size,
-        format=record.format,
-        group=record.group,
-        verdict=record.verdict,
-        encryption_state=state,
-        vault_bucket=stored.bucket,
-        vault_key=stored.key,
-        vault_version_id=stored.version_id,
-        ciphertext_size=stored.size,
-        wrapping_key_arn=stored.key_arn,
-        data_key_created_at=record.scanned_at,
-        last_modified=download.last_modified,
-        latest_scan_ref=record.scan_ref,
-        updated_at=utcnow(),
-    )
+    new = _next_state(ref, record, download, stored, state, existing)
     rt.artifacts.save(new, expected_revision=existing.revision if existing else None)
 
 
