@@ -42,20 +42,19 @@ def _upload(s3: Any, data: bytes) -> RangedObject:
     )
 
 
-def _encrypt(s3: Any, kms: Any, key_arn: str, source: RangedObject, **extra: Any) -> Any:
+def _encrypt(s3: Any, kms: Any, key_arn: str, source: RangedObject, **overrides: Any) -> Any:
+    """Header after body into vault/models/big.gguf on three workers, unless `overrides` say otherwise."""
+    options: dict[str, Any] = {
+        "bucket": "vault",
+        "key": "models/big.gguf",
+        "context": CONTEXT,
+        "digest_key": DIGEST_KEY,
+        "frame_length": FRAME,
+        "range_size": RANGE,
+        "workers": 3,
+    }
     return encrypt_object_by_range(
-        source,
-        s3=s3,
-        keyring=KmsKeyring(kms),
-        key_id=key_arn,
-        bucket="vault",
-        key="models/big.gguf",
-        context=CONTEXT,
-        digest_key=DIGEST_KEY,
-        frame_length=FRAME,
-        range_size=RANGE,
-        workers=3,
-        **extra,
+        source, s3=s3, keyring=KmsKeyring(kms), key_id=key_arn, **{**options, **overrides}
     )
 
 
@@ -163,36 +162,22 @@ def test_header_first_range_encryption_uses_a_generated_data_key_and_checks_the_
     context = {**CONTEXT, DIGEST_KEY: digest}
     source = _upload(s3, data)
     # When it is encrypted by range with the header first (GenerateDataKey, no kms:Encrypt needed)
-    stored = encrypt_object_by_range(
-        source,
-        s3=s3,
-        keyring=KmsKeyring(kms),
-        key_id=key_arn,
-        bucket="vault",
-        key="models/big.gguf",
-        context=context,
-        digest_key=None,
-        frame_length=FRAME,
-        range_size=RANGE,
-        workers=2,
-        plaintext_sha256=digest,
+    stored = _encrypt(
+        s3, kms, key_arn, source, context=context, digest_key=None, workers=2, plaintext_sha256=digest
     )
     # Then the library decrypts it with exactly that context
     message = s3.get_object(Bucket="vault", Key="models/big.gguf", VersionId=stored.version_id)["Body"].read()
     assert _sdk_decrypt(message, key_arn) == (data, context)
     # and a wrong expected digest stores nothing new
     with pytest.raises(IntegrityError):
-        encrypt_object_by_range(
+        _encrypt(
+            s3,
+            kms,
+            key_arn,
             source,
-            s3=s3,
-            keyring=KmsKeyring(kms),
-            key_id=key_arn,
-            bucket="vault",
             key="other",
             context={**CONTEXT, DIGEST_KEY: "0" * 64},
             digest_key=None,
-            frame_length=FRAME,
-            range_size=RANGE,
             plaintext_sha256="0" * 64,
         )
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="vault")["Contents"]] == ["models/big.gguf"]
