@@ -29,6 +29,7 @@ from modelshield import config, wiring
 from modelshield.aws import NO_STACK_HINT
 from modelshield.errors import StackNotRunning
 from modelshield.local.dashboard_server import DashboardServer
+from modelshield.local.interpreter_logs import quiet_interpreter
 from modelshield.local.streams import StreamPump
 from modelshield.local.template import ACCOUNT_ID, REGION, FunctionSpec, LocalProvisioner, load_template
 from modelshield.policy.groups import default_groups
@@ -139,6 +140,7 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        quiet_interpreter()  # moto's ASL interpreter logs two expected lines per job (interpreter_logs.py)
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
