@@ -109,3 +109,74 @@ def test_a_groups_document_based_on_a_stale_version_changes_nothing(moto_stack: 
     assert status == 409 and "says version 3 but the stored one is version 1" in body["message"]
     assert api("GET", "/groups/NewTeam")[0] == 404
     assert api("GET", "/groups/Vision")[1]["rules"]["MS-LICENSE"]["blocking"] is False
+
+
+def test_a_groups_document_naming_a_missing_key_is_refused_with_group_and_field(
+    moto_stack: MotoStack, api: Any
+) -> None:
+    # Given a document whose second group names a KMS alias that does not exist (line 5)
+    document = (
+        "groups:\n  - name: Vision\n    sources: [{type: s3, bucket: ingest, prefix: vision/}]\n"
+        "  - name: Audio\n    kms_key_id: alias/modelshield-audio\n"
+    )
+    # When a Security Engineer PUTs it
+    status, body = api("PUT", "/groups", body={"yaml": document})
+    # Then it is a 400 naming the line, the group and the field, and what to do
+    assert status == 400 and body["error"] == "GroupsRefused"
+    assert body["problems"] == [
+        {
+            "level": "error",
+            "line": 5,
+            "group": "Audio",
+            "field": "groups[1].kms_key_id",
+            "message": "KMS key 'alias/modelshield-audio' does not exist in this account and region: "
+            "create it (or its alias), or remove kms_key_id to use the stack's default key",
+        }
+    ]
+    assert "groups document:5: groups[1].kms_key_id (group 'Audio')" in body["message"]
+    # And nothing was stored, not even the valid group
+    assert api("GET", "/groups/Vision")[0] == 404
+
+
+def test_a_groups_document_taking_another_groups_source_is_refused(moto_stack: MotoStack, api: Any) -> None:
+    # Given a stored group owning vision/
+    owner = "groups:\n  - name: Vision\n    sources: [{type: s3, bucket: ingest, prefix: vision/}]\n"
+    assert api("PUT", "/groups", body={"yaml": owner})[0] == 200
+    # When another document gives vision/ to a new group
+    taker = "groups:\n  - name: Imaging\n    sources:\n      - {type: s3, bucket: ingest, prefix: vision/}\n"
+    status, body = api("PUT", "/groups", body={"yaml": taker})
+    # Then the same check as `groups apply` refuses it at the source's line
+    assert status == 400
+    (problem,) = body["problems"]
+    assert (problem["line"], problem["group"], problem["field"]) == (4, "Imaging", "groups[0].sources[0]")
+    assert "already a source of the stored group 'Vision'" in problem["message"]
+    assert api("GET", "/groups/Imaging")[0] == 404
+
+
+def test_a_dry_run_over_the_api_reports_changes_and_affected_artifacts_without_storing(
+    moto_stack: MotoStack, api: Any
+) -> None:
+    # Given an artifact scanned in the Partner-S3-Audit group
+    moto_stack.put("partner/acme/model.pt", benign_checkpoint())
+    moto_stack.deliver_queued()
+    before = api("GET", "/groups/Partner-S3-Audit")[1]
+    # When a dry run tightens that group's rules, using the stack's own key
+    document = (
+        "groups:\n  - name: Partner-S3-Audit\n"
+        f"    kms_key_id: {moto_stack.env['KMS_KEY_ID']}\n"
+        "    rules:\n      MS-FORMAT-SAFE: {blocking: true}\n"
+    )
+    status, body = api("PUT", "/groups", body={"yaml": document, "dry_run": True})
+    # Then the change and the affected artifact are reported
+    assert status == 200 and body["dry_run"] is True and body["applied"] == []
+    # (the stack runs on its built-in groups until some are stored: the group would be created)
+    assert body["changes"][0]["name"] == "Partner-S3-Audit" and body["changes"][0]["change"] == "created"
+    assert body["affected"]["count"] == 1
+    (affected,) = body["affected"]["artifacts"]
+    assert affected["artifact"] == f"{moto_stack.ingest}/partner/acme/model.pt"
+    # (stored over the built-in groups, a document replaces them all: this one names no sources, so the
+    # artifact would fall to `default`; the dry run is what shows that before it happens)
+    assert affected["changes"] == ["group"]
+    assert (affected["from_group"], affected["to_group"]) == ("Partner-S3-Audit", "default")
+    # And nothing was stored
+    assert api("GET", "/groups/Partner-S3-Audit")[1] == before

@@ -1,5 +1,6 @@
 """`groups apply` checks a file against the live stack before storing it: KMS keys exist and issue data
-keys, sources are not another stored group's; problems name the line at fault and nothing is stored."""
+keys, sources are not another stored group's; problems name the line at fault and nothing is stored.
+`--dry-run` also lists the existing artifacts the file would move to another group or judge by other rules."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from typing import Any
 
 import boto3
 import pytest
+from modelshield.admin import affected_artifacts
 from modelshield.cli import main
-from modelshield.policy.groups import load_groups_with_lines
+from modelshield.models import ArtifactState, EncryptionState, Format, Verdict, utcnow
+from modelshield.policy.groups import SecurityGroup, load_groups_with_lines
 from modelshield.policy.preflight import check_groups
+from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.groups import GroupStore
 from moto import mock_aws
 
@@ -66,7 +70,10 @@ def test_a_file_naming_a_missing_key_is_refused_with_the_line_and_nothing_is_sto
     err = capsys.readouterr().err
     # Then it is refused, naming the file, line and field, and what to do
     assert code == 2
-    assert f"{path}:7: groups[1].kms_key_id: KMS key 'alias/modelshield-audio' does not exist" in err
+    assert (
+        f"{path}:7: groups[1].kms_key_id (group 'Audio'): KMS key 'alias/modelshield-audio' does not exist"
+        in err
+    )
     assert "remove kms_key_id to use the stack's default key" in err
     assert "Traceback" not in err
     # And nothing was stored, not even the valid group
@@ -105,7 +112,8 @@ def test_a_source_of_another_stored_group_is_refused_with_its_line(
     # Then it is refused at the source's line, naming the owner
     assert code == 2
     assert (
-        f"{other}:4: groups[0].sources[0]: bucket 'ingest' prefix 'vision/' is already a source of the "
+        f"{other}:4: groups[0].sources[0] (group 'Imaging'): bucket 'ingest' prefix 'vision/' is already a "
+        "source of the "
         "stored group 'Vision'" in capsys.readouterr().err
     )
     # But moving the source in the same file (Vision gives it up) is fine
@@ -130,3 +138,121 @@ def test_dry_run_checks_and_reports_without_storing(
     capsys.readouterr()
     assert main(["groups", "apply", str(path), "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "Vision: would be unchanged (v1)"
+
+
+ARTIFACTS = "groups-preflight-artifacts"
+
+
+def artifact(key: str, group: str, version: str = "v1") -> ArtifactState:
+    return ArtifactState(
+        artifact_id=f"ingest/{key}",
+        version_id=version,
+        bucket="ingest",
+        key=key,
+        size=1,
+        format=Format.SAFETENSORS,
+        group=group,
+        verdict=Verdict.ALLOWED,
+        encryption_state=EncryptionState.ENCRYPTED,
+        latest_scan_ref="scan",
+        updated_at=utcnow(),
+    )
+
+
+@pytest.fixture
+def artifacts(stack: Any, monkeypatch: pytest.MonkeyPatch) -> ArtifactStore:
+    monkeypatch.setenv("ARTIFACTS_TABLE", ARTIFACTS)
+    boto3.resource("dynamodb").create_table(
+        TableName=ARTIFACTS,
+        KeySchema=[
+            {"AttributeName": "artifact_id", "KeyType": "HASH"},
+            {"AttributeName": "version_id", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "artifact_id", "AttributeType": "S"},
+            {"AttributeName": "version_id", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return ArtifactStore(ARTIFACTS, boto3.resource("dynamodb"))
+
+
+EDIT = """groups:
+  - name: Vision
+    kms_key_id: alias/vision
+    sources: [{type: s3, bucket: ingest, prefix: vision/}]
+    rules:
+      MS-LICENSE: {blocking: true}
+  - name: Audio
+    sources: [{type: s3, bucket: ingest, prefix: audio/}]
+"""
+
+
+def test_dry_run_lists_the_artifacts_that_would_change_group_or_rules(
+    stack: Any, artifacts: ArtifactStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a stored Vision group and artifacts under vision/ (two versions), audio/ and elsewhere
+    assert main(["groups", "apply", str(write(tmp_path, GOOD))]) == 0
+    capsys.readouterr()
+    for state in (
+        artifact("vision/a.pt", "Vision"),
+        artifact("vision/a.pt", "Vision", "v2"),
+        artifact("audio/b.pt", "default"),
+        artifact("other/c.pt", "default"),
+    ):
+        artifacts.save(state, expected_revision=None)
+    edit = tmp_path / "edit.yaml"
+    edit.write_text(EDIT)
+
+    # When a file that tightens Vision's rules and gives audio/ to a new group is dry-run, as JSON
+    assert main(["groups", "apply", str(edit), "--dry-run", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+
+    # Then it names each affected artifact, how it changes, and leaves the unaffected one out
+    assert out["affected"] == {
+        "count": 2,
+        "truncated": False,
+        "artifacts": [
+            {
+                "artifact": "ingest/audio/b.pt",
+                "versions": 1,
+                "from_group": "default",
+                "to_group": "Audio",
+                "changes": ["group"],
+                "verdict": "ALLOWED",
+            },
+            {
+                "artifact": "ingest/vision/a.pt",
+                "versions": 2,
+                "from_group": "Vision",
+                "to_group": "Vision",
+                "changes": ["rules"],
+                "verdict": "ALLOWED",
+            },
+        ],
+    }
+    # And the table says the same, one line each, and nothing was stored
+    assert main(["groups", "apply", str(edit), "--dry-run"]) == 0
+    table = capsys.readouterr().out
+    assert "affected artifacts: 2 would change group, rules or key" in table
+    audio = next(line for line in table.splitlines() if "ingest/audio/b.pt" in line)
+    vision = next(line for line in table.splitlines() if "ingest/vision/a.pt" in line)
+    assert "default -> Audio" in audio and "group" in audio
+    assert "rules" in vision and " 2 " in vision
+    assert "other/c.pt" not in table
+    assert [g.name for g in GroupStore(TABLE, boto3.resource("dynamodb")).list()] == ["Vision"]
+
+
+def test_the_affected_list_is_bounded_but_the_count_is_not() -> None:
+    # Given 30 artifacts that a new group would take over
+    before = [SecurityGroup(name="default")]
+    after = [
+        *before,
+        SecurityGroup(name="Audio", sources=[{"type": "s3", "bucket": "ingest", "prefix": "a/"}]),
+    ]
+    states = [artifact(f"a/{n:02d}.pt", "default") for n in range(30)]
+    # When the change is assessed with a list of 25
+    affected = affected_artifacts(before, after, states, listed=25)
+    # Then all 30 are counted, 25 listed in order, and the list says it was cut
+    assert affected["count"] == 30 and affected["truncated"] is True
+    assert [a["artifact"] for a in affected["artifacts"]] == [f"ingest/a/{n:02d}.pt" for n in range(25)]

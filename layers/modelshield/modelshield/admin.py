@@ -14,10 +14,12 @@ from modelshield.audit import AuditAction, AuditLog
 from modelshield.errors import GroupNotFound, GroupVersionConflict
 from modelshield.models import ArtifactState
 from modelshield.policy.groups import SecurityGroup
+from modelshield.policy.sources import resolve_group
 from modelshield.rescan import artifacts_of_group, enqueue_rescans
 from modelshield.store.groups import GroupStore
 
 Principal = str | Callable[[], str]
+AFFECTED_LISTED = 25  # artifacts listed by a dry run; the count covers all of them
 
 
 def _record(audit: AuditLog | None, principal: Principal, action: str, **fields: Any) -> None:
@@ -75,6 +77,85 @@ def apply_groups(
             )
         changes.append({"name": group.name, "change": change, "from": from_version, "to": after.version})
     return changes
+
+
+def plan_groups(groups: Sequence[SecurityGroup], stored: Sequence[SecurityGroup]) -> list[dict[str, Any]]:
+    """What `apply_groups` would report for `groups` over the `stored` ones, computed without writing."""
+    by_name = {g.name: g for g in stored}
+    changes = []
+    for group in groups:
+        before = by_name.get(group.name)
+        if before is None:
+            changes.append({"name": group.name, "change": "created", "from": None, "to": 1})
+        elif _same_group(before, group):
+            changes.append(
+                {"name": group.name, "change": "unchanged", "from": before.version, "to": before.version}
+            )
+        else:
+            changes.append(
+                {"name": group.name, "change": "updated", "from": before.version, "to": before.version + 1}
+            )
+    return changes
+
+
+def groups_after(groups: Sequence[SecurityGroup], stored: Sequence[SecurityGroup]) -> list[SecurityGroup]:
+    """The groups the scanner would evaluate with once `groups` are stored over the `stored` ones (groups
+    not in the document stay; with none stored, the document's groups replace the built-in defaults)."""
+    merged = {g.name: g for g in stored}
+    merged.update({g.name: g for g in groups})
+    return sorted(merged.values(), key=lambda g: g.name)
+
+
+def affected_artifacts(
+    before: Sequence[SecurityGroup],
+    after: Sequence[SecurityGroup],
+    states: Iterable[ArtifactState],
+    *,
+    listed: int = AFFECTED_LISTED,
+) -> dict[str, Any]:
+    """The existing artifacts a groups change would touch: those that would resolve to another group
+    (`group`), or stay in a group whose rules change (`rules`: a rescan may change their verdict) or
+    whose KMS key changes (`kms_key_id`: rotation re-wraps them). One entry per artifact (its versions
+    counted), sorted by artifact id; `count` is the total, `artifacts` at most `listed` of them."""
+    found: dict[str, dict[str, Any]] = {}
+    for state in states:
+        if state.artifact_id in found:
+            found[state.artifact_id]["versions"] += 1
+            continue
+        old = resolve_group(before, state.bucket, state.key)[0]
+        new = resolve_group(after, state.bucket, state.key)[0]
+        if old.name != new.name:
+            changes = ["group"]
+        else:
+            changes = [
+                what
+                for what, differs in (
+                    ("rules", _rules(old) != _rules(new)),
+                    ("kms_key_id", old.kms_key_id != new.kms_key_id),
+                )
+                if differs
+            ]
+        if changes:
+            found[state.artifact_id] = {
+                "artifact": state.artifact_id,
+                "versions": 1,
+                "from_group": old.name,
+                "to_group": new.name,
+                "changes": changes,
+                "verdict": state.verdict.value,
+            }
+        else:
+            found[state.artifact_id] = {"versions": 1}  # seen, unaffected (its other versions too)
+    affected = sorted((a for a in found.values() if "artifact" in a), key=lambda a: a["artifact"])
+    return {"count": len(affected), "artifacts": affected[:listed], "truncated": len(affected) > listed}
+
+
+def _rules(group: SecurityGroup) -> list[dict[str, Any]]:
+    return [r.model_dump(mode="json") for r in group.effective_rules()]
+
+
+def _same_group(a: SecurityGroup, b: SecurityGroup) -> bool:
+    return a.model_dump(mode="json", exclude={"version"}) == b.model_dump(mode="json", exclude={"version"})
 
 
 def request_rescan(

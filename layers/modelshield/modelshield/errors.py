@@ -9,7 +9,7 @@ these two attributes in exactly one place, so a new error is mapped by declaring
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class ModelShieldError(Exception):
@@ -18,12 +18,27 @@ class ModelShieldError(Exception):
     exit_code: ClassVar[int] = 2
     http_status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
 
+    def detail(self) -> dict[str, Any]:
+        """Structured fields the API adds to its error body next to `error` and `message` (none here)."""
+        return {}
+
 
 # -- the caller's request ---------------------------------------------------------------------------
 class UsageError(ModelShieldError):
     """The caller asked for something malformed (bad flag, bad YAML, bad argument)."""
 
     http_status = HTTPStatus.BAD_REQUEST
+
+
+class GroupsRefused(UsageError):
+    """A groups document failed the checks against the live stack (a missing key, a taken source)."""
+
+    def __init__(self, message: str, *, problems: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.problems = problems  # every problem: level, line, group, field, message
+
+    def detail(self) -> dict[str, Any]:
+        return {"problems": self.problems}
 
 
 class AccessDenied(ModelShieldError):

@@ -354,6 +354,7 @@ class ApiServices:
             "scans",
             "artifacts",
             "sqs",
+            "kms",
             "anchors",
             "security_engineer",
             "jobs",
@@ -399,6 +400,11 @@ class ApiServices:
     @cached_property
     def sqs(self) -> Any:
         return client("sqs")
+
+    @cached_property
+    def kms(self) -> Any:
+        """For checking a groups document's keys before storing it (policy/preflight.py)."""
+        return client("kms")
 
     @cached_property
     def jobs(self) -> Any:

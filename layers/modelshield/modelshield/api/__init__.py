@@ -44,7 +44,11 @@ def error_response(exc: Exception) -> Response[Any]:
     return Response(
         status_code=status.value,
         content_type=content_types.APPLICATION_JSON,
-        body={"error": type(exc).__name__, "message": message},
+        body={
+            "error": type(exc).__name__,
+            "message": message,
+            **(exc.detail() if isinstance(exc, ModelShieldError) else {}),
+        },
     )
 
 

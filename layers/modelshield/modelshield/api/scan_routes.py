@@ -15,10 +15,11 @@ from pydantic import BaseModel
 
 from modelshield import config, dlq
 from modelshield.access import matches_any
-from modelshield.admin import apply_groups, request_rescan
+from modelshield.admin import affected_artifacts, apply_groups, groups_after, plan_groups, request_rescan
 from modelshield.api import caller_arn, services
 from modelshield.errors import AccessDenied, ArtifactNotFound, UsageError
-from modelshield.policy.groups import SecurityGroup, load_groups
+from modelshield.policy.groups import SecurityGroup, load_groups_with_lines
+from modelshield.policy.preflight import preflight
 
 router = Router()
 
@@ -52,15 +53,36 @@ def show_group(name: str) -> dict[str, Any]:
 
 class GroupsDocument(BaseModel):
     yaml: str  # the same YAML `modelshield groups apply` takes
+    dry_run: bool = False  # check and report what would change (and which artifacts); store nothing
 
 
 @router.put("/groups")
 def put_groups(body: GroupsDocument) -> dict[str, Any]:
+    """`groups apply` over HTTP: validated, then checked against the stack (policy/preflight.py: keys exist
+    and issue data keys, sources are free) before anything is stored; a refusal is a 400 listing each
+    problem with its line, group and field."""
     caller = _require_security_engineer()
-    store = services().groups
-    groups = load_groups(body.yaml, ingest_bucket=store.ingest_bucket)
-    applied = apply_groups(store, groups, origin="the API", audit=services().audit, principal=caller)
-    return {"applied": applied}
+    api = services()
+    store = api.groups
+    origin = "groups document"
+    # Always YAML text: a one-line body ending in .yaml is not a path to read on the server.
+    groups, lines, _ = load_groups_with_lines(
+        body.yaml + "\n", ingest_bucket=store.ingest_bucket, origin=origin
+    )
+    stored = store.list()
+    warnings = [p.as_json() for p in preflight(groups, lines, origin, kms=api.kms, stored=stored)]
+    if body.dry_run:
+        changes = plan_groups(groups, stored)
+        affected = affected_artifacts(store.effective(), groups_after(groups, stored), api.artifacts.all())
+        return {
+            "dry_run": True,
+            "applied": [],
+            "changes": changes,
+            "affected": affected,
+            "warnings": warnings,
+        }
+    applied = apply_groups(store, groups, origin="the API", audit=api.audit, principal=caller)
+    return {"dry_run": False, "applied": applied, "changes": applied, "warnings": warnings}
 
 
 @router.get("/verdicts")

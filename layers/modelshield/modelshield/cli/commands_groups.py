@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 
 from modelshield import config, wiring
-from modelshield.admin import apply_groups
+from modelshield.admin import affected_artifacts, apply_groups, groups_after, plan_groups
 from modelshield.cli.output import print_json, print_table
-from modelshield.errors import UsageError
 from modelshield.policy.groups import SecurityGroup, load_groups, load_groups_with_lines
-from modelshield.policy.preflight import check_groups
+from modelshield.policy.preflight import preflight
+from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.groups import GroupStore
 
 
@@ -139,49 +139,78 @@ def run_apply(args: argparse.Namespace) -> int:
     ingest_bucket = args.ingest_bucket if args.ingest_bucket is not None else store.ingest_bucket
     groups, lines, origin = load_groups_with_lines(Path(args.file), ingest_bucket=ingest_bucket)
     stored = store.list()
-    problems = check_groups(groups, lines, kms=wiring.client("kms"), stored=stored)
-    errors = [p for p in problems if p.level == "error"]
-    for p in problems:
-        if p.level == "warning":
-            print(f"modelshield: warning: {p.render(origin)}", file=sys.stderr)
-    if errors:
-        raise UsageError(
-            f"{origin}: not applied, nothing was stored ({len(errors)} problem(s) against the live stack)"
-            + "".join(f"\n  {p.render(origin)}" for p in errors)
-        )
+    warnings = preflight(groups, lines, origin, kms=wiring.client("kms"), stored=stored)
+    for p in warnings:
+        print(f"modelshield: warning: {p.render(origin)}", file=sys.stderr)
+    affected: dict[str, Any] | None = None
     if args.dry_run:
-        changes = _planned(groups, {g.name: g for g in stored})
+        changes = plan_groups(groups, stored)
+        affected = _affected(store, groups, stored)
     else:
         audit = wiring.optional_audit_log()
         changes = apply_groups(store, groups, origin=str(args.file), audit=audit, principal=wiring.caller_arn)
     if args.format == "json":
-        print_json({"dry_run": args.dry_run, "applied": [] if args.dry_run else changes, "changes": changes})
-    else:
-        verb = "would be " if args.dry_run else ""
-        for c in changes:
-            versions = f"v{c['to']}" if c["from"] in (None, c["to"]) else f"v{c['from']} -> v{c['to']}"
-            print(f"{c['name']}: {verb}{c['change']} ({versions})")
+        document: dict[str, Any] = {
+            "dry_run": args.dry_run,
+            "applied": [] if args.dry_run else changes,
+            "changes": changes,
+            "warnings": [p.as_json() for p in warnings],
+        }
         if args.dry_run:
-            print(f"dry run: {origin} passed every check; nothing was stored")
+            document["affected"] = affected
+        print_json(document)
+        return 0
+    verb = "would be " if args.dry_run else ""
+    for c in changes:
+        versions = f"v{c['to']}" if c["from"] in (None, c["to"]) else f"v{c['from']} -> v{c['to']}"
+        print(f"{c['name']}: {verb}{c['change']} ({versions})")
+    if args.dry_run:
+        _print_affected(affected)
+        print(f"dry run: {origin} passed every check; nothing was stored")
     return 0
 
 
-def _planned(groups: list[SecurityGroup], stored: dict[str, SecurityGroup]) -> list[dict[str, Any]]:
-    """What `apply` would report, computed without writing."""
-    changes = []
-    for group in groups:
-        before = stored.get(group.name)
-        if before is None:
-            changes.append({"name": group.name, "change": "created", "from": None, "to": 1})
-        elif group_document(before) | {"version": 0} == group_document(group) | {"version": 0}:
-            changes.append(
-                {"name": group.name, "change": "unchanged", "from": before.version, "to": before.version}
-            )
-        else:
-            changes.append(
-                {"name": group.name, "change": "updated", "from": before.version, "to": before.version + 1}
-            )
-    return changes
+def _affected(
+    store: GroupStore, groups: list[SecurityGroup], stored: list[SecurityGroup]
+) -> dict[str, Any] | None:
+    """Existing artifacts the file would move to another group or judge by other rules (None: the
+    artifacts table is not known here, so they cannot be listed)."""
+    table = config.load(config.StackTarget).artifacts_table
+    if not table:
+        return None
+    states = ArtifactStore(table, wiring.dynamodb()).all()
+    return affected_artifacts(store.effective(), groups_after(groups, stored), states)
+
+
+def _print_affected(affected: dict[str, Any] | None) -> None:
+    if affected is None:
+        print(
+            'affected artifacts: not listed (ARTIFACTS_TABLE is not set; `eval "$(modelshield local env)"`)'
+        )
+        return
+    count = affected["count"]
+    if not count:
+        print("affected artifacts: none (no existing artifact changes group, rules or key)")
+        return
+    print(f"affected artifacts: {count} would change group, rules or key (rescan to re-evaluate them):")
+    print_table(
+        ["ARTIFACT", "VERSIONS", "GROUP", "CHANGES", "VERDICT"],
+        [
+            [
+                a["artifact"],
+                a["versions"],
+                a["from_group"]
+                if a["from_group"] == a["to_group"]
+                else f"{a['from_group']} -> {a['to_group']}",
+                ", ".join(a["changes"]),
+                a["verdict"],
+            ]
+            for a in affected["artifacts"]
+        ],
+    )
+    if affected["truncated"]:
+        shown = len(affected["artifacts"])
+        print(f"  ... and {count - shown} more (the first {shown} listed)")
 
 
 def run_validate(args: argparse.Namespace) -> int:

@@ -9,8 +9,10 @@ Validation (policy/groups.py) proves a file is well-formed; these prove it will 
 - no source (bucket + prefix) is already a source of another stored group that the file leaves in
   place: an artifact must resolve to exactly one group.
 
-Every problem names the file, line and field, like validation errors do. Problems KMS cannot decide for
-the caller (the caller may not GenerateDataKey itself; the scan role's rights are what count) are warnings.
+Every problem names the file, line, field and group, like validation errors do. Problems KMS cannot decide
+for the caller (the caller may not GenerateDataKey itself; the scan role's rights are what count) are
+warnings. `preflight()` is the one entry point: `groups apply` (CLI) and `PUT /groups` (API) both call it,
+and any error refuses the whole document with `GroupsRefused` (exit 2 / HTTP 400, each problem listed).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from modelshield.aws import unreachable
-from modelshield.models import CTX_PURPOSE, PURPOSE_ARTIFACT
+from modelshield.errors import GroupsRefused
+from modelshield.models import CTX_ARTIFACT, CTX_PURPOSE, PURPOSE_ARTIFACT
 from modelshield.policy.groups import SecurityGroup
 
 Path_ = tuple[str | int, ...]
@@ -33,11 +36,43 @@ _MISSING = frozenset({"NotFoundException", "InvalidArnException", "InvalidKeyId.
 class Problem:
     level: Literal["error", "warning"]
     line: int
-    field: str
+    field: str  # the path in the document: groups[1].kms_key_id
     message: str
+    group: str = ""  # the name of the group at that path
 
     def render(self, origin: str) -> str:
-        return f"{origin}:{self.line}: {self.field}: {self.message}"
+        of = f" (group {self.group!r})" if self.group else ""
+        return f"{origin}:{self.line}: {self.field}{of}: {self.message}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "line": self.line,
+            "group": self.group,
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+def preflight(
+    groups: Sequence[SecurityGroup],
+    lines: Mapping[Path_, int],
+    origin: str,
+    *,
+    kms: Any,
+    stored: Sequence[SecurityGroup],
+) -> list[Problem]:
+    """Check `groups` against the live stack; raise GroupsRefused listing every error, else return the
+    warnings (for the caller to show). Nothing is stored either way."""
+    problems = check_groups(groups, lines, kms=kms, stored=stored)
+    errors = [p for p in problems if p.level == "error"]
+    if errors:
+        raise GroupsRefused(
+            f"{origin}: not applied, nothing was stored ({len(errors)} problem(s) against the live stack)"
+            + "".join(f"\n  {p.render(origin)}" for p in errors),
+            problems=[p.as_json() for p in problems],
+        )
+    return problems
 
 
 def check_groups(
@@ -57,7 +92,7 @@ def check_groups(
             if group.kms_key_id not in checked:
                 checked[group.kms_key_id] = _check_key(kms, group.kms_key_id)
             for level, message in checked[group.kms_key_id]:
-                problems.append(Problem(level, line, f"groups[{i}].kms_key_id", message))  # type: ignore[arg-type]
+                problems.append(Problem(level, line, f"groups[{i}].kms_key_id", message, group.name))  # type: ignore[arg-type]
     problems.extend(_overlaps(groups, lines, stored))
     return sorted(problems, key=lambda p: p.line)
 
@@ -101,7 +136,11 @@ def _dry_data_key(kms: Any, key_id: str) -> list[tuple[str, str]]:
     """Ask KMS whether a data key would be issued, without issuing one (DryRun)."""
     try:
         kms.generate_data_key(
-            KeyId=key_id, KeySpec="AES_256", EncryptionContext={CTX_PURPOSE: PURPOSE_ARTIFACT}, DryRun=True
+            KeyId=key_id,
+            KeySpec="AES_256",
+            # The vault key's policy refuses data keys without an artifact in the context, as it should.
+            EncryptionContext={CTX_PURPOSE: PURPOSE_ARTIFACT, CTX_ARTIFACT: "modelshield-preflight"},
+            DryRun=True,
         )
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
@@ -145,6 +184,7 @@ def _overlaps(
                         f"bucket {source.bucket!r} prefix {source.prefix!r} is already a source of the "
                         f"stored group {owner!r} (an artifact must resolve to exactly one group): change "
                         f"the prefix, or move the source out of {owner!r} in the same file",
+                        group.name,
                     )
                 )
     return problems
