@@ -306,3 +306,46 @@ def test_an_upload_carrying_a_forged_verdict_tag_is_recorded_and_still_refused(
     assert cli(["access", "request", artifact, "--reason", "serve", "--hours", "1"]) == 2
     assert "its verdict is BLOCKED" in capsys.readouterr().err
     assert any(a == "access.request" and "BLOCKED" in why for a, why in refusals(artifact))
+
+
+def test_approvals_go_through_the_api_which_takes_the_approver_from_the_signature(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from modelshield.store.access import DynamoAccessStore
+
+    # Given a consumer's pending request
+    artifact, _ = upload(stack, "models/api.pt", benign_checkpoint("api"))
+    become(stack, "InferenceService", "svc-1")
+    capsys.readouterr()
+    assert cli(["access", "request", artifact, "--reason", "serve", "--hours", "1", "--format", "json"]) == 0
+    request_id = request_id_of(capsys)
+    url = f"{os.environ['MODELSHIELD_API_URL']}/access/requests/{request_id}/approve"
+    # When someone posts an approval without a SigV4 signature, claiming to be the engineer in the body
+    claim = json.dumps({"reason": "arn:aws:sts::123456789012:assumed-role/ModelShieldSecurityEngineer/a"})
+    unsigned = urllib.request.Request(url, data=claim.encode(), method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(unsigned, timeout=10)
+    # Then the API refuses it before the function runs, and the request stays pending
+    assert refused.value.code == 403
+    assert "Missing Authentication Token" in json.loads(refused.value.read())["message"]
+    access = DynamoAccessStore(stack.env["ACCESS_TABLE"], wiring.dynamodb())
+    assert access.get(request_id).status.value == "PENDING"
+    # And without the API's URL the CLI says where approvals go instead of writing the tables itself
+    become(stack, "ModelShieldSecurityEngineer", "alice")
+    saved_url = os.environ.pop("MODELSHIELD_API_URL")
+    try:
+        assert cli(["access", "approve", request_id]) == 2
+    finally:
+        os.environ["MODELSHIELD_API_URL"] = saved_url
+    assert "MODELSHIELD_API_URL is not set" in capsys.readouterr().err
+    # When the engineer approves through the CLI (signed with her session's credentials)
+    assert cli(["access", "approve", request_id, "--reason", "SEC-7", "--format", "json"]) == 0
+    # Then the approver on record is the session the signature proved, in the table and the audit chain
+    approved = json.loads(capsys.readouterr().out)["requests"][0]
+    session = "arn:aws:sts::123456789012:assumed-role/ModelShieldSecurityEngineer/alice"
+    assert approved["status"] == "APPROVED" and approved["decided_by"] == session
+    approvals = wiring.audit_log().list(AuditQuery(artifact_id=artifact, action="access.approve"))
+    assert [(r.principal, r.decision.value) for r in approvals] == [(session, "ALLOWED")]

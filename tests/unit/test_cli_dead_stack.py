@@ -93,6 +93,7 @@ def dead_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "SCAN_QUEUE_URL": f"{endpoint}/123456789012/scan-queue",
         "SCAN_DEAD_LETTER_QUEUE_URL": f"{endpoint}/123456789012/scan-dlq",
         "MODELSHIELD_STATE_DIR": str(tmp_path / "state"),
+        "MODELSHIELD_API_URL": endpoint,  # the local stack's API (approvals go through it): gone too
     }
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "MODELSHIELD_TARGET"):
         monkeypatch.delenv(name, raising=False)

@@ -342,6 +342,12 @@ class DashboardSettings(EnvModel):
     refresh_seconds: int = env("DASHBOARD_REFRESH_SECONDS", "how often the page refreshes itself", 5)
 
 
+class ApiTarget(EnvModel):
+    """Where the CLI sends what only the API may do (approvals): the ApiUrl output; `local env` exports it."""
+
+    url: str | None = env("MODELSHIELD_API_URL", "the stack's HTTP API URL (its ApiUrl output)", None)
+
+
 class DashboardTarget(EnvModel):
     """`modelshield dashboard`: the page to open (`local env` exports it; a deployment's DashboardUrl)."""
 

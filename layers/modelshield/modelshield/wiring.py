@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError, NoRegionError
 
 from modelshield import config
 from modelshield.access import AccessService, vault_context_reader, vault_metadata_reader
+from modelshield.api_client import ApiClient
 from modelshield.audit import AuditLog
 from modelshield.audit_anchor import AnchorResult, S3AnchorStore, anchor_chain
 from modelshield.aws import no_stack
@@ -108,6 +109,27 @@ def dynamodb(**options: Any) -> Any:
         return boto3.resource("dynamodb", **_with_timeouts(options))
     except NoRegionError:
         raise ConfigError("no AWS region: set AWS_DEFAULT_REGION (or AWS_REGION)") from None
+
+
+def api_client() -> ApiClient:
+    """The stack's HTTP API, signed with the caller's own credentials (approvals go through it)."""
+    url = config.load(config.ApiTarget).url
+    if not url:
+        raise ConfigError(
+            "MODELSHIELD_API_URL is not set: approvals and denials go through the stack's API (set it to "
+            'the stack\'s ApiUrl output; for the local stack run `eval "$(modelshield local env)"`)'
+        )
+    if is_local_endpoint(url):
+        _probe(url)
+    session = boto3.Session()
+    if not session.region_name:
+        raise ConfigError("no AWS region: set AWS_DEFAULT_REGION (or AWS_REGION)")
+
+    def credentials() -> Any:
+        found = session.get_credentials()
+        return found.get_frozen_credentials() if found is not None else None
+
+    return ApiClient(url, credentials=credentials, region=session.region_name)
 
 
 def caller_arn() -> str:

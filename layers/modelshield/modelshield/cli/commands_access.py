@@ -1,7 +1,9 @@
 """`modelshield access request|approve|deny|list|show|decrypt`: decryption authorization from the shell.
 
 The caller's principal comes from `sts get-caller-identity`, i.e. from the credentials in use; it cannot
-be typed on the command line, so nobody approves as somebody else.
+be typed on the command line, so nobody approves as somebody else. `approve` and `deny` go through the
+stack's HTTP API (`MODELSHIELD_API_URL`), SigV4-signed with the caller's credentials: only the API's role
+may create grants on the vault key, and the approver is the identity the API verified, not the CLI.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from modelshield import wiring
 from modelshield.access import AccessService, decrypt_with_grant
@@ -46,8 +49,9 @@ def register(sub: Any) -> None:
         decide = access_sub.add_parser(
             name,
             help=help_text,
-            description=f"{help_text[0].upper()}{help_text[1:]}. The caller must match the stack's "
-            "SecurityEngineerRolePattern; on the local stack act as one with "
+            description=f"{help_text[0].upper()}{help_text[1:]}. Sent to the stack's API "
+            "(MODELSHIELD_API_URL, signed with your credentials); you must be the stack's Security Engineer "
+            "role (SecurityEngineerRoleName). On the local stack act as one with "
             '`eval "$(modelshield local assume security-engineer)"`.',
             epilog=f'example:\n  modelshield access {name} REQUEST_ID --reason "ticket SEC-42"',
             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -124,9 +128,9 @@ def cmd_request(args: argparse.Namespace) -> int:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    service = _service()
-    decide = service.approve if args.decision == "approve" else service.deny
-    _print([decide(args.request_id, approver=caller_principal(), reason=args.reason)], args.format)
+    path = f"/access/requests/{quote(args.request_id, safe='')}/{args.decision}"
+    answer = wiring.api_client().post(path, {"reason": args.reason})
+    _print([AccessRequest.model_validate(answer)], args.format)
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from modelshield import config, wiring
 from modelshield.aws import NO_STACK_HINT
 from modelshield.errors import StackNotRunning
+from modelshield.local.api_server import ApiServer, moto_credentials
 from modelshield.local.dashboard_server import DashboardServer
 from modelshield.local.interpreter_logs import quiet_interpreter
 from modelshield.local.streams import StreamPump
@@ -133,6 +134,7 @@ class LocalStack:
         self.errors: list[str] = []
         self.dashboard_port = dashboard_port
         self._dashboard: Any = None
+        self._api: Any = None
         self.streams: list[StreamPump] = []
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -216,6 +218,8 @@ class LocalStack:
                     self._start_stream_poller(spec)
         if "DashboardFunction" in provisioned.functions:
             self._start_dashboard(provisioned.functions["DashboardFunction"])
+        if "ApiFunction" in provisioned.functions:
+            self._start_api(provisioned.functions["ApiFunction"])
         if pollers and "VerdictEventBus" in provisioned.names:
             self._record_events(provisioned.names["VerdictEventBus"])
         if self.persist_to is not None:
@@ -244,6 +248,9 @@ class LocalStack:
         if self._dashboard is not None:
             self._dashboard.stop()
             self._dashboard = None
+        if self._api is not None:
+            self._api.stop()
+            self._api = None
         for thread in self._threads:
             thread.join(timeout=10)
         if self._snapshotter is not None:  # the last snapshot, after the pollers' last writes
@@ -350,6 +357,24 @@ class LocalStack:
         self.outputs["dashboard_url"] = self._dashboard.url
         self.env["DASHBOARD_URL"] = self._dashboard.url
         config.export({"DASHBOARD_URL": self._dashboard.url})
+
+    def _start_api(self, spec: FunctionSpec) -> None:
+        """Serve ApiFunction's handler on 127.0.0.1 behind a SigV4 check, as API Gateway's IAM auth would
+        (`local/api_server.py`). `MODELSHIELD_API_URL` is what the CLI sends approvals to."""
+        from modelshield.api import use_services
+
+        use_services(None)  # an earlier in-process stack's services point at its own (stopped) endpoint
+        handler = load_handler(spec)
+        self._api = ApiServer(
+            handler,
+            lambda: LocalContext(spec.logical_id, spec.memory, spec.timeout),
+            moto_credentials(
+                FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"], FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+            ),
+        ).start()
+        self.outputs["api_url"] = self._api.url
+        self.env["MODELSHIELD_API_URL"] = self._api.url
+        config.export({"MODELSHIELD_API_URL": self._api.url})
 
     def _start_stream_poller(self, spec: FunctionSpec) -> None:
         handler = load_handler(spec)
