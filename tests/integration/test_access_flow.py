@@ -298,12 +298,17 @@ def test_cli_access_and_audit_commands(
         == 0
     )
     request_id = json.loads(capsys.readouterr().out)["requests"][0]["request_id"]
-    # When the requester tries to approve it: one clear line, exit 2
+    # When `access approve` has no API to go through: one clear line, exit 2 (approvals are the API's,
+    # whose role alone may create grants; the signed path is tested on the local stack)
     assert cli_main(["access", "approve", request_id]) == 2
-    assert "is not a Security Engineer" in capsys.readouterr().err
-    # When a Security Engineer approves it
-    monkeypatch.setattr(commands_access, "caller_principal", lambda: ALICE)
-    assert cli_main(["access", "approve", request_id, "--reason", "ok", "--format", "json"]) == 0
+    assert "MODELSHIELD_API_URL is not set" in capsys.readouterr().err
+    # And the API's service refuses the requester as approver, then accepts a Security Engineer
+    service: AccessService = env["service"]
+    env["clock"].now = datetime.now(UTC)  # the CLI's own steps run on the real clock
+    with pytest.raises(AccessDenied, match="is not a Security Engineer"):
+        service.approve(request_id, approver=CONSUMER)
+    assert service.approve(request_id, approver=ALICE, reason="ok").status.value == "APPROVED"
+    assert cli_main(["access", "show", request_id, "--format", "json"]) == 0
     shown = json.loads(capsys.readouterr().out)["requests"][0]
     assert shown["status"] == "APPROVED" and "grant_token" not in shown
     # Then the consumer can decrypt with it

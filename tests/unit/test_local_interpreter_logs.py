@@ -45,6 +45,15 @@ DEFINITION = {
 @pytest.fixture
 def interpreter(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     moto_credentials(monkeypatch)
+    # Another test's library may have configured logging (dictConfig disables existing loggers, a level may
+    # be raised): start from moto's loggers as they come, so the result depends on this test alone.
+    for name in (interpreter_logs.PARSER_LOGGER, interpreter_logs.EVAL_LOGGER):
+        target = logging.getLogger(name)
+        for installed in list(target.filters):
+            target.removeFilter(installed)
+        monkeypatch.setattr(target, "disabled", False)
+        monkeypatch.setattr(target, "propagate", True)
+        monkeypatch.setattr(target, "level", logging.NOTSET)
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         sfn = boto3.client("stepfunctions")
 
