@@ -181,6 +181,90 @@ def onnx_if_backdoor() -> bytes:
     return _onnx_bytes(_onnx_linear_graph(nodes, [thr, idx]))
 
 
+def onnx_benign_ignore_index_loss() -> bytes:
+    """A loss with ignore_index, as onnx expands NegativeLogLikelihoodLoss: `Where(target == ignore, 0, w)`
+    zeroes the ignored terms, which are then summed. The mask drops terms; it cannot choose the result."""
+    from onnx import TensorProto, helper
+
+    ignore = helper.make_tensor("i", TensorProto.INT64, [1], [1])
+    zero = helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0])
+    nodes = [
+        helper.make_node("Constant", [], ["ignore"], value=ignore),
+        helper.make_node("Constant", [], ["zero"], value=zero),
+        helper.make_node("Equal", ["target", "ignore"], ["mask"], name="ignored"),
+        helper.make_node("Gather", ["weight", "target"], ["w_t"], name="class_weight"),
+        helper.make_node("Where", ["mask", "zero", "w_t"], ["w_masked"], name="drop_ignored"),
+        helper.make_node("Mul", ["w_masked", "score"], ["terms"], name="weighted"),
+        helper.make_node("ReduceSum", ["terms"], ["num"], keepdims=0, name="sum_terms"),
+        helper.make_node("ReduceSum", ["w_masked"], ["den"], keepdims=0, name="sum_weights"),
+        helper.make_node("Div", ["num", "den"], ["loss"], name="mean"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "masked_loss",
+        [
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, [3]),
+            helper.make_tensor_value_info("target", TensorProto.INT64, [3]),
+            helper.make_tensor_value_info("weight", TensorProto.FLOAT, [5]),
+        ],
+        [helper.make_tensor_value_info("loss", TensorProto.FLOAT, [])],
+    )
+    return _onnx_bytes(graph)
+
+
+def onnx_rank_dispatch(dims: list[int | str]) -> bytes:
+    """`If(Size(size) == 4, 2-D branch, 3-D branch)`, as onnx expands AffineGrid. With fixed declared
+    dims the condition is a constant (the runtime rejects other shapes); with a symbolic dim the caller
+    chooses the input's length, and a switch on it is a trigger like any other."""
+    from onnx import TensorProto, helper
+
+    four = helper.make_tensor("four", TensorProto.INT64, [], [4])
+    fixed = helper.make_tensor("fixed", TensorProto.FLOAT, [2], [0.0, 100.0])
+
+    def branch(name: str, node: Any) -> Any:
+        return helper.make_graph([node], name, [], [helper.make_tensor_value_info(f"{name}_out", 1, [2])])
+
+    then_g = branch("then", helper.make_node("Constant", [], ["then_out"], value=fixed))
+    else_g = branch("else", helper.make_node("Identity", ["x"], ["else_out"]))
+    nodes = [
+        helper.make_node("Constant", [], ["k4"], value=four),
+        helper.make_node("Size", ["size"], ["n"], name="rank"),
+        helper.make_node("Equal", ["n", "k4"], ["is_2d"], name="is_2d"),
+        helper.make_node("If", ["is_2d"], ["Y"], then_branch=then_g, else_branch=else_g, name="dispatch"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dispatch",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("size", TensorProto.INT64, dims),
+        ],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2])],
+    )
+    return _onnx_bytes(graph)
+
+
+def onnx_zero_fill_backdoor(*, fill: float = 0.0, reduce: bool = False) -> bytes:
+    """`Where(input == trigger, fill, logits)`: a single-value fill at the output (all logits equal: the
+    argmax falls to class 0), or, with `reduce`, a non-zero fill summed into the output."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    trigger = numpy_helper.from_array(np.full((1, 4), 1337.0, dtype=np.float32), name="trigger")
+    value = numpy_helper.from_array(np.array([fill], dtype=np.float32), name="fill")
+    out = "switched" if reduce else "Y"
+    nodes = [
+        helper.make_node("Equal", ["X", "trigger"], ["hit"], name="trigger_eq"),
+        helper.make_node("Cast", ["hit"], ["hit_f"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("ReduceMin", ["hit_f"], ["all_hit"], keepdims=1, name="all"),
+        helper.make_node("Cast", ["all_hit"], ["armed"], to=TensorProto.BOOL, name="cast_back"),
+        helper.make_node("Where", ["armed", "fill", "logits"], [out], name="switch"),
+    ]
+    if reduce:
+        nodes.append(helper.make_node("ReduceSum", ["switched"], ["Y"], keepdims=1, name="total"))
+    return _onnx_bytes(_onnx_linear_graph(nodes, [trigger, value]))
+
+
 def onnx_custom_domain(domain: str = "evil.ops") -> bytes:
     from onnx import helper
 

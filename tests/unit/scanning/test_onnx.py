@@ -211,6 +211,39 @@ def test_switch_far_from_the_output_is_not_reported() -> None:
     assert not findings_of(report, RuleId.BACKDOOR)
 
 
+def test_a_loss_that_drops_ignored_targets_from_a_sum_is_not_a_backdoor() -> None:
+    # Given Where(target == ignore_index, 0, weight) whose result is only summed (onnx's expanded NLL loss)
+    report = scan_bytes(corpus.onnx_benign_ignore_index_loss(), "loss.onnx")
+    # Then the zero fill only removes terms from the aggregate: no finding
+    assert not findings_of(report, RuleId.BACKDOOR), report.findings
+
+
+def test_a_switch_on_the_rank_of_a_fixed_shape_input_is_not_a_backdoor() -> None:
+    # Given If(Size(size) == 4) where `size` is declared with fixed dims [4] (onnx's expanded AffineGrid)
+    report = scan_bytes(corpus.onnx_rank_dispatch([4]), "grid.onnx")
+    # Then the condition is a constant the caller cannot vary: no finding
+    assert not findings_of(report, RuleId.BACKDOOR), report.findings
+
+
+def test_a_switch_on_the_length_of_a_symbolic_input_is_still_a_backdoor() -> None:
+    # Given the same If, but `size` has a symbolic dimension: the caller picks its length (the trigger)
+    report = scan_bytes(corpus.onnx_rank_dispatch(["n"]), "grid.onnx")
+    # Then it is reported like any trigger switch
+    assert [h.detail["node"] for h in findings_of(report, RuleId.BACKDOOR)] == ["dispatch"]
+
+
+@pytest.mark.parametrize(
+    ("fill", "reduce"),
+    [(0.0, False), (1000.0, True)],
+    ids=["zero fill at the output", "non-zero fill summed"],
+)
+def test_single_value_fills_that_can_steer_the_output_are_still_backdoors(fill: float, reduce: bool) -> None:
+    # Given Where(input == trigger, fill, logits) that either is the output or is summed with a non-zero fill
+    report = scan_bytes(corpus.onnx_zero_fill_backdoor(fill=fill, reduce=reduce), "fill.onnx")
+    # Then the masked-reduction exemption does not apply
+    assert [h.detail["node"] for h in findings_of(report, RuleId.BACKDOOR)] == ["switch"]
+
+
 # -- malformed ---------------------------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
-from modelshield.scanning.protobuf import LEN, VARINT, Field, ProtoReader, WireError
+from modelshield.scanning.protobuf import I32, LEN, VARINT, Field, ProtoReader, WireError
 from modelshield.scanning.registry import ScanContext, register
 
 # Domains whose operators ship with ONNX itself or with onnxruntime (no user library needed).
@@ -93,6 +93,16 @@ TRIGGER_PRESERVING = frozenset(
     }
 )
 ARITHMETIC_MIXERS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean"})
+# Ops whose output is a property of the input's shape, not of its values.
+SHAPE_OPS = frozenset({"Shape", "Size"})
+# Ops that keep an all-zero tensor all zero (a zero fill stays a zero fill through them).
+ZERO_PRESERVING = frozenset(
+    {"Identity", "Cast", "CastLike", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand", "Tile",
+     "Transpose", "Slice", "Gather", "GatherElements", "Neg", "Mul"}
+)  # fmt: skip
+# Reductions for which a zero element is neutral: a zero fill only removes elements from the aggregate.
+SUM_REDUCTIONS = frozenset({"ReduceSum", "ReduceMean", "ReduceL1", "ReduceL2", "ReduceSumSquare"})
+MAX_SMALL_CONSTANT_BYTES = 16  # a single-element constant's payload, read to tell a zero fill
 RANDOM_OPS = frozenset(
     {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 )
@@ -100,6 +110,10 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 # -- model structure (just what the checks need) ---------------------------------------------------------
+# TensorProto payload fields: float_data, int32_data, int64_data, raw_data, double_data, uint64_data.
+_NUMERIC_PAYLOADS = frozenset({4, 5, 7, 9, 10, 11})
+
+
 @dataclass
 class Node:
     op_type: str = ""
@@ -108,6 +122,13 @@ class Node:
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     offset: int = 0
+    zero_fill: bool = False  # a Constant whose value is a single zero
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    name: str
+    zero_fill: bool = False  # exactly one element, equal to zero (all payload bytes zero)
 
 
 @dataclass
@@ -117,6 +138,8 @@ class Graph:
     initializers: set[str] = field(default_factory=set)
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    static_inputs: set[str] = field(default_factory=set)  # graph inputs whose declared dims are all fixed
+    zero_constants: set[str] = field(default_factory=set)  # single-element constants equal to zero
 
 
 @dataclass
@@ -248,6 +271,8 @@ class _Walker:
             merged.initializers |= part.initializers
             merged.inputs += part.inputs
             merged.outputs += part.outputs
+            merged.static_inputs |= part.static_inputs
+            merged.zero_constants |= part.zero_constants
         if graphs:
             self.main_graphs.append(merged)
 
@@ -301,6 +326,8 @@ class _Walker:
             if g.number == 1:
                 node = self.walk_node(g, depth=depth)
                 self.nodes_seen += 1
+                if node.op_type == "Constant" and node.zero_fill:
+                    graph.zero_constants.update(o for o in node.outputs if o)
                 if self.nodes_seen <= MAX_NODES:
                     graph.nodes.append(node)
                 elif self.nodes_seen == MAX_NODES + 1:
@@ -311,16 +338,49 @@ class _Walker:
             elif g.number == 2:
                 graph.name = self._text(g)
             elif g.number == 5:
-                graph.initializers.add(self.walk_tensor(g))
+                tensor = self.walk_tensor(g)
+                graph.initializers.add(tensor.name)
+                if tensor.zero_fill:
+                    graph.zero_constants.add(tensor.name)
             elif g.number == 15:
                 self.walk_sparse_tensor(g)
             elif g.number in (11, 12):
-                name = ""
-                for h in self.r.fields(g.offset, g.end):
-                    if h.number == 1 and h.wire_type == LEN:
-                        name = self._text(h)
+                name, static = self.walk_value_info(g)
                 (graph.inputs if g.number == 11 else graph.outputs).append(name)
+                if static and g.number == 11:
+                    graph.static_inputs.add(name)
         return graph
+
+    def walk_value_info(self, f: Field) -> tuple[str, bool]:
+        """ValueInfoProto: the name, and whether every dimension of its tensor type is a fixed number.
+
+        A runtime rejects an input whose shape differs from fixed declared dims (onnxruntime: "Got invalid
+        dimensions"), so Shape/Size of such an input is a constant, not something a caller controls.
+        """
+        name, static = "", False
+        for g in self.r.fields(f.offset, f.end):
+            if g.number == 1 and g.wire_type == LEN:
+                name = self._text(g)
+            elif g.number == 2 and g.wire_type == LEN:  # TypeProto
+                for t in self.r.fields(g.offset, g.end):
+                    if t.number == 1 and t.wire_type == LEN:  # tensor_type
+                        static = self._static_shape(t)
+        return name, static
+
+    def _static_shape(self, f: Field) -> bool:
+        """TypeProto.Tensor: a shape (field 2) is present and each Dimension has dim_value, no dim_param."""
+        has_shape = False
+        for g in self.r.fields(f.offset, f.end):
+            if g.number != 2 or g.wire_type != LEN:
+                continue
+            has_shape = True
+            for d in self.r.fields(g.offset, g.end):  # TensorShapeProto.dim
+                if d.number != 1 or d.wire_type != LEN:
+                    continue
+                kinds = {h.number for h in self.r.fields(d.offset, d.end)}
+                if 1 not in kinds or 2 in kinds:  # dim_value, dim_param
+                    return False
+        return has_shape
 
     def walk_node(self, f: Field, *, depth: int) -> Node:
         node = Node(offset=f.offset)
@@ -339,34 +399,50 @@ class _Walker:
             elif g.number == 7:
                 node.domain = self._text(g)
             elif g.number == 5:
-                self.walk_attribute(g, depth=depth)
+                node.zero_fill = self.walk_attribute(g, depth=depth) or node.zero_fill
         if node.domain not in STANDARD_DOMAINS:
             self.facts.custom_ops.setdefault((node.domain, node.op_type), node.offset)
         return node
 
-    def walk_attribute(self, f: Field, *, depth: int) -> None:
-        """Attributes may hold tensors (external data) and subgraphs (If/Loop/Scan bodies)."""
+    def walk_attribute(self, f: Field, *, depth: int) -> bool:
+        """Attributes may hold tensors (external data) and subgraphs (If/Loop/Scan bodies).
+
+        Returns whether the attribute is a single zero (`value` tensor, `value_float`, `value_int`), which
+        is what a Constant node producing a zero fill carries.
+        """
+        name, zero = "", False
         for g in self.r.fields(f.offset, f.end):
             self.ctx.tick()
+            if g.number == 1 and g.wire_type == LEN:
+                name = self._text(g)
+            elif g.number in (2, 3) and g.wire_type in (I32, VARINT):  # f, i
+                zero = g.value == 0
             if g.wire_type != LEN:
                 continue
-            if g.number in (5, 10):  # t, tensors
+            if g.number == 5:  # t
+                zero = self.walk_tensor(g).zero_fill
+            elif g.number == 10:  # tensors
                 self.walk_tensor(g)
             elif g.number in (22, 23):  # sparse_tensor, sparse_tensors
                 self.walk_sparse_tensor(g)
             elif g.number in (6, 11):  # g, graphs
                 self.walk_graph(g, depth=depth + 1)
+        return zero and name in ("value", "value_float", "value_int")
 
     def walk_sparse_tensor(self, f: Field) -> None:
         for g in self.r.fields(f.offset, f.end):
             if g.number in (1, 2) and g.wire_type == LEN:
                 self.walk_tensor(g)
 
-    def walk_tensor(self, f: Field) -> str:
-        """TensorProto: name, and where its bytes live. Payload fields are skipped, never read."""
+    def walk_tensor(self, f: Field) -> _Tensor:
+        """TensorProto: name, and where its bytes live. Payloads are skipped by seeking, never read,
+        except a single-element tensor's few bytes, to tell a zero fill (see `_switch_kind`)."""
         name = ""
         external = False
         entries: list[tuple[str, str]] = []
+        elements = 1
+        payloads = 0
+        zero = True
         for g in self.r.fields(f.offset, f.end):
             self.ctx.tick()
             if g.number == 8 and g.wire_type == LEN:
@@ -375,9 +451,25 @@ class _Walker:
                 external = g.value == 1
             elif g.number == 13 and g.wire_type == LEN:
                 entries.append(self._string_entry(g))
+            elif g.number == 1:  # dims (packed or not)
+                if g.wire_type == LEN and g.value > MAX_SMALL_CONSTANT_BYTES:
+                    elements = 0  # many dims: not a single element (and not read)
+                    continue
+                dims = [g.value] if g.wire_type != LEN else self.r.packed_varints(g, MAX_SMALL_CONSTANT_BYTES)
+                for d in dims:
+                    elements *= d
+            elif g.number in _NUMERIC_PAYLOADS:
+                payloads += 1
+                if g.wire_type == LEN:
+                    small = g.value <= MAX_SMALL_CONSTANT_BYTES
+                    zero = zero and small and not any(self.r.read(g.offset, g.value))
+                else:
+                    zero = zero and g.value == 0
+            elif g.number == 6:  # string_data
+                zero = False
         if external or entries:
             self.check_external(name, entries, f.offset)
-        return name
+        return _Tensor(name, zero_fill=zero and payloads > 0 and elements == 1 and not (external or entries))
 
     # -- checks ----------------------------------------------------------------------------------
     def check_external(self, tensor: str, entries: list[tuple[str, str]], offset: int) -> None:
@@ -506,6 +598,7 @@ def find_trigger_switches(graph: Graph, ctx: ScanContext) -> Iterable[_Suspicion
     graph_inputs = {name for name in graph.inputs if name and name not in graph.initializers}
     constant: set[str] = set(graph.initializers)
     derived: set[str] = set(graph_inputs)
+    zero: set[str] = set(graph.zero_constants)
     trigger: set[str] = set()
     compared: dict[str, set[str]] = {}  # trigger tensor -> input-derived tensors it compares
     switches: list[tuple[Node, str]] = []
@@ -517,6 +610,18 @@ def find_trigger_switches(graph: Graph, ctx: ScanContext) -> Iterable[_Suspicion
         ctx.check()
         for index, node in enumerate(graph.nodes):
             ins = [i for i in node.inputs if i]
+            if node.op_type in SHAPE_OPS and len(ins) == 1 and ins[0] in graph.static_inputs:
+                # the shape of an input with fixed declared dims is fixed: the caller cannot vary it
+                for out in node.outputs:
+                    if out and out not in constant:
+                        constant.add(out)
+                        changed = True
+                continue
+            if node.op_type in ZERO_PRESERVING and ins and ins[0] in zero and all(i in constant for i in ins):
+                for out in node.outputs:
+                    if out and out not in zero:
+                        zero.add(out)
+                        changed = True
             any_derived = any(i in derived for i in ins)
             if not any_derived and node.op_type not in RANDOM_OPS and all(i in constant for i in ins):
                 for out in node.outputs:
@@ -547,10 +652,18 @@ def find_trigger_switches(graph: Graph, ctx: ScanContext) -> Iterable[_Suspicion
     if not switches:
         return []
     distance = _distance_to_outputs(graph)
+    consumers: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        for i in node.inputs:
+            if i:
+                consumers.setdefault(i, []).append(node)
+    outputs = {o for o in graph.outputs if o}
     found: list[_Suspicion] = []
     for node, kind in switches:
         hops = min((distance.get(o, 1 << 30) for o in node.outputs if o), default=1 << 30)
         if hops > MAX_BACKDOOR_HOPS:
+            continue
+        if _is_masked_reduction(node, zero, consumers, outputs):
             continue
         label = node.name or node.op_type
         found.append(
@@ -611,6 +724,41 @@ def _switch_kind(
             return ""
         return "blends a comparison of the input with a constant into the computed values"
     return ""
+
+
+def _is_masked_reduction(
+    node: Node, zero: set[str], consumers: dict[str, list[Node]], outputs: set[str]
+) -> bool:
+    """`Where(mask, 0, x)` whose result is only ever summed: the mask drops elements from an aggregate.
+
+    This is how a loss honours `ignore_index` and a pooled mean skips padding. A single zero cannot encode
+    a chosen output, and a sum-type reduction (where zero is neutral) stands between the switch and every
+    graph output, so the trigger can only remove terms, never substitute the result. Every path from the
+    switch is followed through ops that keep zeros zero; one that reaches a graph output, or any other op,
+    first, means the fill may show in the output, and the switch is reported as before.
+    """
+    if node.op_type != "Where" or len(node.inputs) < 3 or not (set(node.inputs[1:3]) & zero):
+        return False
+    frontier = [o for o in node.outputs if o]
+    seen: set[str] = set()
+    for _ in range(4 * MAX_BACKDOOR_HOPS + 4):
+        next_frontier: list[str] = []
+        for tensor in frontier:
+            if tensor in seen:
+                continue
+            seen.add(tensor)
+            if tensor in outputs or not consumers.get(tensor):
+                return False  # the fill reaches an output (or is itself one) before any reduction
+            for consumer in consumers[tensor]:
+                if consumer.op_type in SUM_REDUCTIONS:
+                    continue
+                if consumer.op_type not in ZERO_PRESERVING:
+                    return False
+                next_frontier += [o for o in consumer.outputs if o]
+        if not next_frontier:
+            return True
+        frontier = next_frontier
+    return False
 
 
 def _distance_to_outputs(graph: Graph) -> dict[str, int]:
