@@ -12,15 +12,13 @@ logic are the function's own.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import re
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,6 +26,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
+from modelshield.local.lambda_http import LambdaHttpServer
 from modelshield.local.template import ACCOUNT_ID, REGION
 
 SERVICE = "execute-api"
@@ -158,7 +157,7 @@ def rest_event(
     }
 
 
-class ApiServer:
+class ApiServer(LambdaHttpServer):
     """ThreadingHTTPServer → SigV4 check → handler(REST event, context) → HTTP response."""
 
     def __init__(
@@ -168,41 +167,11 @@ class ApiServer:
         lookup: CredentialLookup,
         port: int = 0,
     ) -> None:
-        self._handler = handler
-        self._context = context
+        super().__init__(handler, context, port=port, methods=("GET", "POST", "PUT", "DELETE"), name="api")
         self._lookup = lookup
-        self._lock = threading.Lock()  # one invocation at a time, like one Lambda execution environment
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer._serve(self, "GET")
-
-            def do_POST(self) -> None:
-                outer._serve(self, "POST")
-
-            def do_PUT(self) -> None:
-                outer._serve(self, "PUT")
-
-            def do_DELETE(self) -> None:
-                outer._serve(self, "DELETE")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="api", daemon=True)
-
-    def start(self) -> ApiServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def _failed(self, exc: Exception) -> dict[str, Any]:  # API Gateway's 502
+        return {"statusCode": 502, "body": json.dumps({"message": f"internal error: {exc}"})}
 
     def _serve(self, request: BaseHTTPRequestHandler, method: str) -> None:
         length = int(request.headers.get("Content-Length") or 0)
@@ -219,20 +188,5 @@ class ApiServer:
         except UnicodeDecodeError:
             response = {"statusCode": 400, "body": json.dumps({"message": "the body is not UTF-8"})}
         else:
-            try:
-                with self._lock:
-                    response = self._handler(event, self._context())
-            except Exception as exc:  # the function failed as a Lambda would: API Gateway's 502
-                response = {"statusCode": 502, "body": json.dumps({"message": f"internal error: {exc}"})}
-        raw = response.get("body") or ""
-        data = base64.b64decode(raw) if response.get("isBase64Encoded") else str(raw).encode()
-        request.send_response(int(response.get("statusCode", 502)))
-        out_headers = {"Content-Type": "application/json", **(response.get("headers") or {})}
-        for name, values in (response.get("multiValueHeaders") or {}).items():
-            out_headers[name] = ", ".join(values)
-        for name, value in out_headers.items():
-            if name.lower() != "content-length":
-                request.send_header(name, str(value))
-        request.send_header("Content-Length", str(len(data)))
-        request.end_headers()
-        request.wfile.write(data)
+            response = self.invoke(event)
+        self.respond(request, response, default_headers={"Content-Type": "application/json"})

@@ -9,12 +9,12 @@ load balancer does before the function is ever called).
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlsplit
 
+from modelshield.local.lambda_http import LambdaHttpServer
 from modelshield.local.template import ACCOUNT_ID, REGION
 
 TARGET_GROUP_ARN = f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT_ID}:targetgroup/modelshield-local-dash/0"
@@ -36,58 +36,17 @@ def alb_event(method: str, target: str, headers: dict[str, str] | None = None, b
     }
 
 
-class DashboardServer:
+class DashboardServer(LambdaHttpServer):
     """ThreadingHTTPServer → handler(event, context) → HTTP response."""
 
     def __init__(
         self, handler: Callable[[dict, Any], dict], context: Callable[[], Any], port: int = 0
     ) -> None:
-        self._handler = handler
-        self._context = context
-        self._lock = threading.Lock()  # one invocation at a time, like one Lambda execution environment
-        outer = self
+        super().__init__(handler, context, port=port, methods=("GET", "HEAD"), name="dashboard")
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer._serve(self, "GET")
-
-            def do_HEAD(self) -> None:
-                outer._serve(self, "HEAD")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="dashboard", daemon=True)
-
-    def start(self) -> DashboardServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def _failed(self, exc: Exception) -> dict[str, Any]:  # a 502 from the load balancer
+        return {"statusCode": 502, "headers": {"Content-Type": "text/plain"}, "body": f"{exc}"}
 
     def _serve(self, request: BaseHTTPRequestHandler, method: str) -> None:
         event = alb_event("GET", request.path, dict(request.headers.items()))
-        try:
-            with self._lock:
-                response = self._handler(event, self._context())
-        except Exception as exc:  # the handler failed as a Lambda would: a 502 from the load balancer
-            response = {"statusCode": 502, "headers": {"Content-Type": "text/plain"}, "body": f"{exc}"}
-        body = response.get("body") or ""
-        data = base64.b64decode(body) if response.get("isBase64Encoded") else str(body).encode()
-        request.send_response(int(response.get("statusCode", 502)))
-        headers = dict(response.get("headers") or {})
-        for name, values in (response.get("multiValueHeaders") or {}).items():
-            headers[name] = ", ".join(values)
-        for name, value in headers.items():
-            if name.lower() != "content-length":
-                request.send_header(name, str(value))
-        request.send_header("Content-Length", str(len(data)))
-        request.end_headers()
-        if method != "HEAD":
-            request.wfile.write(data)
+        self.respond(request, self.invoke(event), with_body=method != "HEAD")
