@@ -20,10 +20,12 @@ from modelshield.observability import logger, metrics, tracer
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     result = wiring.anchor_run()()
+    # "message" is reserved by logging's LogRecord: the result's message goes out as "reason"
+    fields = {("reason" if k == "message" else k): v for k, v in result.to_json().items()}
     metrics.add_metric(name="AuditAnchorRuns", unit=MetricUnit.Count, value=1)
     if result.status == "incident":
         metrics.add_metric(name="AuditAnchorIncident", unit=MetricUnit.Count, value=1)
-        logger.error("audit chain not re-anchored", extra=result.to_json())
+        logger.error("audit chain not re-anchored", extra=fields)
     else:
-        logger.info("audit anchor", extra=result.to_json())
+        logger.info("audit anchor", extra=fields)
     return result.to_json()
