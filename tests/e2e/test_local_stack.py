@@ -113,7 +113,7 @@ def test_local_up_upload_verdict_down(cli_env: dict[str, str], tmp_path: Path) -
         assert "no scan recorded" in missing.stderr and "Traceback" not in missing.stderr
     finally:
         down = run("local", "down", env=cli_env)
-    assert down.returncode == 0 and "stopped" in down.stdout
+    assert down.returncode == 0 and "stopped" in down.stdout and "come back with the next" in down.stdout
 
 
 def test_commands_say_clearly_when_no_stack_is_running(cli_env: dict[str, str]) -> None:

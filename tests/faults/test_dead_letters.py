@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from modelshield.cli import main
+from modelshield.events import rescan_message
 from modelshield.local.samples import benign_checkpoint
 from modelshield.local.stack import LocalContext, load_handler
 
@@ -68,9 +69,8 @@ def test_dlq_list_on_an_empty_queue_says_so(stack: MotoStack, queue_env: None, c
     assert "empty" in capsys.readouterr().out
 
 
-def test_the_api_lists_the_dlq_and_only_a_security_engineer_redrives_it(
-    stack: MotoStack, dead_lettered: tuple[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _api(stack: MotoStack, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """call(method, path, user, body) -> (status, body) on the real ApiFunction with its template env."""
     spec = stack.provisioned.functions["ApiFunction"]
     for name, value in spec.environment.items():
         monkeypatch.setenv(name, value)
@@ -91,9 +91,38 @@ def test_the_api_lists_the_dlq_and_only_a_security_engineer_redrives_it(
         response = handler(event, LocalContext("ApiFunction", 512, 29))
         return response["statusCode"], json.loads(response["body"] or "null")
 
+    return call
+
+
+def _bodies(stack: MotoStack, queue_url: str) -> list[dict[str, Any]]:
+    messages = stack.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(m["Body"]) for m in messages]
+
+
+def test_the_api_lists_the_dlq_and_only_a_security_engineer_redrives_it(
+    stack: MotoStack, dead_lettered: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = _api(stack, monkeypatch)
     status, body = call("GET", "/dlq", CONSUMER)
     assert status == 200 and [d["key"] for d in body["dead_letters"]] == [dead_lettered[0]]
     assert call("POST", "/dlq/redrive", CONSUMER, {})[0] == 403
     status, body = call("POST", "/dlq/redrive", ENGINEER, {})
     assert status == 200 and body["count"] == 1
     assert dead_letters(stack) == []
+
+
+def test_a_redrive_sends_uploads_to_the_scan_queue_and_rescans_to_the_rescan_queue(
+    stack: MotoStack, dead_lettered: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a dead-lettered upload and a dead-lettered rescan (both queues share the DLQ)
+    key, version = dead_lettered
+    dlq = stack.provisioned.names["ScanDeadLetterQueue"]
+    stack.sqs.send_message(QueueUrl=dlq, MessageBody=rescan_message(stack.ingest, key, version, "req-1"))
+    call = _api(stack, monkeypatch)
+    # When the Security Engineer redrives them through the API (the template's environment)
+    status, body = call("POST", "/dlq/redrive", ENGINEER, {})
+    # Then each went back to the queue it came from, none to the other
+    assert status == 200 and sorted(d["trigger"] for d in body["redriven"]) == ["rescan", "upload"]
+    scans, rescans = _bodies(stack, stack.queue_url), _bodies(stack, stack.rescan_queue_url)
+    assert len(scans) == 1 and "Records" in scans[0]
+    assert len(rescans) == 1 and rescans[0]["key"] == key and "Records" not in rescans[0]

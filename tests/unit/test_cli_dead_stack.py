@@ -91,6 +91,7 @@ def dead_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "IDEMPOTENCY_TABLE": "idempotency",
         "KMS_KEY_ID": "alias/modelshield-local-vault",
         "SCAN_QUEUE_URL": f"{endpoint}/123456789012/scan-queue",
+        "RESCAN_QUEUE_URL": f"{endpoint}/123456789012/rescan-queue",
         "SCAN_DEAD_LETTER_QUEUE_URL": f"{endpoint}/123456789012/scan-dlq",
         "MODELSHIELD_STATE_DIR": str(tmp_path / "state"),
         "MODELSHIELD_API_URL": endpoint,  # the local stack's API (approvals go through it): gone too

@@ -234,7 +234,7 @@ class ApiSettings(EnvModel):
     groups: GroupsSource
     scans_table: str = env("SCANS_TABLE", "the scans table name")
     artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name")
-    scan_queue_url: str = env("SCAN_QUEUE_URL", "the scan queue URL (rescans)")
+    rescan_queue_url: str = env("RESCAN_QUEUE_URL", "the rescan queue URL (the RescanFunction's)")
     security_engineer: SecurityEngineer = SecurityEngineer()
 
 
@@ -243,7 +243,7 @@ class RescanSettings(EnvModel):
 
     groups: GroupsSource
     artifacts_table: str = env("ARTIFACTS_TABLE", "the artifacts table name")
-    scan_queue_url: str = env("SCAN_QUEUE_URL", "the scan queue URL")
+    rescan_queue_url: str = env("RESCAN_QUEUE_URL", "the rescan queue URL (the RescanFunction's)")
 
 
 class JobSettings(EnvModel):
@@ -266,7 +266,10 @@ class JobSettings(EnvModel):
 class DlqSettings(EnvModel):
     """`modelshield dlq list|redrive` and the API's /dlq routes: the scan queue and its dead-letter queue."""
 
-    scan_queue_url: str = env("SCAN_QUEUE_URL", "the scan queue URL")
+    scan_queue_url: str = env("SCAN_QUEUE_URL", "the scan queue URL (uploads are redriven there)")
+    rescan_queue_url: str = env(
+        "RESCAN_QUEUE_URL", "the rescan queue URL (rescans are redriven there; default: the scan queue)", ""
+    )
     dead_letter_queue_url: str = env("SCAN_DEAD_LETTER_QUEUE_URL", "the scan queue's dead-letter queue URL")
 
 

@@ -1,9 +1,10 @@
 """The scan queue's dead-letter queue: what is in it, and sending it back once the cause is fixed.
 
 A message lands there after its last attempt failed; by then that attempt has recorded an ERROR verdict
-saying what failed and what to do (modelshield.recovery). `redrive` sends each message back to the scan
-queue before deleting it from the DLQ, so a crash in between makes a duplicate (which idempotency turns
-into a no-op), never a loss. The same functions back `modelshield dlq list|redrive` and the API.
+saying what failed and what to do (modelshield.recovery). `redrive` sends each message back to the queue
+it came from (scan or rescan) before deleting it from the DLQ, so a crash in between makes a duplicate
+(which idempotency turns into a no-op), never a loss. The same functions back `modelshield dlq
+list|redrive` and the API.
 """
 
 from __future__ import annotations
@@ -76,8 +77,14 @@ def list_dead_letters(sqs: Any, dlq_url: str, *, limit: int = 1000) -> list[Dead
     return sorted(seen.values(), key=lambda d: d.sent_at or datetime.min.replace(tzinfo=UTC))[:limit]
 
 
-def redrive(sqs: Any, dlq_url: str, queue_url: str, *, limit: int | None = None) -> list[DeadLetter]:
-    """Move DLQ messages back to the scan queue (up to `limit`); returns what was moved."""
+def redrive(
+    sqs: Any, dlq_url: str, queue_url: str, *, rescan_queue_url: str = "", limit: int | None = None
+) -> list[DeadLetter]:
+    """Move DLQ messages back to the queue they came from (up to `limit`); returns what was moved.
+
+    The scan and rescan queues share this DLQ: an upload's event goes back to the scan queue, a rescan
+    request to the rescan queue (the RescanFunction reads vault copies; the ScanFunction reads uploads).
+    """
     moved: list[DeadLetter] = []
     while limit is None or len(moved) < limit:
         page = sqs.receive_message(
@@ -89,9 +96,11 @@ def redrive(sqs: Any, dlq_url: str, queue_url: str, *, limit: int | None = None)
         if not page:
             break
         for message in page:
-            sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
+            letter = _describe(message)
+            target = rescan_queue_url if letter.trigger == "rescan" and rescan_queue_url else queue_url
+            sqs.send_message(QueueUrl=target, MessageBody=message["Body"])
             sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
-            moved.append(_describe(message))
+            moved.append(letter)
     return moved
 
 

@@ -111,7 +111,7 @@ def start_rescan(body: RescanRequest) -> dict[str, Any]:
         groups=_groups(),
         artifacts=api.artifacts.all(),
         sqs=api.sqs,
-        queue_url=api.settings.scan_queue_url,
+        queue_url=api.settings.rescan_queue_url,
         group=body.group,
         audit=api.audit,
         principal=caller,
@@ -137,6 +137,10 @@ def redrive_dead_letters(body: RedriveRequest) -> dict[str, Any]:
     _require_security_engineer()
     settings = config.load(config.DlqSettings)
     moved = dlq.redrive(
-        services().sqs, settings.dead_letter_queue_url, settings.scan_queue_url, limit=body.limit
+        services().sqs,
+        settings.dead_letter_queue_url,
+        settings.scan_queue_url,
+        rescan_queue_url=settings.rescan_queue_url,
+        limit=body.limit,
     )
     return {"redriven": dlq.as_json(moved), "count": len(moved)}

@@ -74,12 +74,16 @@ def cmd_list(args: Any) -> int:
 def cmd_redrive(args: Any) -> int:
     settings = _settings()
     moved = dlq.redrive(
-        wiring.client("sqs"), settings.dead_letter_queue_url, settings.scan_queue_url, limit=args.limit
+        wiring.client("sqs"),
+        settings.dead_letter_queue_url,
+        settings.scan_queue_url,
+        rescan_queue_url=settings.rescan_queue_url,
+        limit=args.limit,
     )
     if args.format == "json":
         print_json({"redriven": dlq.as_json(moved), "count": len(moved)})
     else:
-        print(f"sent {len(moved)} event(s) back to the scan queue")
+        print(f"sent {len(moved)} event(s) back to the queue each came from (scan or rescan)")
         if moved:
             print_table(HEADERS, _rows(moved))
     return 0

@@ -221,10 +221,16 @@ def cmd_local_down(args: Any) -> int:
         if not _wait_gone(pid, 5):
             raise StackNotRunning(f"the local stack (pid {pid}) did not stop; kill it by hand")
     local.state_file().unlink(missing_ok=True)
-    print(
-        f"local stack at {state['endpoint']} stopped (pid {pid} has exited); its buckets, tables and keys "
-        "lived in moto's memory and are gone"
+    from modelshield.local.persistence import SNAPSHOT_NAME
+
+    snapshot = local.state_dir() / SNAPSHOT_NAME
+    kept = (
+        f"its buckets, tables and keys are saved in {snapshot} and come back with the next "
+        f"`modelshield local up` (delete that file to start empty)"
+        if snapshot.exists()
+        else "it left no snapshot, so the next `modelshield local up` starts empty"
     )
+    print(f"local stack at {state['endpoint']} stopped (pid {pid} has exited); {kept}")
     return 0
 
 
@@ -466,14 +472,14 @@ def cmd_rescan(args: Any) -> int:
         settings = config.load(config.RescanSettings)
     except ConfigError as exc:
         raise StackNotRunning(
-            f"rescan needs SCAN_QUEUE_URL, GROUPS_TABLE and ARTIFACTS_TABLE: {exc}"
+            f"rescan needs RESCAN_QUEUE_URL, GROUPS_TABLE and ARTIFACTS_TABLE: {exc}"
         ) from None
     started = time.time()
     request_id, states = request_rescan(
         groups=wiring.group_store(settings.groups).effective(),
         artifacts=ArtifactStore(settings.artifacts_table, wiring.dynamodb()).all(),
         sqs=wiring.client("sqs"),
-        queue_url=settings.scan_queue_url,
+        queue_url=settings.rescan_queue_url,
         group=None if args.all else args.group,
         audit=wiring.optional_audit_log(),
         principal=wiring.caller_arn,

@@ -191,10 +191,10 @@ class LocalStack:
             "jobs_state_machine": provisioned.names.get("JobsStateMachine", ""),
             "reports_bucket": provisioned.names.get("ReportsBucket", ""),
         }
-        # SCAN_QUEUE_URL is where rescans are queued: the RescanFunction\'s queue (it reads vault copies).
-        rescans = provisioned.names.get("RescanQueue") or self.outputs["scan_queue_url"]
+        # Rescans go to the RescanFunction's queue (it reads vault copies); uploads to the scan queue.
         queues = {
-            "SCAN_QUEUE_URL": rescans,
+            "SCAN_QUEUE_URL": self.outputs["scan_queue_url"],
+            "RESCAN_QUEUE_URL": provisioned.names.get("RescanQueue") or self.outputs["scan_queue_url"],
             "SCAN_DEAD_LETTER_QUEUE_URL": self.outputs["dead_letter_queue_url"],
         }
         self.env.update(queues)
