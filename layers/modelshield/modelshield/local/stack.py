@@ -84,8 +84,40 @@ class LocalContext:
         self.log_stream_name = "local"
         self._deadline = time.monotonic() + self.timeout_seconds
 
+        _invocation.context = self  # made on the thread that invokes with it: that thread's log lines
+
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+_invocation = threading.local()
+
+
+class InvocationLogFields(logging.Filter):
+    """Each log line names the function whose invocation wrote it.
+
+    Powertools' `inject_lambda_context` appends the context's keys to the one shared logger, which is
+    right in Lambda (one invocation per process at a time) and wrong here, where the pollers of several
+    functions share a process: a line would carry whichever function's invocation began last. This filter
+    sets those keys on each record from the invoking thread's own context.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = getattr(_invocation, "context", None)
+        if context is not None:
+            record.function_name = context.function_name
+            record.function_request_id = context.aws_request_id
+            record.function_arn = context.invoked_function_arn
+            record.function_memory_size = context.memory_limit_in_mb
+        return True
+
+
+def name_functions_in_log_lines() -> None:
+    """Install InvocationLogFields on the project's logger (once per process)."""
+    from modelshield.observability import logger
+
+    if not any(isinstance(f, InvocationLogFields) for f in logger.filters):
+        logger.addFilter(InvocationLogFields())
 
 
 def load_handler(spec: FunctionSpec) -> Any:
@@ -143,6 +175,7 @@ class LocalStack:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         quiet_interpreter()  # moto's ASL interpreter logs two expected lines per job (interpreter_logs.py)
+        name_functions_in_log_lines()  # several functions' invocations share this process (pollers)
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
