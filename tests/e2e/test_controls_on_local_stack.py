@@ -143,6 +143,54 @@ def test_a_forged_artifacts_row_does_not_release_a_blocked_model(
     assert any(a == "access.request" and "disagree" in why for a, why in refusals(artifact))
 
 
+@pytest.mark.parametrize("seal", ["none", "copied"])
+def test_a_forged_scan_record_does_not_release_a_blocked_model(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str], seal: str
+) -> None:
+    # Given a malicious pickle, blocked, and an attacker with write access to both tables and the vault:
+    # the quarantined ciphertext copied to a consumer path and the row flipped, as above ...
+    artifact, version = upload(stack, "models/evil.pkl", malicious_pickle())
+    artifacts = ArtifactStore(stack.env["ARTIFACTS_TABLE"], wiring.dynamodb())
+    row = artifacts.get(artifact, version)
+    assert row is not None and row.verdict is Verdict.BLOCKED
+    vault = stack.outputs["vault_bucket"]
+    copied = stack.client("s3").copy_object(
+        Bucket=vault, Key="models/evil.pkl", CopySource={"Bucket": vault, "Key": str(row.vault_key)}
+    )
+    forged_row = {
+        "verdict": Verdict.ALLOWED,
+        "encryption_state": EncryptionState.ENCRYPTED,
+        "vault_key": "models/evil.pkl",
+        "vault_version_id": copied["VersionId"],
+    }
+    artifacts.save(row.model_copy(update=forged_row), expected_revision=row.revision)
+    # ... and a newer scan record saying ALLOWED, put straight into the table (no seal, or the real one's)
+    scans = ScanStore(stack.env["SCANS_TABLE"], wiring.dynamodb())
+    real = scans.latest(artifact, version)
+    assert real is not None and real.mac  # the genuine record is sealed
+    later = real.scanned_at.replace(year=real.scanned_at.year + 1)
+    forged = real.model_copy(
+        update={
+            "verdict": Verdict.ALLOWED,
+            "scanned_at": later,
+            "scan_ref": f"{later.isoformat()}#{version}#forged",
+            "scan_id": "forged",
+            "vault_uri": f"s3://{vault}/models/evil.pkl?versionId={copied['VersionId']}",
+            "mac": real.mac if seal == "copied" else None,
+        }
+    )
+    scans.append(forged)  # this store has no sealer: it writes what it is given, as PutItem would
+    capsys.readouterr()
+    # Then a consumer's request is refused because the record is not ModelShield's, and that is audited
+    become(stack, "InferenceService", "svc-1")
+    args = ["access", "request", artifact, "--version", version, "--reason", "serve", "--hours", "1"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    expected = "carries no seal" if seal == "none" else "does not match its seal"
+    assert expected in err, err
+    assert any(a == "access.request" and "seal" in why for a, why in refusals(artifact))
+
+
 def test_a_quarantine_copy_is_never_decrypted_for_a_consumer(
     stack: LocalStack, capsys: pytest.CaptureFixture[str]
 ) -> None:

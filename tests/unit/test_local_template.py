@@ -37,7 +37,11 @@ def test_every_table_bucket_queue_and_key_in_the_template_is_created(provisioned
     buckets = {b["Name"] for b in clients["s3"].list_buckets()["Buckets"]}
     assert {out.names[b] for b in by_type["AWS::S3::Bucket"]} <= buckets
     for key in by_type["AWS::KMS::Key"]:
-        assert clients["kms"].get_key_rotation_status(KeyId=out.names[key])["KeyRotationEnabled"]
+        meta = clients["kms"].describe_key(KeyId=out.names[key])["KeyMetadata"]
+        spec = template[key]["Properties"].get("KeySpec", "SYMMETRIC_DEFAULT")
+        assert meta["KeySpec"] == spec
+        if spec == "SYMMETRIC_DEFAULT":  # KMS rotates symmetric keys only (the HMAC seal key cannot)
+            assert clients["kms"].get_key_rotation_status(KeyId=out.names[key])["KeyRotationEnabled"]
 
 
 def test_the_scan_queue_has_the_dead_letter_redrive_and_long_visibility(provisioned) -> None:

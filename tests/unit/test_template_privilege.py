@@ -614,3 +614,40 @@ def test_every_kms_event_the_audit_rule_sends_is_recorded(template: dict[str, An
     sent = set(pattern["detail"]["eventName"])
     assert {"PutKeyPolicy", "ScheduleKeyDeletion", "DisableKey"} <= sent
     assert sent <= KMS_EVENTS
+
+
+# -- sealed scan records --------------------------------------------------------------------------------
+
+
+def test_only_the_functions_that_record_verdicts_can_seal_a_scan_record(template: dict[str, Any]) -> None:
+    key = template["Resources"]["ScanRecordKey"]["Properties"]
+    # Given an HMAC key
+    assert key["KeySpec"] == "HMAC_256" and key["KeyUsage"] == "GENERATE_VERIFY_MAC"
+    policy = _list(key["KeyPolicy"]["Statement"])
+    # Then only the scan, rescan and job functions may make a MAC, and nobody may grant its use
+    sealers = {
+        name
+        for s in policy
+        if allows(s, "kms:GenerateMac") or allows(s, "kms:CreateGrant")
+        for name in _role_names(principals(s))
+    }
+    assert sealers == {"ScanFunctionRole", "RescanFunctionRole", "JobWorkerFunctionRole"}
+    # And the administrator administers without use
+    admin = next(s for s in policy if s.get("Sid") == "AdministrationWithoutUse")
+    assert not any(allows(admin, a) for a in ("kms:GenerateMac", "kms:VerifyMac", "kms:CreateGrant"))
+    # And no function role gets GenerateMac from IAM either
+    for name in _functions(template):
+        for statement in statements(template, name):
+            if statement.get("_template") or statement.get("_managed") or statement.get("_unknown_role"):
+                continue
+            assert not allows(statement, "kms:GenerateMac"), (name, statement)
+
+
+def test_every_function_that_reads_or_writes_scans_knows_the_seal_key(template: dict[str, Any]) -> None:
+    globals_env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert globals_env["SCAN_RECORD_KEY_ID"] == {"Ref": "ScanRecordKeyAlias"}
+    for name, function in _functions(template).items():
+        env = (function["Properties"].get("Environment") or {}).get("Variables", {})
+        assert env.get("SCAN_RECORD_KEY_ID", globals_env["SCAN_RECORD_KEY_ID"]) == {
+            "Ref": "ScanRecordKeyAlias"
+        }, name

@@ -454,6 +454,8 @@ class AccessService:
         if self.scans is None:
             return "the scan records are not available here, so the release cannot be checked", None
         scan = self.scans.latest(artifact.artifact_id, artifact.version_id)
+        if scan is not None and (unsealed := self.scans.seal_refusal(scan)):
+            return unsealed, None
         if not read_vault:
             return release_refusal(artifact, scan, None, quarantine_prefix=self.quarantine_prefix), None
         refusal = scan_refusal(artifact, scan)

@@ -152,6 +152,9 @@ class AccessSettings(EnvModel):
     audit_table: str = env("AUDIT_TABLE", "the audit table name")
     # Releases are checked against the append-only scans; without them every release is refused.
     scans_table: str | None = env("SCANS_TABLE", "the scans table name", None)
+    scan_record_key: str | None = env(
+        "SCAN_RECORD_KEY_ID", "the KMS HMAC key that seals scan records (store/seal.py)", None
+    )
     security_engineer: SecurityEngineer = SecurityEngineer()
     grant_retiring_principal: str | None = env(
         "GRANT_RETIRING_PRINCIPAL", "the principal allowed to retire grants", None
@@ -165,6 +168,9 @@ class ScanSettings(EnvModel):
     tables: Tables
     buckets: Buckets
     kms_key_id: str = env("KMS_KEY_ID", "the vault's KMS key alias or ARN")
+    scan_record_key: str | None = env(
+        "SCAN_RECORD_KEY_ID", "the KMS HMAC key that seals scan records (store/seal.py)", None
+    )
     quarantine_prefix: str = "quarantine/"
     frame_length: int = env("FRAME_LENGTH", "envelope frame length in bytes", 4 * 1024 * 1024)
     scan_timeout_seconds: float = env("SCAN_TIMEOUT_SECONDS", "time limit of one scan", 600.0)
@@ -196,6 +202,9 @@ class RotateSettings(EnvModel):
     kms_key_id: str = env("KMS_KEY_ID", "the stack's default KMS key alias or ARN")
     access_table: str | None = env("ACCESS_TABLE", "the access-requests table (grants to retire)", None)
     scans_table: str | None = env("SCANS_TABLE", "the scans table name", None)
+    scan_record_key: str | None = env(
+        "SCAN_RECORD_KEY_ID", "the KMS HMAC key that seals scan records (store/seal.py)", None
+    )
     security_engineer: SecurityEngineer = SecurityEngineer()
     grant_retiring_principal: str | None = env(
         "GRANT_RETIRING_PRINCIPAL", "the principal allowed to retire grants", None
@@ -215,6 +224,7 @@ class RotateSettings(EnvModel):
             access_table=self.access_table,
             audit_table=self.audit_table,
             scans_table=self.scans_table,
+            scan_record_key=self.scan_record_key,
             security_engineer=self.security_engineer,
             grant_retiring_principal=self.grant_retiring_principal,
         )

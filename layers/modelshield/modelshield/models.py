@@ -214,6 +214,7 @@ class ScanRecord(BaseModel):
     trigger: str = "upload"  # upload | rescan | job
     message: str = ""  # a one-line human summary (e.g. why the verdict is ERROR)
     etag: str | None = None  # the event's eTag: matches a version-less redelivery to this record
+    mac: str | None = None  # KMS HMAC over the rest of the record (store/seal.py): who wrote it
 
 
 class ArtifactState(BaseModel):

@@ -743,7 +743,7 @@ def _commit(
         rt.scans.table.meta.client,
         scans_table=rt.settings.tables.scans,
         artifacts_table=rt.settings.tables.artifacts,
-        record=record,
+        record=rt.scans.sealed(record),
         state=new,
         expected_revision=existing.revision if existing else None,
     )

@@ -64,6 +64,7 @@ class Action(StrEnum):
 
 QUARANTINE_PREFIX = "quarantine/"  # as ScanSettings.quarantine_prefix; never deleted (bucket policy)
 
+
 @dataclass(frozen=True)
 class RotationSettings:
     default_key_id: str  # the stack's key for groups without their own

@@ -38,6 +38,7 @@ from modelshield.store.groups import GroupStore
 from modelshield.store.leases import LeaseStore
 from modelshield.store.metrics import MetricsStore
 from modelshield.store.scans import ScanStore
+from modelshield.store.seal import ScanSealer
 
 if TYPE_CHECKING:
     from modelshield.pipeline import Runtime
@@ -202,17 +203,25 @@ def access_service(
     settings = settings or config.access_settings()
     resource = dynamodb()
     s3 = s3 or s3_client()
+    kms = kms or client("kms")
     return AccessService(
         store=DynamoAccessStore(settings.access_table, resource),
         artifacts=ArtifactStore(settings.artifacts_table, resource),
-        kms=kms or client("kms"),
+        kms=kms,
         audit=AuditLog(DynamoAuditStore(settings.audit_table, resource)),
         security_engineer_role=security_engineer_role(settings.security_engineer),
         context_reader=vault_context_reader(s3),
-        scans=ScanStore(settings.scans_table, resource) if settings.scans_table else None,
+        scans=scan_store(settings.scans_table, resource, kms, settings.scan_record_key)
+        if settings.scans_table
+        else None,
         metadata_reader=vault_metadata_reader(s3),
         retiring_principal=settings.grant_retiring_principal,
     )
+
+
+def scan_store(table: str, resource: Any, kms: Any, key_id: str | None) -> ScanStore:
+    """The scans table, sealing and verifying records with the stack's HMAC key when one is configured."""
+    return ScanStore(table, resource, sealer=ScanSealer(kms, key_id) if key_id else None)
 
 
 # -- one builder per function -----------------------------------------------------------------------
@@ -253,11 +262,12 @@ def runtime(settings: config.ScanSettings | None = None, *, read_vault: bool = F
     settings = settings or config.scan_settings()
     resource = dynamodb()
     s3 = s3_client()
+    kms = client("kms")
     built = Runtime(
         settings=settings,
         s3=s3,
-        kms=client("kms"),
-        scans=ScanStore(settings.tables.scans, resource),
+        kms=kms,
+        scans=scan_store(settings.tables.scans, resource, kms, settings.scan_record_key),
         artifacts=ArtifactStore(settings.tables.artifacts, resource),
         groups=GroupStore(settings.tables.groups, resource, ingest_bucket=settings.buckets.ingest),
         publisher=VerdictPublisher(client("events"), bus) if (bus := settings.verdict_event_bus) else None,

@@ -240,7 +240,8 @@ class LocalProvisioner:
             self.out.stream_arns[logical] = described["LatestStreamArn"]
 
     def _key(self, logical: str, props: dict[str, Any]) -> None:
-        meta = self.kms.create_key(Description=props.get("Description", logical))["KeyMetadata"]
+        options = {k: props[k] for k in ("KeySpec", "KeyUsage") if k in props}  # e.g. an HMAC key
+        meta = self.kms.create_key(Description=props.get("Description", logical), **options)["KeyMetadata"]
         if props.get("EnableKeyRotation"):
             self.kms.enable_key_rotation(KeyId=meta["KeyId"])
         self.out.names[logical] = meta["KeyId"]

@@ -11,14 +11,32 @@ from botocore.exceptions import ClientError
 from modelshield.errors import ScanAlreadyRecorded
 from modelshield.models import ScanRecord
 from modelshield.store.dynamo import from_item, is_conditional_failure, to_item
+from modelshield.store.seal import ScanSealer
 
 
 class ScanStore:
-    def __init__(self, table_name: str, dynamodb: Any) -> None:
+    """`sealer` (store/seal.py) seals every record written and verifies records read for a release."""
+
+    def __init__(self, table_name: str, dynamodb: Any, *, sealer: ScanSealer | None = None) -> None:
         self.table = dynamodb.Table(table_name)
+        self.sealer = sealer
+
+    def sealed(self, record: ScanRecord) -> ScanRecord:
+        """`record` with its MAC, when this store seals (every writer on AWS does: see template.yaml)."""
+        return self.sealer.seal(record) if self.sealer else record
+
+    def seal_refusal(self, record: ScanRecord) -> str | None:
+        """Why `record` cannot be trusted as ModelShield's own, or None (always None without a sealer)."""
+        if self.sealer is None or self.sealer.verify(record):
+            return None
+        said = f"the latest scan record ({record.scan_id})"
+        if not record.mac:
+            return f"{said} carries no seal: it was not written by ModelShield (forged?)"
+        return f"{said} does not match its seal: it was written or edited outside ModelShield"
 
     def append(self, record: ScanRecord) -> None:
-        """Add a record. Never overwrites: the scans table is the audit trail of verdicts."""
+        """Add a record (sealed). Never overwrites: the scans table is the audit trail of verdicts."""
+        record = self.sealed(record)
         try:
             self.table.put_item(
                 Item=to_item(record),
