@@ -549,6 +549,37 @@ def h5_with_attrs(attrs: dict[str, Any], *, libver: str | None = None, userblock
         return path.read_bytes()
 
 
+def h5_keras_with(kind: str) -> bytes:
+    """A Keras-style .h5 (model_config + weights) that also makes the HDF5 library read another file:
+    an external link, external raw storage, a virtual dataset; or, benign, soft links and many groups;
+    or links in dense storage (libver='latest', more than 8 links in a group)."""
+    import h5py
+    import numpy as np
+
+    config = json.dumps({"class_name": "Sequential", "config": {"name": "s", "layers": []}})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.h5"
+        libver = "latest" if kind in ("virtual-dataset", "dense-links") else None
+        with h5py.File(path, "w", **({"libver": libver} if libver else {})) as f:
+            f.attrs["model_config"] = config
+            f.create_dataset("model_weights/dense/kernel", data=np.ones((4, 2), dtype=np.float32))
+            if kind == "external-link":
+                f["model_weights/dense"]["bias"] = h5py.ExternalLink("/mnt/shared/evil.h5", "/payload")
+            elif kind == "external-storage":
+                f.create_dataset(
+                    "model_weights/dense/bias", shape=(4,), dtype="f4", external=[("/etc/shadow", 0, 16)]
+                )
+            elif kind == "virtual-dataset":
+                layout = h5py.VirtualLayout(shape=(3,), dtype="f8")
+                layout[:] = h5py.VirtualSource("/data/other.h5", "x", shape=(3,))
+                f["model_weights"].create_virtual_dataset("virtual", layout)
+            elif kind in ("soft-links", "dense-links"):
+                for i in range(12):
+                    f.create_dataset(f"model_weights/layer{i}/kernel", data=np.zeros(2, dtype=np.float32))
+                f["alias"] = h5py.SoftLink("/model_weights/dense")
+        return path.read_bytes()
+
+
 def keras2_lambda_config() -> str:
     """A Keras 2 style model_config with a Lambda layer (function as marshalled bytecode)."""
     return json.dumps(

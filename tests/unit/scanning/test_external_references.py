@@ -34,6 +34,40 @@ def test_keras_layers_that_read_outside_the_model_are_findings_with_location(
     assert _blocked(report)
 
 
+@pytest.mark.parametrize(
+    ("kind", "obj", "needle"),
+    [
+        ("external-link", "/model_weights/dense/bias", "external link to '/mnt/shared/evil.h5:/payload'"),
+        ("external-storage", "/model_weights/dense/bias", "external file(s) '/etc/shadow'"),
+        ("virtual-dataset", "/model_weights/virtual", "is a virtual dataset"),
+    ],
+)
+def test_hdf5_objects_that_read_other_files_are_findings_with_their_path(
+    kind: str, obj: str, needle: str
+) -> None:
+    # Given a Keras .h5 written by h5py whose weights reach outside the file
+    report = scan_bytes(corpus.h5_keras_with(kind), "model.h5")
+    # Then the object is named, with what it reads, and the model is blocked
+    found = findings_of(report, RuleId.ARCHIVE_UNSAFE)
+    assert [f.detail["object"] for f in found] == [obj], report.findings
+    assert needle in found[0].message and found[0].detail["kind"] == kind
+    assert _blocked(report)
+
+
+def test_hdf5_soft_links_and_many_groups_are_not_external() -> None:
+    report = scan_bytes(corpus.h5_keras_with("soft-links"), "model.h5")
+    assert not findings_of(report, RuleId.ARCHIVE_UNSAFE) and not _blocked(report), report.findings
+
+
+def test_hdf5_links_the_walk_cannot_read_fail_closed() -> None:
+    # Given a group whose links live in dense storage (a fractal heap the walker does not read)
+    report = scan_bytes(corpus.h5_keras_with("dense-links"), "model.h5")
+    # Then the scan says which group it could not check, and does not release the model
+    (incomplete,) = findings_of(report, RuleId.SCAN_INCOMPLETE)
+    assert "/model_weights (links in dense storage) was not walked" in incomplete.message
+    assert _blocked(report)
+
+
 def test_an_inline_vocabulary_is_not_an_external_reference() -> None:
     lookup = corpus.keras_layer("StringLookup", {"name": "lookup", "vocabulary": ["a", "b"]})
     report = scan_bytes(corpus.keras_zip(corpus.keras_sequential(lookup)), "model.keras")

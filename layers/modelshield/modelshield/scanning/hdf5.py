@@ -7,6 +7,11 @@ variable-length strings from the global heap. That is exactly where Keras keeps 
 `training_config`. Not read: dense attribute storage (fractal heaps, used only with > 8 attributes under
 libver='latest') and shared datatypes, which the caller reports as MS-SCAN-INCOMPLETE; datasets (weights)
 are never read. Every read is checked against the file size and `max_value` before anything is allocated.
+
+`walk_tree` then visits every object reachable from the root (old-style symbol-table groups and new-style
+compact links, each object once, at most MAX_OBJECTS) for what makes the library read another file when
+the model loads: external links, external raw-data storage and virtual datasets. Groups whose links are in
+dense storage (fractal heaps) are named as not walked.
 """
 
 from __future__ import annotations
@@ -279,6 +284,184 @@ class HDF5Reader:
                 return self._read(pos + 8 + self.length_size, length)
             pos += 8 + self.length_size + ((obj_size + 7) & ~7)
         raise HDF5Error(f"global heap object {index} not found")
+
+
+@dataclass(frozen=True)
+class ExternalReference:
+    """Something the HDF5 library reads from outside this file when the object at `path` is opened."""
+
+    path: str  # the object's path in the file, e.g. "/model_weights/dense/kernel"
+    kind: str  # external-link | external-storage | virtual-dataset
+    target: str  # the file (and object) named, as stored
+
+
+@dataclass
+class TreeWalk:
+    references: list[ExternalReference] = field(default_factory=list)
+    objects: int = 0
+    unwalked: list[str] = field(default_factory=list)  # groups whose links the walk could not read
+
+
+MAX_OBJECTS = 100_000  # objects visited per file; past this the walk is incomplete (reported)
+
+
+def _cstrings(data: bytes, limit: int = 2) -> list[str]:
+    return [p.decode("utf-8", errors="replace") for p in data.split(b"\x00")[:limit]]
+
+
+class _TreeWalker:
+    """Every object reachable from the root group (old-style symbol tables and new-style compact links),
+    each visited once, with the messages that make the library read another file."""
+
+    def __init__(self, reader: HDF5Reader, max_objects: int) -> None:
+        self.r = reader
+        self.max_objects = max_objects
+        self.walk = TreeWalk()
+        self.seen: set[int] = set()
+
+    def run(self) -> TreeWalk:
+        pending: list[tuple[str, int]] = [("/", self.r.root_object_header())]
+        while pending:
+            path, address = pending.pop()
+            if address == UNDEFINED or address in self.seen:
+                continue
+            if len(self.seen) >= self.max_objects:
+                self.walk.unwalked.append(f"{path} (over {self.max_objects} objects)")
+                return self.walk
+            self.seen.add(address)
+            self.walk.objects += 1
+            for mtype, body in self.r.messages(address):
+                pending.extend(self._message(path, mtype, body))
+        return self.walk
+
+    def _child(self, path: str, name: str) -> str:
+        return f"{path.rstrip('/')}/{name}"
+
+    def _message(self, path: str, mtype: int, body: bytes) -> list[tuple[str, int]]:
+        r = self.r
+        if mtype == 0x0011:  # symbol table (old-style group): a v1 B-tree of symbol table nodes
+            btree = r._addr(r._uint(body, 0, r.offset_size))
+            heap = r._addr(r._uint(body, r.offset_size, r.offset_size))
+            return self._symbol_table(path, btree, heap)
+        if mtype == 0x0006:  # link (new-style group, compact storage)
+            return self._link(path, body)
+        if mtype == 0x0002:  # link info: a defined fractal heap address means dense link storage
+            flags = body[1] if len(body) > 1 else 0
+            pos = 2 + (8 if flags & 1 else 0)
+            if r._addr(r._uint(body, pos, r.offset_size)) != UNDEFINED:
+                self.walk.unwalked.append(f"{path} (links in dense storage)")
+        elif mtype == 0x0007:  # external data files: the dataset's bytes live in other files
+            self.walk.references.append(
+                ExternalReference(path, "external-storage", ", ".join(self._external_files(body)) or "?")
+            )
+        elif mtype == 0x0008 and len(body) > 1 and body[0] >= 3 and body[1] == 3:  # virtual layout (v4)
+            self.walk.references.append(
+                ExternalReference(path, "virtual-dataset", "source datasets mapped from other files")
+            )
+        return []
+
+    def _external_files(self, body: bytes) -> list[str]:
+        r = self.r
+        if len(body) < 8:
+            raise HDF5Error("external data files message too short")
+        used = r._uint(body, 6, 2)
+        heap = r._addr(r._uint(body, 8, r.offset_size))
+        pos = 8 + r.offset_size
+        names = []
+        for _ in range(min(used, 16)):
+            offset = r._uint(body, pos, r.length_size)
+            names.append(self._heap_name(heap, offset))
+            pos += 3 * r.length_size  # name offset, file offset, size
+        return names
+
+    def _heap_name(self, heap: int, offset: int) -> str:
+        r = self.r
+        head = r._read(heap, 8 + 2 * r.length_size + r.offset_size)
+        if head[:4] != b"HEAP":
+            raise HDF5Error("local heap signature missing")
+        size = r._uint(head, 8, r.length_size)
+        data = r._addr(r._uint(head, 8 + 2 * r.length_size, r.offset_size))
+        if offset >= size:
+            raise HDF5Error("name offset outside its local heap")
+        raw = r._read(data + offset, min(size - offset, 1024))
+        return raw.split(b"\x00", 1)[0].decode("utf-8", errors="replace")
+
+    def _symbol_table(self, path: str, btree: int, heap: int) -> list[tuple[str, int]]:
+        r = self.r
+        children: list[tuple[str, int]] = []
+        nodes, visited = [btree], set()
+        o = r.offset_size
+        while nodes:
+            node = nodes.pop()
+            if node == UNDEFINED or node in visited:
+                continue
+            visited.add(node)
+            if len(visited) > self.max_objects:
+                raise HDF5Error("group B-tree too large")
+            head = r._read(node, 8 + 2 * o)
+            if head[:4] != b"TREE" or head[4] != 0:
+                raise HDF5Error(f"group B-tree node at {node} has no TREE signature")
+            level, used = head[5], r._uint(head, 6, 2)
+            entry = r.length_size + o  # key (heap offset), child
+            body = r._read(node + 8 + 2 * o, used * entry + r.length_size)
+            for i in range(used):
+                child = r._addr(r._uint(body, i * entry + r.length_size, o))
+                if level > 0:
+                    nodes.append(child)
+                else:
+                    children.extend(self._symbol_node(path, child, heap))
+        return children
+
+    def _symbol_node(self, path: str, node: int, heap: int) -> list[tuple[str, int]]:
+        r = self.r
+        o = r.offset_size
+        head = r._read(node, 8)
+        if head[:4] != b"SNOD":
+            raise HDF5Error(f"symbol table node at {node} has no SNOD signature")
+        count = r._uint(head, 6, 2)
+        entry = 2 * o + 24
+        body = r._read(node + 8, count * entry)
+        out = []
+        for i in range(count):
+            name = self._heap_name(heap, r._uint(body, i * entry, o))
+            header = r._addr(r._uint(body, i * entry + o, o))
+            cache = r._uint(body, i * entry + 2 * o, 4)
+            if cache != 2:  # 2: a soft link (a path inside this file): nothing to visit through it
+                out.append((self._child(path, name), header))
+        return out
+
+    def _link(self, path: str, body: bytes) -> list[tuple[str, int]]:
+        r = self.r
+        if len(body) < 2 or body[0] != 1:
+            raise HDF5Error("link message of an unknown version")
+        flags, pos = body[1], 2
+        kind = 0
+        if flags & 0x08:
+            kind, pos = body[pos], pos + 1
+        if flags & 0x04:
+            pos += 8  # creation order
+        if flags & 0x10:
+            pos += 1  # name character set
+        width = 1 << (flags & 3)
+        length = r._uint(body, pos, width)
+        pos += width
+        name = body[pos : pos + length].decode("utf-8", errors="replace")
+        pos += length
+        child = self._child(path, name)
+        if kind == 0:  # hard link
+            return [(child, r._addr(r._uint(body, pos, r.offset_size)))]
+        if kind == 64:  # external link: flags byte, then file name and object path
+            size = r._uint(body, pos, 2)
+            target = _cstrings(body[pos + 3 : pos + 2 + size])
+            self.walk.references.append(ExternalReference(child, "external-link", ":".join(target)))
+        elif kind != 1:  # 1: soft link, a path inside this file
+            self.walk.references.append(ExternalReference(child, f"user-defined link type {kind}", "?"))
+        return []
+
+
+def walk_tree(reader: HDF5Reader, *, max_objects: int = MAX_OBJECTS) -> TreeWalk:
+    """Visit every object of the file from its root group (bounded); see _TreeWalker."""
+    return _TreeWalker(reader, max_objects).run()
 
 
 def sniff_hdf5(head: bytes, stream: BinaryIO) -> bool:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from modelshield.models import Format, RuleId, Severity
-from modelshield.scanning.hdf5 import HDF5Error, HDF5Reader, sniff_hdf5
+from modelshield.scanning.hdf5 import HDF5Error, HDF5Reader, sniff_hdf5, walk_tree
 from modelshield.scanning.registry import ScanContext, register
 from modelshield.scanning.zips import (
     ZipEntry,
@@ -431,6 +431,36 @@ def _parse_json(raw: bytes | str, ctx: ScanContext, *, what: str, member: str | 
 
 
 # -- legacy .h5 ------------------------------------------------------------------------------------------
+_EXTERNAL = {
+    "external-link": "is an external link to",
+    "external-storage": "keeps its raw data in the external file(s)",
+    "virtual-dataset": "is a virtual dataset:",
+}
+
+
+def _judge_tree(reader: HDF5Reader, ctx: ScanContext) -> None:
+    """What the HDF5 library reads from other files when the model loads (issue 14: next attacks)."""
+    try:
+        walk = walk_tree(reader)
+    except (HDF5Error, struct.error, IndexError, ValueError) as exc:
+        ctx.add(RuleId.MALFORMED, Severity.HIGH, f"HDF5 group tree not understood: {exc}")
+        ctx.incomplete("HDF5 objects could not all be visited, so external references were not checked")
+        return
+    for ref in walk.references:
+        what = _EXTERNAL.get(ref.kind, f"is a {ref.kind} to")
+        ctx.add(
+            RuleId.ARCHIVE_UNSAFE,
+            Severity.HIGH,
+            f"HDF5 object {ref.path} {what} {ref.target[:200]!r}: the library reads that when the model "
+            "loads, from outside the scanned file",
+            kind=ref.kind,
+            object=ref.path,
+            target=ref.target[:200],
+        )
+    for where in walk.unwalked:
+        ctx.incomplete(f"HDF5 group {where} was not walked, so its links were not checked")
+
+
 @register(Format.KERAS_H5, sniff=sniff_hdf5, priority=80)
 def scan_hdf5(stream: BinaryIO, ctx: ScanContext) -> None:
     """Root attributes `model_config`/`training_config` walked as Keras configs; weights never read."""
@@ -461,6 +491,7 @@ def scan_hdf5(stream: BinaryIO, ctx: ScanContext) -> None:
     for key in attrs.others:
         if key in ("model_config", "training_config"):
             ctx.add(RuleId.MALFORMED, Severity.HIGH, f"HDF5 attribute {key} is not a string")
+    _judge_tree(reader, ctx)
     versions = attrs.strings.get("keras_version")
     if versions:
         ctx.set_metadata("keras_version", versions[0])
