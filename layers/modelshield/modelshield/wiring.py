@@ -117,7 +117,8 @@ def api_client() -> ApiClient:
     url = config.load(config.ApiTarget).url
     if not url:
         raise ConfigError(
-            "MODELSHIELD_API_URL is not set: approvals and denials go through the stack's API (set it to "
+            "MODELSHIELD_API_URL is not set: access requests, approvals and denials go through the stack's API "
+            "(set it to "
             'the stack\'s ApiUrl output; for the local stack run `eval "$(modelshield local env)"`)'
         )
     if is_local_endpoint(url):

@@ -48,7 +48,10 @@ def list_requests(
     status: Annotated[RequestStatus | None, Query()] = None,
     artifact_id: Annotated[str | None, Query()] = None,
     requester: Annotated[str | None, Query()] = None,
+    mine: Annotated[bool, Query()] = False,
 ) -> dict[str, Any]:
+    if mine:  # the caller's own requests: the identity API Gateway verified, never a name in the query
+        requester = caller_arn(router.current_event)
     requests = services().access.list(status=status, artifact_id=artifact_id, requester=requester)
     return {"requests": [r.public() for r in requests]}
 

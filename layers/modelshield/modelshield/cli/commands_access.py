@@ -1,9 +1,11 @@
 """`modelshield access request|approve|deny|list|show|decrypt`: decryption authorization from the shell.
 
 The caller's principal comes from `sts get-caller-identity`, i.e. from the credentials in use; it cannot
-be typed on the command line, so nobody approves as somebody else. `approve` and `deny` go through the
-stack's HTTP API (`MODELSHIELD_API_URL`), SigV4-signed with the caller's credentials: only the API's role
-may create grants on the vault key, and the approver is the identity the API verified, not the CLI.
+be typed on the command line, so nobody approves as somebody else. `request`, `list`, `show`, `approve`
+and `deny` go through the stack's HTTP API (`MODELSHIELD_API_URL`), SigV4-signed with the caller's
+credentials: only the API's role may create grants on the vault key, and the requester and the approver are
+the identity the API verified, not a name or setting of the CLI's environment. `decrypt` runs here, with
+the consumer's own credentials through the KMS grant, so the plaintext never passes through the API.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from modelshield import wiring
 from modelshield.access import AccessService, decrypt_with_grant
@@ -113,13 +115,10 @@ def _print(requests: list[AccessRequest], fmt: str) -> None:
 
 
 def cmd_request(args: argparse.Namespace) -> int:
-    request = _service().request(
-        args.artifact,
-        version_id=args.version,
-        requester=caller_principal(),
-        reason=args.reason,
-        hours=args.hours,
-    )
+    body: dict[str, Any] = {"artifact_id": args.artifact, "reason": args.reason, "hours": args.hours}
+    if args.version:
+        body["version_id"] = args.version
+    request = AccessRequest.model_validate(wiring.api_client().post("/access/requests", body))
     if args.quiet:
         print(request.request_id)
     else:
@@ -135,17 +134,20 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    requests = _service().list(
-        status=RequestStatus(args.status) if args.status else None,
-        artifact_id=args.artifact,
-        requester=caller_principal() if args.mine else None,
-    )
-    _print(requests, args.format)
+    query = {
+        "status": args.status,
+        "artifact_id": args.artifact,
+        "mine": "true" if args.mine else None,  # the API filters on the identity it verified
+    }
+    given = {k: v for k, v in query.items() if v}
+    answer = wiring.api_client().get("/access/requests" + (f"?{urlencode(given)}" if given else ""))
+    _print([AccessRequest.model_validate(r) for r in answer.get("requests", [])], args.format)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    _print([_service().get(args.request_id)], args.format)
+    answer = wiring.api_client().get(f"/access/requests/{quote(args.request_id, safe='')}")
+    _print([AccessRequest.model_validate(answer)], args.format)
     return 0
 
 
