@@ -278,41 +278,29 @@ def test_cli_access_and_audit_commands(
     from modelshield.cli import commands_access
 
     artifact = env["artifact"]
-    # The CLI builds its own service from the environment: pin its clock-free parts to this test's moto state
+    # `decrypt` builds its own service from the environment: pin the caller to this test's moto state
     monkeypatch.setattr(commands_access, "caller_principal", lambda: CONSUMER)
-    # Given a request made from the command line
-    assert (
-        cli_main(
-            [
-                "access",
-                "request",
-                artifact.artifact_id,
-                "--reason",
-                "eval",
-                "--hours",
-                "3",
-                "--format",
-                "json",
-            ]
-        )
-        == 0
-    )
-    request_id = json.loads(capsys.readouterr().out)["requests"][0]["request_id"]
-    # When `access approve` has no API to go through: one clear line, exit 2 (approvals are the API's,
-    # whose role alone may create grants; the signed path is tested on the local stack)
-    assert cli_main(["access", "approve", request_id]) == 2
-    assert "MODELSHIELD_API_URL is not set" in capsys.readouterr().err
-    # And the API's service refuses the requester as approver, then accepts a Security Engineer
     service: AccessService = env["service"]
     env["clock"].now = datetime.now(UTC)  # the CLI's own steps run on the real clock
+    # When `access request|list|show|approve` have no API to go through: one clear line each, exit 2, and
+    # nothing written (the requester and approver are the identity the API verifies; the signed path is
+    # tested through the ApiFunction and on the local stack)
+    for argv in (
+        ["access", "request", artifact.artifact_id, "--reason", "eval", "--hours", "3"],
+        ["access", "list", "--mine"],
+        ["access", "show", "req-anything"],
+    ):
+        assert cli_main(argv) == 2, argv
+        assert "MODELSHIELD_API_URL is not set" in capsys.readouterr().err
+    assert service.list() == []
+    # Given a request made through the API's service, which refuses the requester as approver
+    request_id = service.request(artifact.artifact_id, requester=CONSUMER, reason="eval", hours=3).request_id
+    assert cli_main(["access", "approve", request_id]) == 2
+    assert "MODELSHIELD_API_URL is not set" in capsys.readouterr().err
     with pytest.raises(AccessDenied, match="is not a Security Engineer"):
         service.approve(request_id, approver=CONSUMER)
     assert service.approve(request_id, approver=ALICE, reason="ok").status.value == "APPROVED"
-    assert cli_main(["access", "show", request_id, "--format", "json"]) == 0
-    shown = json.loads(capsys.readouterr().out)["requests"][0]
-    assert shown["status"] == "APPROVED" and "grant_token" not in shown
-    # Then the consumer can decrypt with it
-    monkeypatch.setattr(commands_access, "caller_principal", lambda: CONSUMER)
+    # Then the consumer can decrypt with it, locally with their own credentials through the grant
     out = env["tmp"] / "cli-model.bin"
     assert cli_main(["access", "decrypt", request_id, "-o", str(out)]) == 0
     assert out.read_bytes() == env["data"]

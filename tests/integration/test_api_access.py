@@ -154,3 +154,24 @@ def test_invalid_bodies_and_missing_identity_are_rejected(api: Any) -> None:
     assert status == 403 and "no IAM identity" in body["message"]
     status, listed = api.call(_event("api_access_list.json", path="/access/requests"))
     assert status == 200 and listed["requests"] == []
+
+
+def test_mine_lists_the_verified_callers_requests_whatever_the_query_claims(api: Any) -> None:
+    # Given one request by the consumer and one by a Security Engineer
+    assert api.call(_event("api_access_request.json"))[0] == 201
+    assert api.call(_event("api_access_request.json", user=ALICE))[0] == 201
+
+    def listed(user: str, query: dict[str, str]) -> list[str]:
+        event = _event("api_access_list.json", user=user)
+        event["queryStringParameters"] = query
+        event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
+        status, body = api.call(event)
+        assert status == 200, body
+        return [r["requester"] for r in body["requests"]]
+
+    # When each asks for their own, Then each sees only the requests the signature names
+    assert listed(CONSUMER, {"mine": "true"}) == [CONSUMER]
+    assert listed(ALICE, {"mine": "true"}) == [ALICE]
+    # And `mine` wins over a requester named in the query (no listing as somebody else's "mine")
+    assert listed(CONSUMER, {"mine": "true", "requester": ALICE}) == [CONSUMER]
+    assert sorted(listed(CONSUMER, {})) == sorted([CONSUMER, ALICE])
