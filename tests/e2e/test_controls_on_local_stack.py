@@ -370,6 +370,13 @@ def test_approvals_go_through_the_api_which_takes_the_approver_from_the_signatur
     capsys.readouterr()
     assert cli(["access", "request", artifact, "--reason", "serve", "--hours", "1", "--format", "json"]) == 0
     request_id = request_id_of(capsys)
+    # Then the requester on record is the session that signed the request, and `--mine` finds it
+    svc = "arn:aws:sts::123456789012:assumed-role/InferenceService/svc-1"
+    assert cli(["access", "show", request_id, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["requests"][0]["requester"] == svc
+    assert cli(["access", "list", "--mine", "--format", "json"]) == 0
+    mine = json.loads(capsys.readouterr().out)["requests"]
+    assert request_id in [r["request_id"] for r in mine] and {r["requester"] for r in mine} == {svc}
     url = f"{os.environ['MODELSHIELD_API_URL']}/access/requests/{request_id}/approve"
     # When someone posts an approval without a SigV4 signature, claiming to be the engineer in the body
     claim = json.dumps({"reason": "arn:aws:sts::123456789012:assumed-role/ModelShieldSecurityEngineer/a"})
@@ -386,6 +393,8 @@ def test_approvals_go_through_the_api_which_takes_the_approver_from_the_signatur
     saved_url = os.environ.pop("MODELSHIELD_API_URL")
     try:
         assert cli(["access", "approve", request_id]) == 2
+        assert "MODELSHIELD_API_URL is not set" in capsys.readouterr().err
+        assert cli(["access", "request", artifact, "--reason", "r", "--hours", "1"]) == 2
     finally:
         os.environ["MODELSHIELD_API_URL"] = saved_url
     assert "MODELSHIELD_API_URL is not set" in capsys.readouterr().err
