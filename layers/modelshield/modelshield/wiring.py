@@ -117,9 +117,9 @@ def api_client() -> ApiClient:
     url = config.load(config.ApiTarget).url
     if not url:
         raise ConfigError(
-            "MODELSHIELD_API_URL is not set: access requests, approvals and denials go through the stack's API "
-            "(set it to "
-            'the stack\'s ApiUrl output; for the local stack run `eval "$(modelshield local env)"`)'
+            "MODELSHIELD_API_URL is not set: access requests, approvals and denials go through the "
+            "stack's API (set it to the stack's ApiUrl output; for the local stack run "
+            '`eval "$(modelshield local env)"`)'
         )
     if is_local_endpoint(url):
         _probe(url)
