@@ -515,3 +515,149 @@ def test_retry_runs_only_the_failed_items(jobs_env: JobsEnv) -> None:
     retried = jobs_env.wait(service.retry(job.job_id, principal=ENGINEER).job_id)
     assert retried.status is JobStatus.SUCCEEDED and retried.outcomes == {"ENCRYPTED": 1}
     assert len(retried.executions) == 2
+
+
+def test_a_rekey_job_rewraps_under_the_current_key_then_rekeys_old_data_keys(jobs_env: JobsEnv) -> None:
+    from modelshield import wiring
+
+    # Given an encrypted repository, and the stack's key alias moved to a new KMS key
+    bodies = seed_repository(jobs_env)
+    jobs_env.run("encrypt", "")
+    old_key = jobs_env.s3.head_object(Bucket=REPO, Key=BENIGN[0])["Metadata"]["modelshield-wrapping-key"]
+    new_key = jobs_env.kms.create_key(Description="the next vault key")["KeyMetadata"]["Arn"]
+    jobs_env.kms.update_alias(AliasName=jobs_env.env["KMS_KEY_ID"], TargetKeyId=new_key)
+    assert new_key != old_key
+
+    # When a rekey job runs over the repository
+    job = jobs_env.run("rekey", "")
+
+    # Then every encrypted model is re-wrapped under the new key, its metadata naming that key
+    assert job.status is JobStatus.SUCCEEDED, jobs_env.service().errors(job.job_id)
+    assert job.outcomes == {"REKEYED": 3, "NOT_A_MODEL": 2}
+    artifacts = wiring.job_runtime().pipeline.artifacts
+
+    def check(key_arn: str) -> dict[str, str]:
+        data_keys = {}
+        for key in BENIGN:
+            (only,) = jobs_env.versions(key)  # the old ciphertext version is gone; nothing else remains
+            meta = jobs_env.s3.head_object(Bucket=REPO, Key=key)["Metadata"]
+            assert meta["modelshield-wrapping-key"] == key_arn, key
+            ciphertext = jobs_env.body(key)
+            plaintext, context = official_decrypt(jobs_env, ciphertext, key_arn)
+            assert plaintext == bodies[key]
+            state = artifacts.get(f"{REPO}/{key}", context["modelshield:version"])
+            assert state is not None and state.vault_version_id == only["VersionId"]
+            assert state.wrapping_key_arn == key_arn
+            data_keys[key] = ciphertext[:400].hex()  # the header: wrapped data key and its tag
+        return data_keys
+
+    rewrapped = check(new_key)
+
+    # When a rekey job runs for data keys older than 0 days
+    job = jobs_env.run("rekey", "", rekey_older_than_days=0)
+    # Then every model has a fresh data key under the same key, still decrypting to its plaintext
+    assert job.outcomes == {"REKEYED": 3, "NOT_A_MODEL": 2}
+    rekeyed = check(new_key)
+    assert all(rekeyed[key] != rewrapped[key] for key in BENIGN)
+    # And a verify job passes, and a rekey job run again changes nothing
+    assert jobs_env.run("verify", "").outcomes == {"VERIFIED": 3, "NOT_A_MODEL": 2}
+    before = {k: [v["VersionId"] for v in jobs_env.versions(k)] for k in BENIGN}
+    assert jobs_env.run("rekey", "").outcomes == {"ALREADY_ENCRYPTED": 3, "NOT_A_MODEL": 2}
+    assert {k: [v["VersionId"] for v in jobs_env.versions(k)] for k in BENIGN} == before
+    assert jobs_env.errors == []
+
+
+def test_a_job_reads_an_s3_inventory_manifest_and_takes_only_current_versions(jobs_env: JobsEnv) -> None:
+    import csv
+    import gzip
+    import io
+
+    # Given a repository and its S3 Inventory report (CSV, gzipped) in another bucket: the rows list the
+    # current versions, a noncurrent version, a delete marker and a key with a space (URL-encoded)
+    bodies = {
+        "team-a/models/classifier.pt": benign_checkpoint("classifier"),
+        "team-a/my model.pt": benign_checkpoint("spaced"),
+        "team-b/innocent.pkl": malicious_pickle(),
+        "team-a/README.md": b"# models\n",
+    }
+    versions = {key: jobs_env.put(key, body) for key, body in bodies.items()}
+    old = jobs_env.put("team-a/old.pt", benign_checkpoint("old"))
+    jobs_env.s3.delete_object(Bucket=REPO, Key="team-a/old.pt")  # a delete marker is now current
+    rows = [
+        [REPO, key.replace(" ", "+"), versions[key], "true", "false", str(len(body))]
+        for key, body in bodies.items()
+    ]
+    rows.append([REPO, "team-a/old.pt", old, "false", "false", "100"])
+    rows.append([REPO, "team-a/old.pt", "marker", "true", "true", "0"])
+    text = io.StringIO()
+    csv.writer(text, quoting=csv.QUOTE_ALL).writerows(rows)
+    inventory = "inventory-reports"
+    jobs_env.s3.create_bucket(Bucket=inventory)
+    prefix = f"{REPO}/all-objects/2026-12-01T01-00Z"
+    part = f"{REPO}/all-objects/data/part-0.csv.gz"
+    jobs_env.s3.put_object(Bucket=inventory, Key=part, Body=gzip.compress(text.getvalue().encode()))
+    manifest = {
+        "sourceBucket": REPO,
+        "destinationBucket": f"arn:aws:s3:::{inventory}",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size",
+        "files": [{"key": part, "size": 1, "MD5checksum": "x"}],
+    }
+    manifest_key = f"{prefix}/manifest.json"
+    jobs_env.s3.put_object(Bucket=inventory, Key=manifest_key, Body=json.dumps(manifest).encode())
+
+    # When a scan job runs over the manifest
+    service = jobs_env.service()
+    created = service.create(principal=ENGINEER, operation="scan", source=f"s3://{inventory}/{manifest_key}")
+    job = jobs_env.wait(created.job_id)
+
+    # Then exactly the current objects are in the job, each scanned at the version the inventory names
+    assert job.public()["counts"] == {"total": 4, "succeeded": 2, "failed": 1, "skipped": 1, "pending": 0}
+    assert job.outcomes == {"SCANNED": 3, "NOT_A_MODEL": 1}
+    (error,) = service.errors(job.job_id)["errors"]
+    assert error["key"] == "team-b/innocent.pkl" and error["version_id"] == versions["team-b/innocent.pkl"]
+    from modelshield import wiring
+    from modelshield.store.scans import ScanStore
+
+    latest = ScanStore(jobs_env.env["SCANS_TABLE"], wiring.dynamodb()).latest(f"{REPO}/team-a/my model.pt")
+    assert latest is not None and latest.verdict.value == "ALLOWED"
+    assert latest.version_id == versions["team-a/my model.pt"]
+
+
+@pytest.fixture
+def faults() -> Iterator[Any]:
+    """botocore fault hooks for every session created from now on: request this before `jobs_env`, so
+    the worker's clients (built when its handler loads) pass their calls through it."""
+    from botocore.handlers import BUILTIN_HANDLERS
+
+    from tests.faults.harness import Faults
+
+    registry = Faults()
+    entry = ("before-parameter-build", registry.before_call)
+    BUILTIN_HANDLERS.append(entry)
+    try:
+        yield registry
+    finally:
+        BUILTIN_HANDLERS.remove(entry)
+
+
+def test_kms_throttling_is_retried_by_the_engine_and_the_item_succeeds(
+    faults: Any, jobs_env: JobsEnv
+) -> None:
+    # Given KMS that throttles the first two GenerateDataKey calls (after botocore's own retries)
+    throttle = faults.fail("kms", "GenerateDataKey", code="ThrottlingException", status=400, times=2)
+    jobs_env.put("hot/model.pt", benign_checkpoint("throttled"))
+    # When an encrypt job runs
+    job = jobs_env.run("encrypt", "hot/")
+    # Then the state machine retried the batch until KMS answered, and the item is encrypted, not failed
+    assert throttle.hits == 2
+    assert job.status is JobStatus.SUCCEEDED, jobs_env.service().errors(job.job_id)
+    assert job.outcomes == {"ENCRYPTED": 1}
+    assert len(jobs_env.versions("hot/model.pt")) == 1
+    assert jobs_env.body("hot/model.pt")[:3] == ENVELOPE_MAGIC
+    # And no scan record says ERROR for it: a throttle is not a verdict
+    from modelshield import wiring
+    from modelshield.store.scans import ScanStore
+
+    latest = ScanStore(jobs_env.env["SCANS_TABLE"], wiring.dynamodb()).latest(f"{REPO}/hot/model.pt")
+    assert latest is not None and latest.verdict.value == "ALLOWED"

@@ -117,7 +117,7 @@ def add_artifact(
         data_key_created_at=NOW - timedelta(days=age_days),
         group=GROUP,
         frame_length=64 * 1024,
-        metadata={"modelshield-verdict": "ALLOWED"},
+        metadata={"modelshield-verdict": "ALLOWED", "modelshield-wrapping-key": key_arn},
         **extra,
     )
 
@@ -197,6 +197,9 @@ def test_one_run_rewraps_to_the_new_key_with_server_side_copies_and_rekeys_old_d
         assert after.wrapping_key_arn == stack.new_key
         assert decrypted_sha(stack, after, stack.new_key) == before.sha256
         assert versions(stack, str(before.vault_key)) == [after.vault_version_id]  # the old version is gone
+        # (and the object's own metadata names the key that wraps it now, kept with everything else)
+        meta = stack.s3.head_object(Bucket=VAULT, Key=str(after.vault_key))["Metadata"]
+        assert meta == {"modelshield-verdict": "ALLOWED", "modelshield-wrapping-key": stack.new_key}
     counts = report.counts()
     assert (counts["rewrap"], counts["rekey"], counts["examined"]) == (3, 1, 5)
 

@@ -47,6 +47,7 @@ from modelshield.crypto.streams import Expectation, decrypt_to, open_message
 from modelshield.errors import ConcurrentUpdate, IntegrityError, ModelShieldError, RotationConflict
 from modelshield.keys import KeyResolver, key_status, keys_without_rotation
 from modelshield.models import CTX_ARTIFACT, CTX_SHA256, CTX_VERSION, ArtifactState, EncryptionState, utcnow
+from modelshield.release import META_WRAPPING_KEY
 from modelshield.store.dynamo import from_item
 
 MiB = 1 << 20
@@ -372,7 +373,7 @@ class Rotator:
         body_len = size - old_hlen
         expected_size = rewrapped.new_length + body_len
         extra = {
-            "Metadata": head.get("Metadata", {}),
+            "Metadata": _rotated_metadata(head.get("Metadata", {}), target_key),
             "ContentType": head.get("ContentType", "application/octet-stream"),
         }
         if body_len <= self.settings.first_part_bytes + S3_MIN_PART:
@@ -508,7 +509,7 @@ class Rotator:
                 key=key,
                 context=context,
                 frame_length=old_header.frame_length,
-                metadata=head.get("Metadata", {}),
+                metadata=_rotated_metadata(head.get("Metadata", {}), target_key),
             )
         result.bytes_uploaded += stored.size
         if not stored.version_id:
@@ -674,3 +675,11 @@ def _check_context(header: Header, artifact: ArtifactState) -> dict[str, str]:
             f"the record ({', '.join(wrong)})"
         )
     return context
+
+
+def _rotated_metadata(metadata: dict[str, str], key_arn: str) -> dict[str, str]:
+    """The object's S3 metadata for its new version: the same, naming the key that now wraps it."""
+    updated = dict(metadata)
+    if META_WRAPPING_KEY in updated:
+        updated[META_WRAPPING_KEY] = key_arn
+    return updated

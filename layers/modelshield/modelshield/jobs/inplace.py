@@ -49,13 +49,16 @@ from modelshield.pipeline import (
     evaluate_download,
     save_artifact_state,
 )
+from modelshield.release import META_SCAN_ID, META_STATE, META_VERDICT, META_WRAPPING_KEY
 
-STATE_META = "modelshield-state"  # S3 user metadata (x-amz-meta-*) on every object a job encrypted
+# S3 user metadata (x-amz-meta-*) on every object a job encrypted; the names shared with vault objects
+# come from release.py, so rotation keeps both up to date.
+STATE_META = META_STATE
 SHA256_META = "modelshield-sha256"
-KEY_META = "modelshield-wrapping-key"
+KEY_META = META_WRAPPING_KEY
 JOB_META = "modelshield-job-id"
-SCAN_META = "modelshield-scan-id"
-VERDICT_META = "modelshield-verdict"
+SCAN_META = META_SCAN_ID
+VERDICT_META = META_VERDICT
 REPOSITORY_QUARANTINE = (
     "repositories/"  # under the vault's quarantine prefix: quarantine/repositories/<bucket>/<key>
 )
