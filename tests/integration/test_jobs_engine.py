@@ -55,8 +55,10 @@ class JobsEnv:
     def _poll(self) -> None:
         while not self.stop.is_set():
             messages = self.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1
+                QueueUrl=self.queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=0
             ).get("Messages", [])
+            if not messages:
+                time.sleep(0.05)  # no long poll: it would hold the moto lock below for a whole second
             for message in messages:
                 try:
                     self.handler(
@@ -97,9 +99,28 @@ class JobsEnv:
         return bytes(self.s3.get_object(Bucket=REPO, Key=key)["Body"].read())
 
 
+def serialise_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One in-process moto request at a time. The worker threads, moto's Step Functions interpreter and
+    the test's own polling all call the same in-memory backends, which are not thread-safe (a Query that
+    serialises a job row while a worker updates it fails with "dictionary changed size during
+    iteration"). DynamoDB and S3 serialise writes per item in AWS; this lock gives moto the same order."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.RLock()
+    unlocked = BotocoreStubber.process_request
+
+    def process_request(self: Any, request: Any) -> Any:
+        with lock:
+            return unlocked(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", process_request)
+
+
 @pytest.fixture
 def jobs_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[JobsEnv]:
     from modelshield import config
+
+    serialise_moto(monkeypatch)
 
     with provisioned_template(
         monkeypatch, tmp_path, moto_config={"stepfunctions": {"execute_state_machine": True}}
