@@ -113,7 +113,8 @@ def dynamodb(**options: Any) -> Any:
 
 
 def api_client() -> ApiClient:
-    """The stack's HTTP API, signed with the caller's own credentials (approvals go through it)."""
+    """The stack's HTTP API, signed with the caller's own credentials: access requests, listings,
+    approvals and denials go through it, so the requester on record is the signing identity."""
     url = config.load(config.ApiTarget).url
     if not url:
         raise ConfigError(
