@@ -7,24 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from botocore.handlers import BUILTIN_HANDLERS
 
 from tests.builders import MotoStack, template_stack
-from tests.faults.harness import Faults
+from tests.faults.harness import Faults, installed
 
 
 @pytest.fixture
 def faults() -> Iterator[Faults]:
     """Every botocore session created from now on (moto gives each test a fresh default session, from
-    which the handler builds its clients) passes each call through the fault registry first: the hook
-    sits in botocore's built-in handlers, the list every new session registers, as moto's own does."""
-    registry = Faults()
-    entry = ("before-parameter-build", registry.before_call)
-    BUILTIN_HANDLERS.append(entry)
-    try:
+    which the handler builds its clients) passes each call through the fault registry first."""
+    with installed() as registry:
         yield registry
-    finally:
-        BUILTIN_HANDLERS.remove(entry)
 
 
 @pytest.fixture

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
+from botocore.handlers import BUILTIN_HANDLERS
 from modelshield.local.stack import sqs_record
 from modelshield.models import ScanRecord, Verdict
 from modelshield.store.dynamo import from_item
@@ -92,6 +94,19 @@ class Faults:
         if fault.times is not None and fault.hits >= fault.times:
             return False
         return fault.when is None or bool(fault.when(params))
+
+
+@contextmanager
+def installed() -> Iterator[Faults]:
+    """A fault registry that every botocore session created from now on consults before each call: the
+    hook sits in botocore's built-in handlers, the list every new session registers, as moto's own does."""
+    registry = Faults()
+    entry = ("before-parameter-build", registry.before_call)
+    BUILTIN_HANDLERS.append(entry)
+    try:
+        yield registry
+    finally:
+        BUILTIN_HANDLERS.remove(entry)
 
 
 def table_is(name: str) -> Callable[[dict[str, Any]], bool]:

@@ -649,17 +649,10 @@ def test_a_job_reads_an_s3_inventory_manifest_and_takes_only_current_versions(jo
 def faults() -> Iterator[Any]:
     """botocore fault hooks for every session created from now on: request this before `jobs_env`, so
     the worker's clients (built when its handler loads) pass their calls through it."""
-    from botocore.handlers import BUILTIN_HANDLERS
+    from tests.faults.harness import installed
 
-    from tests.faults.harness import Faults
-
-    registry = Faults()
-    entry = ("before-parameter-build", registry.before_call)
-    BUILTIN_HANDLERS.append(entry)
-    try:
+    with installed() as registry:
         yield registry
-    finally:
-        BUILTIN_HANDLERS.remove(entry)
 
 
 def test_kms_throttling_is_retried_by_the_engine_and_the_item_succeeds(
