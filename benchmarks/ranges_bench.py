@@ -18,7 +18,6 @@ Each case runs in its own subprocess so its peak RSS (/proc VmHWM) is its own.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -125,10 +124,12 @@ def case_encrypt(path: Path, workers: int, paced: bool) -> dict[str, Any]:
     source = _FileRanges.make(path, paced=paced)
     frame = 4 * MiB
     encryptor = RangeEncryptor(source.size, frame_length=frame, range_size=range_size_for(source.size, frame))
-    checksums: dict[int, bytes] = {}
+    from modelshield.crypto import checksums
+
+    crcs: dict[int, int] = {}
 
     def emit(rng: Any, sealed: bytearray) -> None:
-        checksums[rng.index] = hashlib.sha256(sealed).digest()  # what UploadPart's ChecksumSHA256 costs
+        crcs[rng.index] = checksums.crc(sealed)  # what UploadPart's ChecksumCRC64NVME costs
 
     started = time.monotonic()
     pending = encryptor.run(lambda r: source.fetch(r.start, r.end), emit, workers=workers)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from awscrt.checksums import crc64nvme
+from botocore.exceptions import ClientError
 from modelshield.crypto.envelope import parse_header, sealed_frame_size
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import (
@@ -66,8 +68,9 @@ class Faulty:
         return self._hooks.get(name) or getattr(self._inner, name)
 
 
-def _sha256_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+def _crc64nvme_b64(data: bytes) -> str:
+    """S3's full-object CRC64NVME of `data`, computed by the CRT directly (not by the code under test)."""
+    return base64.b64encode(crc64nvme(data).to_bytes(8, "big")).decode()
 
 
 def _sdk_decrypt(message: bytes, key_arn: str) -> tuple[bytes, dict[str, str]]:
@@ -100,10 +103,10 @@ def test_a_small_object_is_one_verified_put_that_the_reference_library_decrypts(
         tags={"modelshield:state": "ENCRYPTED"},
         metadata={"message-id": "x"},
     )
-    # Then one PUT holds it, S3's SHA-256 is the object's digest, and the result names the version
+    # Then one PUT holds it, S3's CRC64NVME is the object's, and the result names the version
     body = env.body("vault", "m/small.enc", stored.version_id)
     assert stored.part_sizes == (len(body),) == (stored.size,)
-    assert stored.checksum == _sha256_b64(body)
+    assert stored.checksum == _crc64nvme_b64(body)
     assert env.versions("vault", "m/small.enc") == [stored.version_id]
     assert stored.key_arn == env.key_arn and stored.plaintext_sha256 == hashlib.sha256(data).hexdigest()
     tags = env.s3.get_object_tagging(Bucket="vault", Key="m/small.enc")["TagSet"]
@@ -113,7 +116,7 @@ def test_a_small_object_is_one_verified_put_that_the_reference_library_decrypts(
     assert _sdk_decrypt(body, env.key_arn) == (data, CONTEXT)
 
 
-def test_a_large_object_is_a_multipart_upload_of_whole_frames_verified_by_composite_checksum(
+def test_a_large_object_is_a_multipart_upload_of_whole_frames_verified_by_a_full_object_checksum(
     env: Env, tmp_path: Path
 ) -> None:
     data = os.urandom(BIG)
@@ -134,14 +137,16 @@ def test_a_large_object_is_a_multipart_upload_of_whole_frames_verified_by_compos
     assert len(stored.part_sizes) == 2 and stored.part_sizes[0] >= MIN_PART_SIZE
     sealed = sealed_frame_size(FRAME, False)
     assert (stored.part_sizes[0] - stored.header_length) % sealed == 0
-    # And the checksum S3 reports is the composite of the parts' SHA-256 digests
+    # And the checksum S3 reports is the CRC64NVME of the whole object (FULL_OBJECT, not a composite of
+    # the parts), and each part was sent with its own
+    head = env.s3.head_object(
+        Bucket="vault", Key="m/big.enc", VersionId=stored.version_id, ChecksumMode="ENABLED"
+    )
+    assert head["ChecksumType"] == "FULL_OBJECT"
+    assert stored.checksum == head["ChecksumCRC64NVME"] == _crc64nvme_b64(body)
     first = body[: stored.part_sizes[0]]
     second = body[stored.part_sizes[0] :]
-    composite = base64.b64encode(
-        hashlib.sha256(hashlib.sha256(first).digest() + hashlib.sha256(second).digest()).digest()
-    ).decode()
-    assert stored.checksum.split("-")[0] == composite
-    assert stored.part_checksums == (_sha256_b64(first), _sha256_b64(second))
+    assert stored.part_checksums == (_crc64nvme_b64(first), _crc64nvme_b64(second))
     # And it decrypts back to the plaintext, whose digest decrypt_s3_to returns
     out = tmp_path / "back.bin"
     digest = decrypt_s3_to(
@@ -150,22 +155,31 @@ def test_a_large_object_is_a_multipart_upload_of_whole_frames_verified_by_compos
     assert digest == hashlib.sha256(data).hexdigest() and out.read_bytes() == data
 
 
-def test_a_part_damaged_in_transit_is_caught_by_verification_and_the_object_removed(env: Env) -> None:
-    # Given an S3 client that corrupts one byte of part 2 after its checksum was computed
-    # (real S3 would refuse the part; moto accepts it, so this exercises the after-upload verification)
+def test_a_part_damaged_in_transit_is_refused_by_its_checksum_and_the_upload_aborted(env: Env) -> None:
+    # Given a network that flips one byte of part 2 after ModelShield computed the part's checksum, and
+    # S3's answer to a part whose bytes do not match the x-amz-checksum-crc64nvme it came with (AWS
+    # checks it; moto 5.2.5 does not, so the injector gives S3's answer: BadDigest)
+    sent: dict[int, bool] = {}  # part number -> its checksum matched the bytes ModelShield handed over
+
     def upload_part(**kwargs: Any) -> Any:
+        sent[kwargs["PartNumber"]] = _crc64nvme_b64(kwargs["Body"]) == kwargs["ChecksumCRC64NVME"]
         if kwargs["PartNumber"] == 2:
             body = bytearray(kwargs["Body"])
             body[100] ^= 0xFF
             kwargs["Body"] = bytes(body)
+        if _crc64nvme_b64(kwargs["Body"]) != kwargs["ChecksumCRC64NVME"]:
+            error = {
+                "Code": "BadDigest",
+                "Message": "The CRC64NVME you specified did not match the calculated checksum.",
+            }
+            raise ClientError({"Error": error}, "UploadPart")
         return env.s3.upload_part(**kwargs)
 
-    faulty = Faulty(env.s3, upload_part=upload_part)
-    # When a large object is uploaded through it, Then IntegrityError, and no version remains
-    with pytest.raises(IntegrityError, match="S3 reports SHA-256"):
+    # When a large object is uploaded through it
+    with pytest.raises(ModelShieldError, match="UploadPart 2 failed: BadDigest"):
         encrypt_to_s3(
             io.BytesIO(os.urandom(BIG)),
-            s3=faulty,
+            s3=Faulty(env.s3, upload_part=upload_part),
             keyring=env.keyring,
             key_id=env.key_arn,
             bucket="vault",
@@ -173,12 +187,43 @@ def test_a_part_damaged_in_transit_is_caught_by_verification_and_the_object_remo
             context=CONTEXT,
             frame_length=FRAME,
         )
+    # Then each part went out with the checksum of its intended bytes, the upload was aborted, and no
+    # version exists
+    assert sent.get(2) is True and all(sent.values())
+    assert env.s3.list_multipart_uploads(Bucket="vault").get("Uploads", []) == []
     assert env.versions("vault", "m/corrupt.enc") == []
 
 
-def test_a_failed_part_aborts_the_multipart_upload(env: Env) -> None:
-    from botocore.exceptions import ClientError
+def test_completion_names_the_whole_objects_checksum_so_s3_checks_the_assembly(env: Env) -> None:
+    # Given a client that records what CompleteMultipartUpload asks S3 to check
+    completed: list[dict[str, Any]] = []
 
+    def complete_multipart_upload(**kwargs: Any) -> Any:
+        completed.append(kwargs)
+        return env.s3.complete_multipart_upload(**kwargs)
+
+    # When a large object is uploaded
+    stored = encrypt_to_s3(
+        io.BytesIO(os.urandom(BIG)),
+        s3=Faulty(env.s3, complete_multipart_upload=complete_multipart_upload),
+        keyring=env.keyring,
+        key_id=env.key_arn,
+        bucket="vault",
+        key="m/assembled.enc",
+        context=CONTEXT,
+        frame_length=FRAME,
+    )
+    # Then the request names the FULL_OBJECT CRC64NVME of exactly the bytes stored, and every part's
+    (request,) = completed
+    body = env.body("vault", "m/assembled.enc", stored.version_id)
+    assert request["ChecksumType"] == "FULL_OBJECT"
+    assert request["ChecksumCRC64NVME"] == _crc64nvme_b64(body)
+    assert [p["ChecksumCRC64NVME"] for p in request["MultipartUpload"]["Parts"]] == list(
+        stored.part_checksums
+    )
+
+
+def test_a_failed_part_aborts_the_multipart_upload(env: Env) -> None:
     def upload_part(**kwargs: Any) -> Any:
         if kwargs["PartNumber"] == 2:
             raise ClientError({"Error": {"Code": "SlowDown", "Message": "try later"}}, "UploadPart")
@@ -202,10 +247,10 @@ def test_a_failed_part_aborts_the_multipart_upload(env: Env) -> None:
 def test_an_object_without_a_reported_checksum_is_not_trusted(env: Env) -> None:
     def head_object(**kwargs: Any) -> Any:
         response = dict(env.s3.head_object(**kwargs))
-        response.pop("ChecksumSHA256", None)
+        response.pop("ChecksumCRC64NVME", None)
         return response
 
-    with pytest.raises(IntegrityError, match="reports SHA-256 None"):
+    with pytest.raises(IntegrityError, match="reports CRC64NVME None"):
         encrypt_to_s3(
             io.BytesIO(b"x" * SMALL),
             s3=Faulty(env.s3, head_object=head_object),
@@ -363,7 +408,7 @@ def test_in_place_encryption_keeps_the_plaintext_when_verification_fails(env: En
     def head_object(**kwargs: Any) -> Any:
         response = dict(env.s3.head_object(**kwargs))
         if kwargs.get("ChecksumMode"):
-            response["ChecksumSHA256"] = _sha256_b64(b"something else")
+            response["ChecksumCRC64NVME"] = _crc64nvme_b64(b"something else")
         return response
 
     with pytest.raises(IntegrityError):

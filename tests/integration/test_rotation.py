@@ -3,6 +3,7 @@ resume after an interruption without repeating work, move live grants, and the R
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -13,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from awscrt.checksums import crc64nvme
 from modelshield import wiring
 from modelshield.access import AccessService, decrypt_with_grant, vault_context_reader
 from modelshield.audit import AuditLog, AuditQuery, Decision
@@ -166,6 +168,22 @@ def header_of(stack: Any, artifact: ArtifactState) -> Any:
     return parse_header(io.BytesIO(body.read(256 * 1024)))[0]
 
 
+def stored_checksum(stack: Any, artifact: ArtifactState) -> str | None:
+    """The full-object CRC64NVME S3 reports for the artifact's vault version."""
+    head = stack.s3.head_object(
+        Bucket=VAULT, Key=artifact.vault_key, VersionId=artifact.vault_version_id, ChecksumMode="ENABLED"
+    )
+    return head.get("ChecksumCRC64NVME") if head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT" else None
+
+
+def crc64nvme_of(stack: Any, artifact: ArtifactState) -> str:
+    """The CRC64NVME of the vault version's bytes, computed here by the CRT."""
+    body = stack.s3.get_object(Bucket=VAULT, Key=artifact.vault_key, VersionId=artifact.vault_version_id)[
+        "Body"
+    ]
+    return base64.b64encode(crc64nvme(body.read()).to_bytes(8, "big")).decode()
+
+
 def versions(stack: Any, key: str) -> list[str]:
     listing = stack.s3.list_object_versions(Bucket=VAULT, Prefix=key)
     return [v["VersionId"] for v in listing.get("Versions", []) if v["Key"] == key]
@@ -200,6 +218,8 @@ def test_one_run_rewraps_to_the_new_key_with_server_side_copies_and_rekeys_old_d
         # (and the object's own metadata names the key that wraps it now, kept with everything else)
         meta = stack.s3.head_object(Bucket=VAULT, Key=str(after.vault_key))["Metadata"]
         assert meta == {"modelshield-verdict": "ALLOWED", "modelshield-wrapping-key": stack.new_key}
+        # (and S3 holds the full-object CRC64NVME of exactly the new bytes, checked on write)
+        assert stored_checksum(stack, after) == crc64nvme_of(stack, after)
     counts = report.counts()
     assert (counts["rewrap"], counts["rekey"], counts["examined"]) == (3, 1, 5)
 
@@ -236,6 +256,44 @@ def test_one_run_rewraps_to_the_new_key_with_server_side_copies_and_rekeys_old_d
     # When the run repeats, there is nothing left to do
     again = rotator(stack).run()
     assert again.complete and again.actions == [] and again.examined == 5
+
+
+def test_a_vault_object_from_before_full_object_checksums_is_rewrapped_with_one(stack: Any) -> None:
+    # Given a 12 MiB artifact whose vault version carries only a SHA-256 (written before ModelShield
+    # stored full-object CRC64NVME checksums), so the copied bytes' CRC cannot be derived from S3's
+    artifact = add_artifact(stack, "models/legacy.safetensors", os.urandom(12 * MiB), stack.old_key)
+    ciphertext = stack.s3.get_object(
+        Bucket=VAULT, Key=artifact.vault_key, VersionId=artifact.vault_version_id
+    )["Body"].read()
+    legacy = stack.s3.put_object(
+        Bucket=VAULT, Key=artifact.vault_key, Body=ciphertext, ChecksumAlgorithm="SHA256"
+    )
+    stack.s3.delete_object(Bucket=VAULT, Key=artifact.vault_key, VersionId=artifact.vault_version_id)
+    artifact = stack.artifacts.save(
+        artifact.model_copy(update={"vault_version_id": legacy["VersionId"]}),
+        expected_revision=artifact.revision,
+    )
+    head = stack.s3.head_object(Bucket=VAULT, Key=artifact.vault_key, ChecksumMode="ENABLED")
+    assert "ChecksumCRC64NVME" not in head
+    completed: list[dict[str, Any]] = []
+    stack.s3.meta.events.register(
+        "provide-client-params.s3.CompleteMultipartUpload", lambda params, **_: completed.append(dict(params))
+    )
+
+    # When rotation re-wraps it to the group's new key
+    report = rotator(stack).run()
+
+    # Then the frames were still copied server-side, read once to compute their CRC, and the
+    # multipart completion asked S3 to check the CRC64NVME of the whole new object, which S3 reports
+    assert report.complete and not report.failures
+    (item,) = report.actions
+    assert item.bytes_copied > 6 * MiB and item.bytes_downloaded >= 6 * MiB
+    after = stack.artifacts.get(artifact.artifact_id, "v1")
+    assert after is not None and after.wrapping_key_arn == stack.new_key
+    (request,) = completed
+    assert request["ChecksumType"] == "FULL_OBJECT"
+    assert request["ChecksumCRC64NVME"] == stored_checksum(stack, after) == crc64nvme_of(stack, after)
+    assert decrypted_sha(stack, after, stack.new_key) == artifact.sha256
 
 
 def test_a_quarantine_copy_is_rewrapped_and_its_old_version_kept(stack: Any) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import io
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -39,6 +39,7 @@ from pydantic import BaseModel, Field
 
 from modelshield.access import AccessService
 from modelshield.audit import AuditAction, AuditLog, Decision
+from modelshield.crypto import checksums
 from modelshield.crypto.envelope import EnvelopeError, Header
 from modelshield.crypto.keyring import KmsKeyring, rewrap_header
 from modelshield.crypto.multipart import MultipartUpload
@@ -360,7 +361,7 @@ class Rotator:
     # -- re-wrap -----------------------------------------------------------------------------------
     def _rewrap(self, artifact: ArtifactState, target_key: str, result: ItemResult) -> ArtifactState:
         bucket, key, old_version = _vault(artifact)
-        head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=old_version)
+        head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=old_version, ChecksumMode="ENABLED")
         size = int(head["ContentLength"])
         head_bytes = self._read_head(bucket, key, old_version, size, self.settings.first_part_bytes, result)
         context = _check_context(parse_envelope_head(head_bytes)[0], artifact)
@@ -383,14 +384,27 @@ class Rotator:
                 if len(head_bytes) < size
                 else b""
             )
-            body = head_bytes[old_hlen:] + rest
-            put = self.s3.put_object(Bucket=bucket, Key=key, Body=rewrapped.header + body, **extra)
-            result.bytes_uploaded += rewrapped.new_length + len(body)
+            body = rewrapped.header + head_bytes[old_hlen:] + rest
+            checksum = checksums.of(body)
+            put = self.s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=body,
+                ChecksumAlgorithm=checksums.ALGORITHM,
+                ChecksumCRC64NVME=checksum,
+                **extra,
+            )
+            result.bytes_uploaded += len(body)
             new_version = put.get("VersionId")
         else:
             first = head_bytes[old_hlen : old_hlen + self.settings.first_part_bytes]
+            copy_from = old_hlen + len(first)
+            tail = self._tail_checksum(head, head_bytes[:copy_from], bucket, key, old_version, result)
+            checksum = checksums.encode(
+                checksums.combine(checksums.crc(rewrapped.header + first), tail, size - copy_from)
+            )
             new_version = self._multipart_rewrap(
-                bucket, key, old_version, rewrapped.header + first, old_hlen + len(first), size, extra, result
+                bucket, key, old_version, rewrapped.header + first, copy_from, size, extra, checksum, result
             )
         if not new_version:
             raise IntegrityError(
@@ -399,7 +413,14 @@ class Rotator:
         result.new_vault_version = new_version
         try:
             self._verify(
-                bucket, key, new_version, expected_size, rewrapped.message_id, target_key, context, result
+                bucket,
+                key,
+                new_version,
+                (expected_size, checksum),
+                rewrapped.message_id,
+                target_key,
+                context,
+                result,
             )
             updated = self._commit(
                 artifact,
@@ -424,11 +445,12 @@ class Rotator:
         copy_from: int,
         size: int,
         extra: dict[str, Any],
+        checksum: str,
         result: ItemResult,
     ) -> str | None:
-        # No per-part checksums here: the copied parts' digests are S3's to compute, and `_verify` reads
-        # the new version back through KMS and AES-GCM, which is the check that matters.
-        with MultipartUpload(self.s3, bucket, key, extra=extra, checksums=False) as upload:
+        # S3 checks the assembled object against `checksum`, the full-object CRC64NVME of the new header
+        # and first bytes followed by the old version's copied bytes.
+        with MultipartUpload(self.s3, bucket, key, extra=extra) as upload:
             upload.send(1, first_part)
             result.bytes_uploaded += len(first_part)
             start, number = copy_from, 2
@@ -440,25 +462,60 @@ class Rotator:
                 upload.copy(number, source, start, end)
                 result.bytes_copied += end - start
                 start, number = end, number + 1
-            return upload.complete().get("VersionId")
+            return upload.complete(checksum).get("VersionId")
+
+    def _tail_checksum(
+        self,
+        head: Mapping[str, Any],
+        prefix: bytes,
+        bucket: str,
+        key: str,
+        version: str,
+        result: ItemResult,
+    ) -> int:
+        """CRC64NVME of the old version's bytes after `prefix`: from the full-object checksum S3 holds
+        for it when there is one (no download), else by streaming those bytes once (objects stored
+        before ModelShield wrote full-object checksums)."""
+        size = int(head["ContentLength"])
+        stored = head.get(checksums.FIELD)
+        if stored and head.get("ChecksumType", checksums.TYPE) == checksums.TYPE:
+            return checksums.suffix(checksums.decode(stored), checksums.crc(prefix), size - len(prefix))
+        value = 0
+        body = self.s3.get_object(
+            Bucket=bucket, Key=key, VersionId=version, Range=f"bytes={len(prefix)}-{size - 1}"
+        )["Body"]
+        try:
+            for chunk in body.iter_chunks(1 << 20):
+                value = checksums.crc(chunk, value)
+                result.bytes_downloaded += len(chunk)
+        finally:
+            body.close()
+        return value
 
     def _verify(
         self,
         bucket: str,
         key: str,
         version: str,
-        expected_size: int,
+        expected: tuple[int, str],
         message_id: str,
         target_key: str,
         context: dict[str, str],
         result: ItemResult,
     ) -> None:
-        """Read back the new version's header and first frame, and check them through KMS and AES-GCM."""
-        head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=version)
+        """HeadObject must report the (size, full-object checksum) we expect; then read back the new
+        version's header and first frame, and check them through KMS and AES-GCM."""
+        expected_size, checksum = expected
+        head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=version, ChecksumMode="ENABLED")
         if int(head["ContentLength"]) != expected_size:
             raise IntegrityError(
                 f"s3://{bucket}/{key}?versionId={version}: {head['ContentLength']} bytes, "
                 f"expected {expected_size}"
+            )
+        if head.get(checksums.FIELD) != checksum:
+            raise IntegrityError(
+                f"s3://{bucket}/{key}?versionId={version}: S3 reports {checksums.ALGORITHM} "
+                f"{head.get(checksums.FIELD)!r}, expected {checksum!r}"
             )
         data = self._read_head(bucket, key, version, expected_size, 0, result)
         header, hlen = parse_envelope_head(data)

@@ -3,17 +3,17 @@ server-side copies, rotation's re-wrap).
 
 Why one helper: the rules are easy to get subtly wrong in each copy. Parts may be sent from several
 threads and in any order, but CompleteMultipartUpload must list them in order with the ETag (and, when
-the upload was created with checksums, the SHA-256) of each; any failure before completion must abort
-the upload, or S3 keeps the orphaned parts (and bills them) indefinitely. With checksums on, each part
-is sent with its SHA-256 so S3 rejects a part damaged in transit, and `composite_checksum` is what S3
-will report for the object (SHA-256 over the parts' digests, "-N"), which the caller verifies.
+the CRC64NVME) of each; any failure before completion must abort the upload, or S3 keeps the orphaned
+parts (and bills them) indefinitely. Every upload carries a full-object CRC64NVME checksum
+(crypto/checksums.py): each part is sent with its own, so S3 rejects a part damaged in transit, and
+CompleteMultipartUpload names the whole object's value (`full_checksum`, combined from the parts in
+order), so S3 refuses to assemble an object whose bytes are not the ones we produced. HeadObject then
+reports that one value, whatever the part layout, and the caller compares it.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -21,13 +21,17 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from modelshield.aws import unreachable
-from modelshield.errors import AccessDenied, ArtifactNotFound, ModelShieldError, StorageError, UsageError
+from modelshield.crypto import checksums
+from modelshield.errors import (
+    AccessDenied,
+    ArtifactNotFound,
+    IntegrityError,
+    ModelShieldError,
+    StorageError,
+    UsageError,
+)
 
 MAX_PARTS = 10_000  # S3: parts per multipart upload
-
-
-def b64_sha256(data: bytes | bytearray | memoryview) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
 @contextlib.contextmanager
@@ -57,32 +61,33 @@ class MultipartUpload:
     """Create lazily, send or copy parts (thread-safe), complete in order, or abort. Use it as a context
     manager: leaving the block with an exception aborts the upload."""
 
-    def __init__(self, s3: Any, bucket: str, key: str, *, extra: Mapping[str, Any], checksums: bool = True):
+    def __init__(self, s3: Any, bucket: str, key: str, *, extra: Mapping[str, Any]):
         self.s3, self.bucket, self.key = s3, bucket, key
         self._extra = dict(extra)
-        self._checksums = checksums
         self.upload_id: str | None = None
-        self._parts: dict[int, tuple[int, str | None, str]] = {}  # number -> (size, sha256, etag)
+        self._parts: dict[int, tuple[int, int | None, str]] = {}  # number -> (size, crc64nvme, etag)
         self._lock = threading.Lock()
 
     # -- parts ---------------------------------------------------------------------------------------
     def start(self) -> str:
         with self._lock:
             if self.upload_id is None:
-                options = {"ChecksumAlgorithm": "SHA256"} if self._checksums else {}
                 with s3_call("CreateMultipartUpload"):
                     created = self.s3.create_multipart_upload(
-                        Bucket=self.bucket, Key=self.key, **options, **self._extra
+                        Bucket=self.bucket,
+                        Key=self.key,
+                        ChecksumAlgorithm=checksums.ALGORITHM,
+                        ChecksumType=checksums.TYPE,
+                        **self._extra,
                     )
                 self.upload_id = str(created["UploadId"])
             return self.upload_id
 
-    def send(self, number: int, body: bytes | bytearray, checksum: str | None = None) -> str | None:
-        """Upload part `number` (with its SHA-256 when checksums are on); returns that checksum."""
+    def send(self, number: int, body: bytes | bytearray) -> str:
+        """Upload part `number` with its CRC64NVME; returns that checksum (encoded)."""
         self._check_number(number)
         upload_id = self.start()
-        digest = (checksum or b64_sha256(body)) if self._checksums else None
-        options = {"ChecksumSHA256": digest} if digest else {}
+        value = checksums.crc(body)
         with s3_call(f"UploadPart {number}"):
             response = self.s3.upload_part(
                 Bucket=self.bucket,
@@ -90,15 +95,17 @@ class MultipartUpload:
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=bytes(body),
-                **options,
+                ChecksumCRC64NVME=checksums.encode(value),
             )
-        self._record(number, len(body), digest, str(response["ETag"]))
-        return digest
+        self._record(number, len(body), value, str(response["ETag"]))
+        return checksums.encode(value)
 
     def copy(
         self, number: int, source: Mapping[str, str], start: int, end: int, checksum: str | None = None
     ) -> None:
-        """Part `number` is bytes [start, end) of `source` ({"Bucket", "Key", "VersionId"}), copied by S3."""
+        """Part `number` is bytes [start, end) of `source` ({"Bucket", "Key", "VersionId"}), copied by S3.
+        Its checksum is `checksum` when the caller knows it, else the one S3 reports for the part (AWS does;
+        moto does not, and then `complete` needs the object's checksum from the caller)."""
         self._check_number(number)
         upload_id = self.start()
         with s3_call(f"UploadPartCopy {number}"):
@@ -111,19 +118,39 @@ class MultipartUpload:
                 CopySourceRange=f"bytes={start}-{end - 1}",
             )
         result = copied["CopyPartResult"]
-        digest = (checksum or result.get("ChecksumSHA256")) if self._checksums else None
-        self._record(number, end - start, digest, str(result["ETag"]))
+        reported = checksum or result.get(checksums.FIELD)
+        value = checksums.decode(reported) if reported else None
+        self._record(number, end - start, value, str(result["ETag"]))
 
     # -- the end ---------------------------------------------------------------------------------------
-    def complete(self) -> dict[str, Any]:
-        numbers = sorted(self._parts)
+    def complete(self, expected: str | None = None) -> dict[str, Any]:
+        """Assemble the parts; S3 checks them against the object's checksum: `expected` when given (it
+        must agree with the parts' combination where that is known), else that combination."""
+        full = self._combined()
+        if expected is not None and full is not None and expected != full:
+            raise IntegrityError(
+                f"s3://{self.bucket}/{self.key}: the parts combine to CRC64NVME {full}, expected {expected}"
+            )
+        full = expected or full
+        if full is None:
+            raise IntegrityError(
+                f"s3://{self.bucket}/{self.key}: no checksum for a copied part and none given for the object"
+            )
         parts = []
-        for n in numbers:
-            _, digest, etag = self._parts[n]
-            parts.append({"PartNumber": n, "ETag": etag, **({"ChecksumSHA256": digest} if digest else {})})
+        for n in sorted(self._parts):
+            _, value, etag = self._parts[n]
+            part = {"PartNumber": n, "ETag": etag}
+            if value is not None:
+                part[checksums.FIELD] = checksums.encode(value)
+            parts.append(part)
         with s3_call("CompleteMultipartUpload"):
             response = self.s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": parts},
+                ChecksumType=checksums.TYPE,
+                ChecksumCRC64NVME=full,
             )
         self.upload_id = None
         return dict(response)
@@ -153,17 +180,32 @@ class MultipartUpload:
 
     @property
     def part_checksums(self) -> tuple[str, ...]:
-        return tuple(str(self._parts[n][1]) for n in sorted(self._parts))
+        """Each part's CRC64NVME, encoded ("" where a copied part's is unknown)."""
+        return tuple(
+            "" if (value := self._parts[n][1]) is None else checksums.encode(value)
+            for n in sorted(self._parts)
+        )
 
     @property
-    def composite_checksum(self) -> str:
-        """The object's SHA-256 as S3 reports it for a multipart upload: over the part digests, "-N"."""
-        joined = b"".join(base64.b64decode(c) for c in self.part_checksums)
-        return f"{base64.b64encode(hashlib.sha256(joined).digest()).decode('ascii')}-{len(self._parts)}"
+    def full_checksum(self) -> str:
+        """The object's CRC64NVME as S3 reports it (FULL_OBJECT): the parts' values combined in order."""
+        full = self._combined()
+        if full is None:
+            raise IntegrityError(f"s3://{self.bucket}/{self.key}: a copied part's checksum is unknown")
+        return full
 
-    def _record(self, number: int, size: int, digest: str | None, etag: str) -> None:
+    def _combined(self) -> str | None:
+        total = 0  # the CRC of no bytes; combine(0, b, n) == b
+        for n in sorted(self._parts):
+            size, value, _ = self._parts[n]
+            if value is None:
+                return None
+            total = checksums.combine(total, value, size)
+        return checksums.encode(total)
+
+    def _record(self, number: int, size: int, value: int | None, etag: str) -> None:
         with self._lock:
-            self._parts[number] = (size, digest, etag)
+            self._parts[number] = (size, value, etag)
 
     @staticmethod
     def _check_number(number: int) -> None:

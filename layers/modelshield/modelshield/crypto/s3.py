@@ -1,10 +1,11 @@
 """Envelope encryption into and out of S3, with the stored object verified before it is trusted.
 
 Upload: frames are grouped into parts of a whole number of frames (>= 5 MiB, S3's minimum for every
-part but the last), each sent with its SHA-256 so S3 rejects a part damaged in transit; a message
-smaller than one part is a single PUT. Afterwards HeadObject(ChecksumMode=ENABLED) must report the size
-and the checksum we computed while uploading (for multipart: the composite, SHA-256 over the parts'
-digests), or the new version is deleted and IntegrityError raised. Any failure before completion
+part but the last), each sent with its CRC64NVME so S3 rejects a part damaged in transit, and the upload
+completed with the whole object's CRC64NVME (FULL_OBJECT, crypto/checksums.py) for S3 to check; a message
+smaller than one part is a single PUT with that checksum. Afterwards HeadObject(ChecksumMode=ENABLED)
+must report the size and the full-object checksum we computed while uploading, or the new version is
+deleted and IntegrityError raised. Any failure before completion
 aborts the multipart upload, so no orphaned parts linger.
 
 Whole frames per part keep byte ranges meaningful: part 1 is header + frames, the others are frames
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from modelshield.crypto import checksums
 from modelshield.crypto.envelope import (
     DEFAULT_FRAME_LENGTH,
     EnvelopeError,
@@ -33,7 +35,7 @@ from modelshield.crypto.envelope import (
     sealed_frame_size,
 )
 from modelshield.crypto.keyring import Keyring
-from modelshield.crypto.multipart import MAX_PARTS, MultipartUpload, b64_sha256
+from modelshield.crypto.multipart import MAX_PARTS, MultipartUpload
 from modelshield.crypto.multipart import s3_call as _s3_call
 from modelshield.crypto.streams import (
     DecryptResult,
@@ -87,7 +89,7 @@ class StoredCiphertext:
     key: str
     version_id: str | None
     size: int
-    checksum: str  # SHA-256 as S3 reports it: base64, with "-<parts>" for a multipart (composite) object
+    checksum: str  # full-object CRC64NVME as S3 reports it (base64), whatever the part layout
     key_arn: str
     message_id: str
     plaintext_sha256: str | None = None
@@ -181,14 +183,14 @@ class _PartSink:
         tail = self._take()
         if not self._upload.started and (self._held is None or not tail):
             body = (header or b"") + (self._held or b"") + tail  # everything fits in one part: single PUT
-            checksum = b64_sha256(body)
+            checksum = checksums.of(body)
             with _s3_call("PutObject"):
                 response = self._s3.put_object(
                     Bucket=self._bucket,
                     Key=self._key,
                     Body=body,
-                    ChecksumSHA256=checksum,
-                    ChecksumAlgorithm="SHA256",
+                    ChecksumAlgorithm=checksums.ALGORITHM,
+                    ChecksumCRC64NVME=checksum,
                     **self._extra,
                 )
             return dict(response), checksum, (len(body),), (checksum,)
@@ -200,7 +202,7 @@ class _PartSink:
             future.result()
         response = self._upload.complete()
         upload = self._upload
-        return response, upload.composite_checksum, upload.part_sizes, upload.part_checksums
+        return response, upload.full_checksum, upload.part_sizes, upload.part_checksums
 
     def abort(self) -> None:
         for future in self._sent:
@@ -212,15 +214,6 @@ class _PartSink:
         self._pool.shutdown(wait=True)
 
 
-def _checksums_match(reported: str | None, expected: str) -> bool:
-    """S3 reports a composite checksum as "base64-N" (moto omits "-N"); compare digest and part count."""
-    if not reported:
-        return False
-    digest, _, parts = reported.partition("-")
-    want_digest, _, want_parts = expected.partition("-")
-    return digest == want_digest and (not parts or parts == want_parts)
-
-
 def _verify_stored(s3: Any, bucket: str, key: str, version_id: str | None, size: int, checksum: str) -> str:
     """HeadObject must report our size and checksum; return the checksum as S3 reports it."""
     params: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
@@ -228,14 +221,16 @@ def _verify_stored(s3: Any, bucket: str, key: str, version_id: str | None, size:
         params["VersionId"] = version_id
     with _s3_call("HeadObject (verify)"):
         head = s3.head_object(**params)
-    reported = head.get("ChecksumSHA256")
+    reported = head.get(checksums.FIELD)
     if head.get("ContentLength") != size:
         raise IntegrityError(
             f"s3://{bucket}/{key}: S3 stores {head.get('ContentLength')} bytes, we wrote {size}"
         )
-    if not _checksums_match(reported, checksum):
+    kind = head.get("ChecksumType", checksums.TYPE)  # moto leaves it out for a single PUT
+    if reported != checksum or kind != checksums.TYPE:
         raise IntegrityError(
-            f"s3://{bucket}/{key}: S3 reports SHA-256 {reported!r}, we computed {checksum!r}"
+            f"s3://{bucket}/{key}: S3 reports {checksums.ALGORITHM} {reported!r} ({kind}), "
+            f"we computed {checksum!r} ({checksums.TYPE})"
         )
     return str(reported)
 
@@ -439,7 +434,7 @@ def _copy_verified(s3: Any, staged: StoredCiphertext, key: str, extra: Mapping[s
                 Bucket=bucket,
                 Key=key,
                 CopySource=source,
-                ChecksumAlgorithm="SHA256",
+                ChecksumAlgorithm=checksums.ALGORITHM,
                 MetadataDirective="REPLACE",
                 TaggingDirective="REPLACE",
                 **extra,
@@ -453,7 +448,7 @@ def _copy_verified(s3: Any, staged: StoredCiphertext, key: str, extra: Mapping[s
             ):
                 upload.copy(number, source, offset, offset + size, checksum=checksum)
                 offset += size
-            response = upload.complete()
+            response = upload.complete(staged.checksum)
         version_id = _version_of(response)
     try:
         reported = _verify_stored(s3, bucket, key, version_id, staged.size, staged.checksum)

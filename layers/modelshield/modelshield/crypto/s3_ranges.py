@@ -1,14 +1,15 @@
 """Range-parallel envelope encryption of an S3 object into S3, and range-parallel verification.
 
 One worker thread per range: a ranged GET of the plaintext, sealing (see `crypto.ranges`), and an
-UploadPart with the part's SHA-256 (S3 rejects a part damaged in transit). Range `i` is part `i + 1`;
+UploadPart with the part's CRC64NVME (S3 rejects a part damaged in transit). Range `i` is part `i + 1`;
 part 1 (header + range 0) is sent last, once the plaintext digest -- computed in order while the ranges
 stream through -- is in the header's encryption context. The data key is generated locally and wrapped
 by KMS Encrypt with the final context (header after body, as `streams.encrypt_body_first`).
 
-Afterwards HeadObject(ChecksumMode=ENABLED) must report the size and the composite SHA-256 of the parts
-we sent, or the new version is deleted and IntegrityError raised -- the same verification as the
-sequential path, so a range-encrypted object is trusted on exactly the same evidence.
+The parts' CRCs combine, in part order, into the object's full-object CRC64NVME, which S3 checks on
+completion; afterwards HeadObject(ChecksumMode=ENABLED) must report the size and that checksum, or the
+new version is deleted and IntegrityError raised -- the same verification as the sequential path, so a
+range-encrypted object is trusted on exactly the same evidence.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def encrypt_object_by_range(
         key,
         response,
         result,
-        upload.composite_checksum,
+        upload.full_checksum,
         upload.part_sizes,
         upload.part_checksums,
     )
