@@ -13,7 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
-from modelshield.access import AccessService, vault_context_reader
+from modelshield.access import AccessService, DecryptAuthorization, decrypt_authorized, vault_context_reader
 from modelshield.api import use_services
 from modelshield.audit import AuditLog
 from modelshield.store.access import DynamoAccessStore
@@ -175,3 +175,54 @@ def test_mine_lists_the_verified_callers_requests_whatever_the_query_claims(api:
     # And `mine` wins over a requester named in the query (no listing as somebody else's "mine")
     assert listed(CONSUMER, {"mine": "true", "requester": ALICE}) == [CONSUMER]
     assert sorted(listed(CONSUMER, {})) == sorted([CONSUMER, ALICE])
+
+
+def test_decrypt_is_authorized_by_the_api_for_the_grantee_only_and_audited(api: Any, tmp_path: Path) -> None:
+    # Given a consumer's request, approved by a Security Engineer
+    status, created = api.call(_event("api_access_request.json"))
+    assert status == 201
+    request_id = created["request_id"]
+    assert (
+        api.call(_event("api_access_approve.json", path=f"/access/requests/{request_id}/approve"))[0] == 200
+    )
+    authorize = f"/access/requests/{request_id}/authorize-decrypt"
+    report = f"/access/requests/{request_id}/decrypt-error"
+
+    # When someone else asks for the decrypt authorization, Then 403, and no token
+    status, body = api.call(_event("api_access_authorize_decrypt.json", user=ALICE, path=authorize))
+    assert (
+        status == 403
+        and "the grant is for arn:aws:iam::123456789012:role/InferenceService" in body["message"]
+    )
+    assert "grant_token" not in body
+
+    # When the grantee asks, Then the API returns the grant token, the vault copy and what it must match
+    status, authorization = api.call(_event("api_access_authorize_decrypt.json", path=authorize))
+    assert status == 200, authorization
+    assert (
+        authorization["grantee"] == "arn:aws:iam::123456789012:role/InferenceService"
+        and authorization["grant_token"]
+    )
+    assert (authorization["vault_bucket"], authorization["vault_key"]) == ("vault", ARTIFACT.split("/", 1)[1])
+    # and with it the consumer's own KMS client decrypts the vault copy to the recorded digest
+    granted = DecryptAuthorization.model_validate(authorization)
+    sha = decrypt_authorized(granted, tmp_path / "model.bin", kms=api.kms, s3=boto3.client("s3"))
+    assert sha == authorization["sha256"]
+
+    # And only the grantee may report a failed decrypt (nobody writes about another's grant)
+    status, body = api.call(
+        _event("api_access_authorize_decrypt.json", user=ALICE, path=report, body={"reason": "x"})
+    )
+    assert status == 403 and "only the grantee" in body["message"]
+    assert (
+        api.call(_event("api_access_authorize_decrypt.json", path=report, body={"reason": "disk full"}))[0]
+        == 204
+    )
+
+    # And every attempt is in the audit chain, under the identity the API verified
+    status, records = api.call(_event("api_audit_list.json"))
+    decrypts = [
+        (r["decision"], r["principal"]) for r in records["records"] if r["action"] == "artifact.decrypt"
+    ]
+    assert decrypts == [("ERROR", CONSUMER), ("ALLOWED", CONSUMER), ("DENIED", ALICE)]
+    assert api.call(_event("api_audit_verify.json"))[1]["ok"] is True

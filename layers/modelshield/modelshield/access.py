@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict
 
 from modelshield.audit import AuditAction, AuditLog, AuditQuery, Decision
 from modelshield.crypto.envelope import parse_header
@@ -405,8 +406,9 @@ class AccessService:
         return moved
 
     # -- decrypt-time checks -----------------------------------------------------------------------
-    def authorize_decrypt(self, request_id: str, *, principal: str) -> tuple[AccessRequest, ArtifactState]:
-        """Everything that must hold before a grant token is used; refusals are audited and explained."""
+    def authorize_decrypt(self, request_id: str, *, principal: str) -> DecryptAuthorization:
+        """Everything that must hold before a grant token is handed to `principal` and used. The decision
+        is audited either way: DENIED with the reason, or ALLOWED (the token released to the grantee)."""
         request = self.get(request_id)
         artifact = self.artifacts.get(request.artifact_id, request.version_id)
 
@@ -439,7 +441,30 @@ class AccessService:
             raise refuse("the artifact is now wrapped by another key and the grant was not moved to it")
         if context != request.encryption_context:
             raise refuse("the vault object's encryption context differs from the one the grant allows")
-        return request, artifact
+        self.record(
+            AuditAction.ARTIFACT_DECRYPT,
+            request,
+            principal=principal,
+            decision=Decision.ALLOWED,
+            detail={"grant_id": request.grant_id, "sha256": artifact.sha256, "stage": "authorized"},
+        )
+        return DecryptAuthorization.of(request, artifact)
+
+    def record_decrypt_error(self, request_id: str, *, principal: str, reason: str) -> None:
+        """A grantee's decrypt failed after authorization (S3, KMS, or a digest mismatch): recorded as
+        ERROR. Only the grantee of an approved request can report one, so nobody else can write about it."""
+        request = self.get(request_id)
+        if request.status != RequestStatus.APPROVED or not same_principal(principal, request.grantee):
+            raise AccessDenied(
+                f"only the grantee of approved request {request_id} reports its decrypt errors"
+            )
+        self.record(
+            AuditAction.ARTIFACT_DECRYPT,
+            request,
+            principal=principal,
+            decision=Decision.ERROR,
+            reason=reason[:500],
+        )
 
     # -- internals ---------------------------------------------------------------------------------
     def _release(
@@ -596,6 +621,67 @@ class AccessService:
 # -- decrypting with a grant, reading the context it is constrained to --------------------------------
 
 
+class DecryptAuthorization(BaseModel):
+    """What an authorized grantee needs to decrypt one artifact version, and nothing more: where the vault
+    copy is, the grant token, and the context and digest the plaintext must match. The API returns it
+    (POST /access/requests/{id}/authorize-decrypt) only after `AccessService.authorize_decrypt` passed for
+    the signing identity, and that decision is already in the audit chain."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    artifact_id: str
+    version_id: str
+    grantee: str
+    grant_id: str
+    grant_token: str
+    key_arn: str
+    vault_bucket: str
+    vault_key: str
+    vault_version_id: str | None
+    encryption_context: dict[str, str]
+    sha256: str | None
+
+    @classmethod
+    def of(cls, request: AccessRequest, artifact: ArtifactState) -> DecryptAuthorization:
+        return cls(
+            request_id=request.request_id,
+            artifact_id=request.artifact_id,
+            version_id=request.version_id,
+            grantee=request.grantee,
+            grant_id=str(request.grant_id),
+            grant_token=str(request.grant_token),
+            key_arn=str(request.key_arn),
+            vault_bucket=str(artifact.vault_bucket),
+            vault_key=str(artifact.vault_key),
+            vault_version_id=artifact.vault_version_id,
+            encryption_context=dict(request.encryption_context or {}),
+            sha256=artifact.sha256,
+        )
+
+
+def decrypt_authorized(authorization: DecryptAuthorization, dest: Path, *, kms: Any, s3: Any) -> str:
+    """Decrypt the authorized vault copy to `dest` with the grant token, under the caller's own
+    credentials (KMS allows the Decrypt only through the grant); returns the plaintext sha256. Every KMS
+    call carries the token, so it works before the grant has propagated. A plaintext whose digest is not
+    the recorded one is removed, never left behind."""
+    keyring = KmsKeyring(kms, grant_tokens=[authorization.grant_token])
+    sha256 = decrypt_s3_to(
+        authorization.vault_bucket,
+        authorization.vault_key,
+        authorization.vault_version_id,
+        dest,
+        s3=s3,
+        expect=Expectation(keyring, authorization.encryption_context, allow_extra_context=False),
+    )
+    if authorization.sha256 and sha256 != authorization.sha256:
+        Path(dest).unlink(missing_ok=True)
+        raise IntegrityError(
+            f"decrypted {authorization.artifact_id} has sha256 {sha256}, expected {authorization.sha256}"
+        )
+    return sha256
+
+
 def decrypt_with_grant(
     service: AccessService,
     request_id: str,
@@ -604,45 +690,15 @@ def decrypt_with_grant(
     principal: str,
     s3: Any,
 ) -> str:
-    """Decrypt an approved artifact to `dest` using the request's grant; returns the plaintext sha256.
-
-    Refuses (AccessDenied, audited) when the request is pending, denied, expired, for another principal,
-    or when the vault object no longer carries the context the grant was constrained to. Every KMS call
-    carries the grant token, so it works before the grant has propagated.
-    """
-    request, artifact = service.authorize_decrypt(request_id, principal=principal)
-    keyring = KmsKeyring(service.kms, grant_tokens=[str(request.grant_token)])
+    """Authorize (audited: ALLOWED or DENIED) and decrypt an approved artifact to `dest` in one process;
+    returns the plaintext sha256. A failure after authorization is recorded as ERROR. The CLI does the
+    same in two halves, the authorization through the API (see `DecryptAuthorization`)."""
+    authorization = service.authorize_decrypt(request_id, principal=principal)
     try:
-        sha256 = decrypt_s3_to(
-            str(artifact.vault_bucket),
-            str(artifact.vault_key),
-            artifact.vault_version_id,
-            dest,
-            s3=s3,
-            expect=Expectation(keyring, request.encryption_context, allow_extra_context=False),
-        )
-        if artifact.sha256 and sha256 != artifact.sha256:
-            Path(dest).unlink(missing_ok=True)  # never leave a plaintext we could not vouch for
-            raise IntegrityError(
-                f"decrypted {request.artifact_id} has sha256 {sha256}, expected {artifact.sha256}"
-            )
+        return decrypt_authorized(authorization, dest, kms=service.kms, s3=s3)
     except ModelShieldError as exc:
-        service.record(
-            AuditAction.ARTIFACT_DECRYPT,
-            request,
-            principal=principal,
-            decision=Decision.ERROR,
-            reason=str(exc)[:500],
-        )
+        service.record_decrypt_error(request_id, principal=principal, reason=str(exc))
         raise
-    service.record(
-        AuditAction.ARTIFACT_DECRYPT,
-        request,
-        principal=principal,
-        decision=Decision.ALLOWED,
-        detail={"sha256": sha256, "grant_id": request.grant_id},
-    )
-    return sha256
 
 
 def vault_context_reader(s3: Any) -> ContextReader:

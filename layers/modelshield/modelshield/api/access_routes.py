@@ -1,4 +1,5 @@
-"""Access-request routes: request, list, show, approve, deny. The caller is always the IAM identity."""
+"""Access-request routes: request, list, show, approve, deny, and the decrypt-time authorization (with
+its error report). The caller is always the IAM identity."""
 
 from __future__ import annotations
 
@@ -73,3 +74,28 @@ def approve_request(request_id: str, body: DecisionBody) -> dict[str, Any]:
 def deny_request(request_id: str, body: DecisionBody) -> dict[str, Any]:
     denied = services().access.deny(request_id, approver=caller_arn(router.current_event), reason=body.reason)
     return denied.public()
+
+
+class DecryptErrorBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS)
+
+
+@router.post("/access/requests/<request_id>/authorize-decrypt")
+def authorize_decrypt(request_id: str) -> dict[str, Any]:
+    """The decrypt-time checks, run here under the API's role for the signing identity (never in the
+    caller's process, whose environment and table access prove nothing). Only the grantee gets the
+    grant token back; the decision, either way, is in the audit chain before this returns."""
+    authorization = services().access.authorize_decrypt(
+        request_id, principal=caller_arn(router.current_event)
+    )
+    return authorization.model_dump(mode="json")
+
+
+@router.post("/access/requests/<request_id>/decrypt-error")
+def report_decrypt_error(request_id: str, body: DecryptErrorBody) -> Response[dict[str, Any]]:
+    services().access.record_decrypt_error(
+        request_id, principal=caller_arn(router.current_event), reason=body.reason
+    )
+    return Response(status_code=204, content_type=content_types.APPLICATION_JSON, body={})

@@ -4,20 +4,24 @@ The caller's principal comes from `sts get-caller-identity`, i.e. from the crede
 be typed on the command line, so nobody approves as somebody else. `request`, `list`, `show`, `approve`
 and `deny` go through the stack's HTTP API (`MODELSHIELD_API_URL`), SigV4-signed with the caller's
 credentials: only the API's role may create grants on the vault key, and the requester and the approver are
-the identity the API verified, not a name or setting of the CLI's environment. `decrypt` runs here, with
-the consumer's own credentials through the KMS grant, so the plaintext never passes through the API.
+the identity the API verified, not a name or setting of the CLI's environment. `decrypt` asks the API to
+authorize it (the release checks and the audit record run under the API's role, for the signing identity)
+and then decrypts here, with the consumer's own credentials through the KMS grant, so the plaintext never
+passes through the API.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from modelshield import wiring
-from modelshield.access import AccessService, decrypt_with_grant
+from modelshield.access import MAX_REASON_CHARS, DecryptAuthorization, decrypt_authorized
 from modelshield.cli.output import add_format_flag, print_json, print_table
+from modelshield.errors import ModelShieldError
 from modelshield.models import AccessRequest, RequestStatus
 
 
@@ -84,14 +88,6 @@ def register(sub: Any) -> None:
     dec.set_defaults(handler=cmd_decrypt)
 
 
-def _service() -> AccessService:
-    return wiring.access_service()
-
-
-def caller_principal() -> str:
-    return wiring.caller_arn()
-
-
 def _print(requests: list[AccessRequest], fmt: str) -> None:
     if fmt == "json":
         print_json({"requests": [r.public() for r in requests]})
@@ -152,10 +148,19 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
-    service = _service()
-    sha256 = decrypt_with_grant(
-        service, args.request_id, args.output, principal=caller_principal(), s3=wiring.s3_client()
-    )
+    """The API authorizes (and audits) the decrypt for the signing identity and hands back the grant;
+    the decrypt itself runs here, under the caller's own credentials, which KMS accepts only with it."""
+    api = wiring.api_client()
+    path = f"/access/requests/{quote(args.request_id, safe='')}"
+    authorization = DecryptAuthorization.model_validate(api.post(f"{path}/authorize-decrypt", {}))
+    try:
+        sha256 = decrypt_authorized(
+            authorization, args.output, kms=wiring.client("kms"), s3=wiring.s3_client()
+        )
+    except ModelShieldError as exc:
+        with contextlib.suppress(ModelShieldError):  # the decrypt's own error is the one to show
+            api.post(f"{path}/decrypt-error", {"reason": str(exc)[:MAX_REASON_CHARS]})
+        raise
     if args.format == "json":
         print_json({"request_id": args.request_id, "output": str(args.output), "sha256": sha256})
     else:
