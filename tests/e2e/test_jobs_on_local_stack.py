@@ -3,6 +3,7 @@ real JobWorker handler behind the local poller, driven through the `modelshield 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from awscrt.checksums import crc64nvme
 from modelshield.cli import main as cli
 from modelshield.crypto.s3 import ENVELOPE_MAGIC
 from modelshield.local.samples import benign_checkpoint, malicious_pickle
@@ -109,14 +111,19 @@ def test_encrypt_a_repository_in_place_then_verify_it_and_catch_one_flipped_byte
     )
     assert job["counts"] == {"total": 7, "succeeded": 3, "failed": 2, "skipped": 2, "pending": 0}
     assert job["bytes"]["total"] == sum(len(b) for b in {**MODELS, **MALICIOUS, **OTHERS}.values())
-    # And every allowed model's only version is an ESDK v2 message with its metadata: no plaintext remains
+    # And every allowed model's only version is an ESDK v2 message with its metadata and the full-object
+    # CRC64NVME of its bytes (what S3 checked on the upload): no plaintext remains
     for key, body in MODELS.items():
         assert len(versions(s3, key)) == 1
-        head = s3.head_object(Bucket=REPO, Key=key)
+        head = s3.head_object(Bucket=REPO, Key=key, ChecksumMode="ENABLED")
         assert head["Metadata"]["modelshield-state"] == "ENCRYPTED"
         assert head["Metadata"]["modelshield-sha256"] == hashlib.sha256(body).hexdigest()
         assert head["Metadata"]["modelshield-job-id"] == job["job_id"]
-        assert s3.get_object(Bucket=REPO, Key=key)["Body"].read()[:3] == ENVELOPE_MAGIC
+        ciphertext = s3.get_object(Bucket=REPO, Key=key)["Body"].read()
+        assert ciphertext[:3] == ENVELOPE_MAGIC
+        assert (
+            head["ChecksumCRC64NVME"] == base64.b64encode(crc64nvme(ciphertext).to_bytes(8, "big")).decode()
+        )
     # And no malicious model is readable in plaintext anywhere
     for key, body in MALICIOUS.items():
         assert versions(s3, key) == []

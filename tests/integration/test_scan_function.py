@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -10,12 +11,18 @@ from typing import Any
 import aws_encryption_sdk
 import pytest
 from aws_encryption_sdk import CommitmentPolicy, StrictAwsKmsMasterKeyProvider
+from awscrt.checksums import crc64nvme
 from modelshield.local.samples import benign_checkpoint, malicious_pickle
 from modelshield.models import CTX_ARTIFACT, CTX_SHA256, CTX_VERSION, RuleId, ScanRecord, Verdict
 from modelshield.store.artifacts import ArtifactStore
 from modelshield.store.scans import ScanStore
 
 from tests.builders import MotoStack, s3_event
+
+
+def crc64nvme_b64(data: bytes) -> str:
+    """S3's full-object CRC64NVME of `data`, computed by the CRT here."""
+    return base64.b64encode(crc64nvme(data).to_bytes(8, "big")).decode()
 
 
 def scans(stack: MotoStack) -> ScanStore:
@@ -85,8 +92,9 @@ def test_benign_checkpoint_is_allowed_encrypted_and_decrypts_with_the_official_s
 
     # And the vault object says what it is, consistently with the artifacts table and the scan record
     head = moto_stack.s3.head_object(
-        Bucket=moto_stack.vault, Key=state.vault_key, VersionId=state.vault_version_id
+        Bucket=moto_stack.vault, Key=state.vault_key, VersionId=state.vault_version_id, ChecksumMode="ENABLED"
     )
+    assert head["ChecksumCRC64NVME"] == crc64nvme_b64(ciphertext)  # the full-object checksum S3 checked
     assert head["Metadata"] == {
         "modelshield-state": state.encryption_state.value,
         "modelshield-format": state.format.value,
@@ -122,9 +130,13 @@ def test_malicious_pickle_is_blocked_and_stored_only_in_quarantine(moto_stack: M
     state = artifacts(moto_stack).get(record.artifact_id, version)
     assert state is not None
     head = moto_stack.s3.head_object(
-        Bucket=moto_stack.vault, Key=state.vault_key, VersionId=state.vault_version_id
+        Bucket=moto_stack.vault, Key=state.vault_key, VersionId=state.vault_version_id, ChecksumMode="ENABLED"
     )
     assert head["Metadata"]["modelshield-state"] == "QUARANTINED"
+    quarantined = moto_stack.s3.get_object(
+        Bucket=moto_stack.vault, Key=state.vault_key, VersionId=state.vault_version_id
+    )["Body"].read()
+    assert head["ChecksumCRC64NVME"] == crc64nvme_b64(quarantined)
     header_bytes = moto_stack.s3.get_object(
         Bucket=moto_stack.vault, Key=state.vault_key, VersionId=state.vault_version_id, Range="bytes=0-4095"
     )["Body"].read()
