@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ def run_json(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, 
     return code, json.loads(out) if out.strip().startswith("{") else out
 
 
+def dashboard_json(stack: LocalStack) -> Any:
+    with urllib.request.urlopen(f"{stack.outputs['dashboard_url']}/metrics.json", timeout=30) as response:
+        return json.loads(response.read())
+
+
 def versions(s3: Any, key: str) -> list[dict[str, Any]]:
     return [
         v for v in s3.list_object_versions(Bucket=REPO, Prefix=key).get("Versions", []) if v["Key"] == key
@@ -97,8 +103,20 @@ def test_encrypt_a_repository_in_place_then_verify_it_and_catch_one_flipped_byte
     code, _ = run_json(capsys, ["jobs", "create", "--source", source, "--operation", "encrypt"])
     assert code == 2
 
-    # When a Security Engineer runs the encrypt job and waits
+    # Given a scan job over the repository first: the dashboard counts the plaintext models it saw
     become(stack, "ModelShieldSecurityEngineer", "alice")
+    code, scanned = run_json(
+        capsys, ["jobs", "create", "--source", source, "--operation", "scan", "--wait", "--format", "json"]
+    )
+    assert code == 1 and scanned["counts"]["succeeded"] == 3  # the two malicious ones are failures
+    seen = dashboard_json(stack)["plaintext"]["repositories"]
+    models = {**MODELS, **MALICIOUS}
+    assert (seen["objects"], seen["bytes"]) == (len(models), sum(len(b) for b in models.values()))
+    assert seen["sources"] == [
+        {"source": source, "job_id": scanned["job_id"], "objects": len(models), "bytes": seen["bytes"]}
+    ]
+
+    # When a Security Engineer runs the encrypt job and waits
     code, job = run_json(
         capsys, ["jobs", "create", "--source", source, "--operation", "encrypt", "--wait", "--format", "json"]
     )
@@ -124,6 +142,8 @@ def test_encrypt_a_repository_in_place_then_verify_it_and_catch_one_flipped_byte
         assert (
             head["ChecksumCRC64NVME"] == base64.b64encode(crc64nvme(ciphertext).to_bytes(8, "big")).decode()
         )
+    # And the dashboard's repository tile drops to zero: the newest job over the source left no plaintext
+    assert dashboard_json(stack)["plaintext"]["repositories"] == {"objects": 0, "bytes": 0, "sources": []}
     # And no malicious model is readable in plaintext anywhere
     for key, body in MALICIOUS.items():
         assert versions(s3, key) == []
@@ -193,7 +213,7 @@ def test_encrypt_a_repository_in_place_then_verify_it_and_catch_one_flipped_byte
 
     # And `jobs list` and `jobs status` show them
     code, listed = run_json(capsys, ["jobs", "list", "--format", "json"])
-    assert code == 0 and len(listed["jobs"]) == 4
+    assert code == 0 and len(listed["jobs"]) == 5  # scan, encrypt, encrypt again, verify twice
     code, status = run_json(capsys, ["jobs", "status", verified["job_id"], "--format", "json"])
     assert code == 0 and status == verified
 

@@ -8,8 +8,20 @@ import pytest
 from modelshield.cli.commands_jobs import Progress, exit_code
 from modelshield.errors import UsageError
 from modelshield.jobs.discover import is_model_candidate
-from modelshield.jobs.models import Counts, Filters, Job, JobStatus, Options, Outcome, Source, Tally, tally_of
-from modelshield.jobs.settle import decide, errors_csv
+from modelshield.jobs.models import (
+    Counts,
+    Filters,
+    Job,
+    JobItem,
+    JobStatus,
+    Operation,
+    Options,
+    Outcome,
+    Source,
+    Tally,
+    tally_of,
+)
+from modelshield.jobs.settle import decide, errors_csv, left_in_plaintext
 from modelshield.local.samples import benign_checkpoint, malicious_pickle
 from modelshield.models import utcnow
 
@@ -101,3 +113,33 @@ def test_the_progress_line_shows_items_bytes_rate_and_eta() -> None:
     )
     line = Progress(io.StringIO()).line(running)
     assert "2/4 items" in line and "MB" in line and "items/s" in line and "ETA" in line
+
+
+@pytest.mark.parametrize(
+    ("operation", "outcome", "code", "dry_run", "left"),
+    [
+        (Operation.SCAN, Outcome.SCANNED, "", False, True),  # scanned only: still plaintext
+        (Operation.SCAN, Outcome.NOT_A_MODEL, "", False, False),
+        (Operation.ENCRYPT, Outcome.ENCRYPTED, "", False, False),
+        (Operation.ENCRYPT, Outcome.QUARANTINED, "BLOCKED", False, False),  # its plaintext was removed
+        (Operation.ENCRYPT, Outcome.ENCRYPTED, "", True, True),  # a dry run changed nothing
+        (Operation.ENCRYPT, Outcome.QUARANTINED, "BLOCKED", True, True),
+        (Operation.ENCRYPT, Outcome.FAILED, "ERROR", False, True),  # nothing removed before it is verified
+        (Operation.ENCRYPT, Outcome.FAILED, "NOT_MODELSHIELD", False, False),  # someone else's ciphertext
+        (Operation.VERIFY, Outcome.FAILED, "NOT_ENCRYPTED", False, True),
+        (Operation.VERIFY, Outcome.FAILED, "INTEGRITY", False, False),
+        (Operation.REKEY, Outcome.REKEYED, "", False, False),
+    ],
+)
+def test_a_job_counts_the_plaintext_models_it_left_as_they_were(
+    operation: Operation, outcome: Outcome, code: str, dry_run: bool, left: bool
+) -> None:
+    # Given a job and one of its item records, Then the settle step's plaintext count includes it or not
+    job = Job(
+        job_id="j", operation=operation, source=Source(bucket="repo"), requester="alice", created_at=utcnow()
+    )
+    item = JobItem(
+        job_id="j", bucket="repo", key="m.pt", outcome=outcome, tally=tally_of(outcome), code=code,
+        dry_run=dry_run, updated_at=utcnow(),
+    )  # fmt: skip
+    assert left_in_plaintext(job, item) is left

@@ -83,11 +83,12 @@ def build_metrics(sources: MetricsSources, *, now: datetime | None = None) -> di
         sources.key_report({k: (n, oldest.get(k)) for k, n in key_uses.items()}), key_uses, oldest, now
     )
 
+    jobs = sources.jobs()
     return {
         "generated_at": now.isoformat().replace("+00:00", "Z"),
         "encrypted": _count(states["ENCRYPTED"]),
         "quarantined": _count(states["QUARANTINED"]),
-        "plaintext": _plaintext(states, sources.jobs),
+        "plaintext": _plaintext(states, jobs),
         "verdicts": verdicts,
         "verdicts_by_group": {g: by_group[g] for g in sorted(by_group)},
         "rule_failures": rules,
@@ -109,7 +110,7 @@ def build_metrics(sources: MetricsSources, *, now: datetime | None = None) -> di
         "keys_overdue": sum(1 for k in keys if k["overdue"]),
         "data_key_ages": ages,
         "audit_chain": _chain(sources),
-        "jobs": sources.jobs(),
+        "jobs": jobs,
         "capacity_history": _history(sources.metrics.partition("capacity"), now),
     }
 
@@ -118,14 +119,29 @@ def _count(item: dict[str, Any]) -> dict[str, int]:
     return {"objects": int(item.get("objects", 0)), "bytes": int(item.get("bytes", 0))}
 
 
-def _plaintext(states: dict[str, dict[str, Any]], jobs: Callable[[], list[dict[str, Any]]]) -> dict[str, Any]:
-    """Versions with no verified vault copy (PLAINTEXT, FAILED): their only copy is the plaintext upload."""
+def _plaintext(states: dict[str, dict[str, Any]], jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Plaintext models with no verified encrypted copy: upload versions (PLAINTEXT, FAILED: their only copy
+    is the plaintext upload), and the models bulk jobs saw in repositories and left in plaintext, from the
+    newest finished job over each source (`repositories`: what that job's settle step counted)."""
     ingest = _count(states["PLAINTEXT"])
     failed = _count(states["FAILED"])
+    newest: dict[str, dict[str, Any]] = {}
+    for job in jobs:  # newest first
+        if job.get("finished_at") and job["source"] not in newest:
+            newest[job["source"]] = job
+    repositories = [
+        {"source": source, "job_id": job["job_id"], "objects": job["plaintext"]["objects"],
+         "bytes": job["plaintext"]["bytes"]}
+        for source, job in newest.items()
+        if job["plaintext"]["objects"]
+    ]  # fmt: skip
+    repo_objects = sum(r["objects"] for r in repositories)
+    repo_bytes = sum(r["bytes"] for r in repositories)
     return {
-        "objects": ingest["objects"] + failed["objects"],
-        "bytes": ingest["bytes"] + failed["bytes"],
+        "objects": ingest["objects"] + failed["objects"] + repo_objects,
+        "bytes": ingest["bytes"] + failed["bytes"] + repo_bytes,
         "by_state": {"PLAINTEXT": ingest, "FAILED": failed},
+        "repositories": {"objects": repo_objects, "bytes": repo_bytes, "sources": repositories},
     }
 
 

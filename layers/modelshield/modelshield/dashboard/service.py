@@ -96,8 +96,9 @@ class Dashboard:
             done = (
                 int(counts.get("succeeded", 0)) + int(counts.get("failed", 0)) + int(counts.get("skipped", 0))
             )
+            left = {"objects": job.plaintext_objects, "bytes": job.plaintext_bytes}  # settle's recount
             rows.append({**public, "done": done, "total": int(counts.get("total", 0)),
-                         "failed": int(counts.get("failed", 0))})  # fmt: skip
+                         "failed": int(counts.get("failed", 0)), "plaintext": left})  # fmt: skip
         return rows
 
     def job_errors(self, job_id: str) -> dict[str, Any]:

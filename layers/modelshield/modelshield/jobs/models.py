@@ -158,6 +158,9 @@ class Job(BaseModel):
     counts: Counts = Field(default_factory=Counts)
     bytes: ByteCounts = Field(default_factory=ByteCounts)
     outcomes: dict[str, int] = Field(default_factory=dict)  # per Outcome, for the table view and reports
+    # Plaintext models this job saw and left in plaintext (settle's recount; the dashboard's repository tile)
+    plaintext_objects: int = 0
+    plaintext_bytes: int = 0
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

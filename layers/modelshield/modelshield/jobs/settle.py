@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from modelshield.jobs.discover import REPORTS_PREFIX
-from modelshield.jobs.models import ERROR_FIELDS, Counts, Job, JobItem, JobStatus, Outcome, Tally
+from modelshield.jobs.models import ERROR_FIELDS, Counts, Job, JobItem, JobStatus, Operation, Outcome, Tally
 from modelshield.jobs.store import JobStore
 from modelshield.models import utcnow
 
@@ -63,6 +63,22 @@ def decide(job: Job, counts: Counts, hard_failures: int, engine_error: str | Non
     return JobStatus.SUCCEEDED, ""
 
 
+def left_in_plaintext(job: Job, item: JobItem) -> bool:
+    """Whether `item` is a plaintext model that is still plaintext in its repository after `job`: scanned
+    only, a dry run's would-be outcome, an encrypt that failed (nothing is removed before its replacement
+    is verified), or a verify/rekey that found no ciphertext. An encrypt job's failure on an object that
+    was already ciphertext (a damaged one: INTEGRITY) counts too: the tile errs towards "unprotected"."""
+    if item.outcome is Outcome.SCANNED:
+        return True
+    if item.dry_run and item.outcome in (Outcome.ENCRYPTED, Outcome.QUARANTINED):
+        return True
+    if item.outcome is Outcome.FAILED:
+        if job.operation is Operation.ENCRYPT:
+            return item.code != "NOT_MODELSHIELD"  # someone else's ciphertext is not a plaintext model
+        return item.code == "NOT_ENCRYPTED"
+    return False
+
+
 def settle(store: JobStore, s3: Any, job_id: str, *, reports_bucket: str, engine_error: Any = None) -> Job:
     job = store.get(job_id)
     items = list(store.items(job_id))
@@ -75,8 +91,13 @@ def settle(store: JobStore, s3: Any, job_id: str, *, reports_bucket: str, engine
     )
     counts.pending = max(0, counts.total - counts.succeeded - counts.failed - counts.skipped)
     outcomes = Counter(i.outcome.value for i in items)
+    left = [i for i in items if left_in_plaintext(job, i)]
     store.set_counters(
-        job_id, counts, bytes_processed=sum(i.bytes_processed for i in items), outcomes=outcomes
+        job_id,
+        counts,
+        bytes_processed=sum(i.bytes_processed for i in items),
+        outcomes=outcomes,
+        plaintext=(len(left), sum(i.size for i in left)),
     )
     status, message = decide(job, counts, outcomes[Outcome.FAILED.value], _engine_error(engine_error))
     document = errors_document(job_id, items)

@@ -123,14 +123,23 @@ class JobStore:
         return [_job_from(i) for i in page.get("Items", [])]
 
     def set_counters(
-        self, job_id: str, counts: Counts, *, bytes_processed: int, outcomes: dict[str, int]
+        self,
+        job_id: str,
+        counts: Counts,
+        *,
+        bytes_processed: int,
+        outcomes: dict[str, int],
+        plaintext: tuple[int, int] = (0, 0),
     ) -> None:
-        """Overwrite the live counters with a recount from the item records (the settle step)."""
+        """Overwrite the live counters with a recount from the item records (the settle step);
+        `plaintext` is (objects, bytes) of the plaintext models the job left as they were."""
         values: dict[str, Any] = {
             "n_succeeded": counts.succeeded,
             "n_failed": counts.failed,
             "n_skipped": counts.skipped,
             "bytes_processed": bytes_processed,
+            "plaintext_objects": plaintext[0],
+            "plaintext_bytes": plaintext[1],
             **{f"o_{k}": v for k, v in outcomes.items()},
         }
         names = {f"#n{i}": k for i, k in enumerate(values)}
