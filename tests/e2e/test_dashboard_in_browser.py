@@ -40,6 +40,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 CONSUMER = "arn:aws:sts::123456789012:assumed-role/InferenceService/svc-1"
+REPO = "team-model-repo"
 ENGINEER = "arn:aws:sts::123456789012:assumed-role/ModelShieldSecurityEngineer/alice"
 
 
@@ -120,6 +121,15 @@ def run_session(stack: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli(["access", "deny", denied, "--reason", "not needed"]) == 0
     become(stack, "InferenceService", "svc-1")
     assert cli(["access", "decrypt", denied, "-o", str(tmp_path / "refused.pt")]) == 2
+    # and an encrypt job over an existing repository: one model encrypted in place, one quarantined
+    s3.create_bucket(Bucket=REPO)
+    s3.put_bucket_versioning(Bucket=REPO, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=REPO, Key="models/kept.pt", Body=benign_checkpoint("kept"))
+    s3.put_object(Bucket=REPO, Key="models/bad.pkl", Body=malicious_pickle("id"))
+    become(stack, "ModelShieldSecurityEngineer", "alice")
+    capsys.readouterr()
+    args = ["jobs", "create", "--source", f"s3://{REPO}/models/", "--operation", "encrypt", "--wait"]
+    assert cli([*args, "--format", "json"]) == 1  # a quarantined item is a failed one
     capsys.readouterr()
     return artifact
 
@@ -138,10 +148,11 @@ def cells(page: Any, table_id: str) -> list[list[str]]:
 def test_the_dashboard_shows_the_session_as_the_tables_record_it(
     stack: LocalStack, browser: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given a session on the local stack: allowed and blocked uploads, one approved and one denied decryption
+    # Given a session on the local stack: allowed and blocked uploads, one approved and one denied
+    # decryption, and an encrypt job over a repository (one model encrypted in place, one quarantined)
     url = stack.outputs["dashboard_url"]
     artifact = run_session(stack, tmp_path, capsys)
-    document = settled(url, {"encrypted": 1, "quarantined": 1, "denied": 1, "allowed": 1})
+    document = settled(url, {"encrypted": 2, "quarantined": 2, "denied": 1, "allowed": 1})
 
     # Then metrics.json equals what full scans of the tables say
     assert_matches_tables(document, expected_from_tables(tables(stack), datetime.now(UTC)))
@@ -188,12 +199,27 @@ def test_the_dashboard_shows_the_session_as_the_tables_record_it(
     approved = [row for row in attempts if "decrypt allowed" in row[1]]
     assert approved and approved[0][4] == ENGINEER  # the approver, from the access request
 
-    # And the quarantine lists the blocked pickle with a link to its verdict JSON; there are no jobs yet
+    # And the quarantine lists both blocked pickles, each with a link to its verdict JSON
     quarantine = cells(page, "quarantine-table")
-    assert quarantine[0][0].endswith("models/evil.pkl") and "MS-CODE-EXEC" in quarantine[0][4]
-    assert cells(page, "jobs-table") == [["no jobs"]]
+    assert sorted(row[0].rsplit("/", 1)[-1] for row in quarantine) == ["bad.pkl", "evil.pkl"]
+    assert all("MS-CODE-EXEC" in row[4] for row in quarantine)
     verdict_href = page.get_attribute("#quarantine-table a", "href")
     assert get_json(url + verdict_href)["verdict"] == "BLOCKED"
+    # And the jobs table shows the encrypt job as metrics.json has it, linking to its error report
+    (job,) = document["jobs"]
+    assert cells(page, "jobs-table") == [
+        [
+            job["job_id"],
+            "encrypt",
+            f"s3://{REPO}/models/",
+            "COMPLETED_WITH_FAILURES",
+            "2/2 2/2",
+            "1",
+            "errors",
+        ]
+    ]
+    report = get_json(url + str(page.get_attribute("#jobs-table a", "href")))
+    assert [(e["key"], e["code"]) for e in report["errors"]] == [("models/bad.pkl", "BLOCKED")]
 
     # And the capacity chart has drawn
     chart = page.evaluate(
@@ -209,7 +235,7 @@ def test_the_dashboard_shows_the_session_as_the_tables_record_it(
     page.evaluate("() => { window.__sameDocument = true; }")
     s3 = stack.client("s3")
     s3.put_object(Bucket=stack.outputs["ingest_bucket"], Key="models/evil2.pkl", Body=malicious_pickle("id"))
-    page.wait_for_selector('[data-metric="quarantined.objects"][data-value="2"]', timeout=60_000)
+    page.wait_for_selector('[data-metric="quarantined.objects"][data-value="3"]', timeout=60_000)
     assert page.evaluate("() => window.__sameDocument") is True
 
     # When the attempts are filtered by principal, Then only that principal's attempts remain
