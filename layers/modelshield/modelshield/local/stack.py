@@ -257,6 +257,7 @@ class LocalStack:
             self._record_events(provisioned.names["VerdictEventBus"])
         if self.persist_to is not None:
             self._start_snapshots()
+        self._start_housekeeping()
         return self
 
     def _start_snapshots(self) -> None:
@@ -429,6 +430,18 @@ class LocalStack:
         thread = threading.Thread(
             target=self._pump, args=(spec, pump), name=f"streams-{spec.logical_id}", daemon=True
         )
+        thread.start()
+        self._threads.append(thread)
+
+    def _start_housekeeping(self, every: float = 10.0) -> None:
+        """moto keeps every model object it ever made; drop those references on a timer (moto_memory)."""
+        from modelshield.local.moto_memory import release_tracked_instances
+
+        def run() -> None:
+            while not self._stop.wait(every):
+                release_tracked_instances()
+
+        thread = threading.Thread(target=run, name="moto-housekeeping", daemon=True)
         thread.start()
         self._threads.append(thread)
 
