@@ -1,4 +1,5 @@
-"""The local stack's housekeeping: moto's per-class instance lists stop holding transaction copies."""
+"""The local stack's moto tuning: its instance lists stop holding transaction copies, and transaction
+backups copy what a transaction touches while rolling back exactly as moto does."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import gc
 
 import boto3
 import pytest
-from modelshield.local.moto_memory import release_tracked_instances
+from botocore.exceptions import ClientError
+from modelshield.local.moto_memory import install_cheap_transaction_backups, release_tracked_instances
 from moto import mock_aws
 from moto.dynamodb.models.table import Table
 
@@ -47,3 +49,64 @@ def test_transaction_copies_are_released_and_the_live_table_keeps_working(
         assert ddb.scan(TableName=NAME)["Count"] == 10
         ddb.transact_write_items(TransactItems=[{"Put": {"TableName": NAME, "Item": {"pk": {"S": "k10"}}}}])
         assert ddb.get_item(TableName=NAME, Key={"pk": {"S": "k10"}})["Item"] == {"pk": {"S": "k10"}}
+
+
+def test_a_cancelled_transaction_is_rolled_back_exactly_with_the_cheap_backups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    moto_credentials(monkeypatch)
+    install_cheap_transaction_backups()
+    with mock_aws():
+        ddb = boto3.client("dynamodb")
+        ddb.create_table(
+            TableName=NAME,
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "N"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )
+        for n in range(5):
+            ddb.put_item(TableName=NAME, Item={"pk": {"S": "p"}, "sk": {"N": str(n)}, "v": {"N": "0"}})
+        streams = boto3.client("dynamodbstreams")
+        arn = streams.list_streams(TableName=NAME)["Streams"][0]["StreamArn"]
+        shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+        page = streams.get_records(ShardIterator=iterator["ShardIterator"])
+        assert len(page["Records"]) == 5
+
+        # Given a transaction whose first operation updates an item in place and whose second fails
+        update = {
+            "Update": {
+                "TableName": NAME, "Key": {"pk": {"S": "p"}, "sk": {"N": "1"}},
+                "UpdateExpression": "SET v = :v", "ExpressionAttributeValues": {":v": {"N": "9"}},
+            }
+        }  # fmt: skip
+        failing = {
+            "Put": {
+                "TableName": NAME, "Item": {"pk": {"S": "p"}, "sk": {"N": "2"}},
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }  # fmt: skip
+        # When it runs, Then it is cancelled
+        with pytest.raises(ClientError, match="TransactionCanceled"):
+            ddb.transact_write_items(TransactItems=[update, failing])
+
+        # And the table is exactly as before: the in-place update is undone, nothing was added
+        items = ddb.query(
+            TableName=NAME, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "p"}}
+        )["Items"]
+        assert [(i["sk"]["N"], i["v"]["N"]) for i in items] == [(str(n), "0") for n in range(5)]
+        # And a stream reader holding its iterator sees no record of the rolled-back write, then sees
+        # the next real one
+        page = streams.get_records(ShardIterator=page["NextShardIterator"])
+        assert page["Records"] == []
+        ddb.transact_write_items(TransactItems=[update])
+        page = streams.get_records(ShardIterator=page["NextShardIterator"])
+        assert [r["eventName"] for r in page["Records"]] == ["MODIFY"]
+        assert page["Records"][0]["dynamodb"]["NewImage"]["v"] == {"N": "9"}
