@@ -20,6 +20,7 @@ from modelshield.crypto.envelope import parse_header, sealed_frame_size
 from modelshield.crypto.keyring import KmsKeyring
 from modelshield.crypto.s3 import (
     MIN_PART_SIZE,
+    StoredCiphertext,
     decrypt_s3_to,
     encrypt_in_place,
     encrypt_to_s3,
@@ -45,6 +46,20 @@ class Env:
     def versions(self, bucket: str, key: str) -> list[str]:
         listing = self.s3.list_object_versions(Bucket=bucket, Prefix=key)
         return [v["VersionId"] for v in listing.get("Versions", []) if v["Key"] == key]
+
+    def encrypt(self, source: Any, key: str, *, s3: Any = None, **options: Any) -> StoredCiphertext:
+        """`encrypt_to_s3` into s3://vault/`key` with this file's context and frame size."""
+        return encrypt_to_s3(
+            source,
+            s3=s3 or self.s3,
+            keyring=self.keyring,
+            key_id=self.key_arn,
+            bucket="vault",
+            key=key,
+            context=CONTEXT,
+            frame_length=FRAME,
+            **options,
+        )
 
     def body(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
         extra = {"VersionId": version_id} if version_id else {}
@@ -91,15 +106,9 @@ def test_a_small_object_is_one_verified_put_that_the_reference_library_decrypts(
     # Given a small model
     data = os.urandom(SMALL)
     # When it is encrypted into the vault
-    stored = encrypt_to_s3(
+    stored = env.encrypt(
         io.BytesIO(data),
-        s3=env.s3,
-        keyring=env.keyring,
-        key_id=env.key_arn,
-        bucket="vault",
-        key="m/small.enc",
-        context=CONTEXT,
-        frame_length=FRAME,
+        "m/small.enc",
         tags={"modelshield:state": "ENCRYPTED"},
         metadata={"message-id": "x"},
     )
@@ -122,15 +131,9 @@ def test_a_large_object_is_a_multipart_upload_of_whole_frames_verified_by_a_full
     data = os.urandom(BIG)
     source = tmp_path / "model.bin"
     source.write_bytes(data)
-    stored = encrypt_to_s3(
+    stored = env.encrypt(
         source,
-        s3=env.s3,
-        keyring=env.keyring,
-        key_id=env.key_arn,
-        bucket="vault",
-        key="m/big.enc",
-        context=CONTEXT,
-        frame_length=FRAME,
+        "m/big.enc",
     )
     body = env.body("vault", "m/big.enc", stored.version_id)
     # Then: parts >= 5 MiB except the last; part 1 is header + whole frames, the others whole frames
@@ -177,15 +180,10 @@ def test_a_part_damaged_in_transit_is_refused_by_its_checksum_and_the_upload_abo
 
     # When a large object is uploaded through it
     with pytest.raises(ModelShieldError, match="UploadPart 2 failed: BadDigest"):
-        encrypt_to_s3(
+        env.encrypt(
             io.BytesIO(os.urandom(BIG)),
+            "m/corrupt.enc",
             s3=Faulty(env.s3, upload_part=upload_part),
-            keyring=env.keyring,
-            key_id=env.key_arn,
-            bucket="vault",
-            key="m/corrupt.enc",
-            context=CONTEXT,
-            frame_length=FRAME,
         )
     # Then each part went out with the checksum of its intended bytes, the upload was aborted, and no
     # version exists
@@ -203,15 +201,10 @@ def test_completion_names_the_whole_objects_checksum_so_s3_checks_the_assembly(e
         return env.s3.complete_multipart_upload(**kwargs)
 
     # When a large object is uploaded
-    stored = encrypt_to_s3(
+    stored = env.encrypt(
         io.BytesIO(os.urandom(BIG)),
+        "m/assembled.enc",
         s3=Faulty(env.s3, complete_multipart_upload=complete_multipart_upload),
-        keyring=env.keyring,
-        key_id=env.key_arn,
-        bucket="vault",
-        key="m/assembled.enc",
-        context=CONTEXT,
-        frame_length=FRAME,
     )
     # Then the request names the FULL_OBJECT CRC64NVME of exactly the bytes stored, and every part's
     (request,) = completed
@@ -230,15 +223,10 @@ def test_a_failed_part_aborts_the_multipart_upload(env: Env) -> None:
         return env.s3.upload_part(**kwargs)
 
     with pytest.raises(ModelShieldError, match="UploadPart 2 failed: SlowDown"):
-        encrypt_to_s3(
+        env.encrypt(
             io.BytesIO(os.urandom(BIG)),
+            "m/fail.enc",
             s3=Faulty(env.s3, upload_part=upload_part),
-            keyring=env.keyring,
-            key_id=env.key_arn,
-            bucket="vault",
-            key="m/fail.enc",
-            context=CONTEXT,
-            frame_length=FRAME,
         )
     assert env.s3.list_multipart_uploads(Bucket="vault").get("Uploads", []) == []
     assert env.versions("vault", "m/fail.enc") == []
@@ -251,30 +239,19 @@ def test_an_object_without_a_reported_checksum_is_not_trusted(env: Env) -> None:
         return response
 
     with pytest.raises(IntegrityError, match="reports CRC64NVME None"):
-        encrypt_to_s3(
+        env.encrypt(
             io.BytesIO(b"x" * SMALL),
+            "m/nock.enc",
             s3=Faulty(env.s3, head_object=head_object),
-            keyring=env.keyring,
-            key_id=env.key_arn,
-            bucket="vault",
-            key="m/nock.enc",
-            context=CONTEXT,
-            frame_length=FRAME,
         )
     assert env.versions("vault", "m/nock.enc") == []
 
 
 def test_a_plaintext_that_changed_since_it_was_hashed_is_not_stored(env: Env) -> None:
     with pytest.raises(IntegrityError, match="changed since hashing"):
-        encrypt_to_s3(
+        env.encrypt(
             io.BytesIO(os.urandom(BIG)),
-            s3=env.s3,
-            keyring=env.keyring,
-            key_id=env.key_arn,
-            bucket="vault",
-            key="m/changed.enc",
-            context=CONTEXT,
-            frame_length=FRAME,
+            "m/changed.enc",
             plaintext_sha256="00" * 32,
         )
     assert env.s3.list_multipart_uploads(Bucket="vault").get("Uploads", []) == []
@@ -288,15 +265,9 @@ def test_header_after_body_on_s3_records_the_digest_and_decrypts_with_the_librar
     # Given a plaintext whose digest is computed while it is encrypted
     data = os.urandom(size)
     # When the body goes first and part 1 (header + first frames) is sent last
-    stored = encrypt_to_s3(
+    stored = env.encrypt(
         io.BytesIO(data),
-        s3=env.s3,
-        keyring=env.keyring,
-        key_id=env.key_arn,
-        bucket="vault",
-        key="m/late-header.enc",
-        context=CONTEXT,
-        frame_length=FRAME,
+        "m/late-header.enc",
         context_digest_key="sha256",
     )
     # Then the stored message carries the digest in its context and the official library reads it
@@ -308,15 +279,9 @@ def test_header_after_body_on_s3_records_the_digest_and_decrypts_with_the_librar
 
 
 def test_decrypting_with_the_wrong_context_publishes_nothing(env: Env, tmp_path: Path) -> None:
-    stored = encrypt_to_s3(
+    stored = env.encrypt(
         io.BytesIO(b"m" * SMALL),
-        s3=env.s3,
-        keyring=env.keyring,
-        key_id=env.key_arn,
-        bucket="vault",
-        key="m/ctx.enc",
-        context=CONTEXT,
-        frame_length=FRAME,
+        "m/ctx.enc",
     )
     with pytest.raises(EnvelopeError, match="different value for group"):
         decrypt_s3_to(
@@ -332,25 +297,13 @@ def test_decrypting_with_the_wrong_context_publishes_nothing(env: Env, tmp_path:
 
 def test_open_model_reads_s3_uris_with_versions_and_reports_missing_objects(env: Env, tmp_path: Path) -> None:
     data = b"gguf" * 1000
-    first = encrypt_to_s3(
+    first = env.encrypt(
         io.BytesIO(data),
-        s3=env.s3,
-        keyring=env.keyring,
-        key_id=env.key_arn,
-        bucket="vault",
-        key="m/v.enc",
-        context=CONTEXT,
-        frame_length=FRAME,
+        "m/v.enc",
     )
-    encrypt_to_s3(
+    env.encrypt(
         io.BytesIO(b"newer"),
-        s3=env.s3,
-        keyring=env.keyring,
-        key_id=env.key_arn,
-        bucket="vault",
-        key="m/v.enc",
-        context=CONTEXT,
-        frame_length=FRAME,
+        "m/v.enc",
     )
     result = open_model(
         f"s3://vault/m/v.enc?versionId={first.version_id}",

@@ -43,7 +43,13 @@ from modelshield.crypto import checksums
 from modelshield.crypto.envelope import EnvelopeError, Header
 from modelshield.crypto.keyring import KmsKeyring, rewrap_header
 from modelshield.crypto.multipart import MultipartUpload
-from modelshield.crypto.s3 import encrypt_to_s3, get_range, parse_envelope_head, read_object_head
+from modelshield.crypto.s3 import (
+    encrypt_to_s3,
+    get_range,
+    parse_envelope_head,
+    read_object_head,
+    verify_stored,
+)
 from modelshield.crypto.streams import Expectation, decrypt_to, open_message
 from modelshield.errors import ConcurrentUpdate, IntegrityError, ModelShieldError, RotationConflict
 from modelshield.keys import KeyResolver, key_status, keys_without_rotation
@@ -503,20 +509,11 @@ class Rotator:
         context: dict[str, str],
         result: ItemResult,
     ) -> None:
-        """HeadObject must report the (size, full-object checksum) we expect; then read back the new
-        version's header and first frame, and check them through KMS and AES-GCM."""
+        """HeadObject must report the (size, full-object checksum) we expect (`verify_stored`, as for
+        every other vault write); then read back the new version's header and first frame, and check
+        them through KMS and AES-GCM."""
         expected_size, checksum = expected
-        head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=version, ChecksumMode="ENABLED")
-        if int(head["ContentLength"]) != expected_size:
-            raise IntegrityError(
-                f"s3://{bucket}/{key}?versionId={version}: {head['ContentLength']} bytes, "
-                f"expected {expected_size}"
-            )
-        if head.get(checksums.FIELD) != checksum:
-            raise IntegrityError(
-                f"s3://{bucket}/{key}?versionId={version}: S3 reports {checksums.ALGORITHM} "
-                f"{head.get(checksums.FIELD)!r}, expected {checksum!r}"
-            )
+        verify_stored(self.s3, bucket, key, version, expected_size, checksum)
         data = self._read_head(bucket, key, version, expected_size, 0, result)
         header, hlen = parse_envelope_head(data)
         first_frame = min(expected_size - hlen, header.frame_length + 64)  # one frame with its framing

@@ -6,7 +6,7 @@ threads and in any order, but CompleteMultipartUpload must list them in order wi
 the CRC64NVME) of each; any failure before completion must abort the upload, or S3 keeps the orphaned
 parts (and bills them) indefinitely. Every upload carries a full-object CRC64NVME checksum
 (crypto/checksums.py): each part is sent with its own, so S3 rejects a part damaged in transit, and
-CompleteMultipartUpload names the whole object's value (`full_checksum`, combined from the parts in
+CompleteMultipartUpload names the whole object's value (kept in `checksum`, combined from the parts in
 order), so S3 refuses to assemble an object whose bytes are not the ones we produced. HeadObject then
 reports that one value, whatever the part layout, and the caller compares it.
 """
@@ -65,6 +65,7 @@ class MultipartUpload:
         self.s3, self.bucket, self.key = s3, bucket, key
         self._extra = dict(extra)
         self.upload_id: str | None = None
+        self.checksum: str | None = None  # the object's CRC64NVME, as `complete` asked S3 to check it
         self._parts: dict[int, tuple[int, int | None, str]] = {}  # number -> (size, crc64nvme, etag)
         self._lock = threading.Lock()
 
@@ -88,6 +89,7 @@ class MultipartUpload:
         self._check_number(number)
         upload_id = self.start()
         value = checksums.crc(body)
+        encoded = checksums.encode(value)
         with s3_call(f"UploadPart {number}"):
             response = self.s3.upload_part(
                 Bucket=self.bucket,
@@ -95,10 +97,10 @@ class MultipartUpload:
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=bytes(body),
-                ChecksumCRC64NVME=checksums.encode(value),
+                ChecksumCRC64NVME=encoded,
             )
         self._record(number, len(body), value, str(response["ETag"]))
-        return checksums.encode(value)
+        return encoded
 
     def copy(
         self, number: int, source: Mapping[str, str], start: int, end: int, checksum: str | None = None
@@ -125,7 +127,8 @@ class MultipartUpload:
     # -- the end ---------------------------------------------------------------------------------------
     def complete(self, expected: str | None = None) -> dict[str, Any]:
         """Assemble the parts; S3 checks them against the object's checksum: `expected` when given (it
-        must agree with the parts' combination where that is known), else that combination."""
+        must agree with the parts' combination where that is known), else that combination. The value
+        is kept in `checksum`, what HeadObject must report afterwards."""
         full = self._combined()
         if expected is not None and full is not None and expected != full:
             raise IntegrityError(
@@ -153,6 +156,7 @@ class MultipartUpload:
                 ChecksumCRC64NVME=full,
             )
         self.upload_id = None
+        self.checksum = full
         return dict(response)
 
     def abort(self) -> None:
@@ -186,15 +190,8 @@ class MultipartUpload:
             for n in sorted(self._parts)
         )
 
-    @property
-    def full_checksum(self) -> str:
-        """The object's CRC64NVME as S3 reports it (FULL_OBJECT): the parts' values combined in order."""
-        full = self._combined()
-        if full is None:
-            raise IntegrityError(f"s3://{self.bucket}/{self.key}: a copied part's checksum is unknown")
-        return full
-
     def _combined(self) -> str | None:
+        """The parts' CRC64NVMEs combined in part order (FULL_OBJECT); None if a copied part's is unknown."""
         total = 0  # the CRC of no bytes; combine(0, b, n) == b
         for n in sorted(self._parts):
             size, value, _ = self._parts[n]

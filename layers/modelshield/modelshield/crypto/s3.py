@@ -202,7 +202,7 @@ class _PartSink:
             future.result()
         response = self._upload.complete()
         upload = self._upload
-        return response, upload.full_checksum, upload.part_sizes, upload.part_checksums
+        return response, str(upload.checksum), upload.part_sizes, upload.part_checksums
 
     def abort(self) -> None:
         for future in self._sent:
@@ -214,8 +214,9 @@ class _PartSink:
         self._pool.shutdown(wait=True)
 
 
-def _verify_stored(s3: Any, bucket: str, key: str, version_id: str | None, size: int, checksum: str) -> str:
-    """HeadObject must report our size and checksum; return the checksum as S3 reports it."""
+def verify_stored(s3: Any, bucket: str, key: str, version_id: str | None, size: int, checksum: str) -> str:
+    """HeadObject must report our size and full-object checksum (IntegrityError otherwise); returns the
+    checksum as S3 reports it. Every writer of vault, quarantine and in-place objects checks with it."""
     params: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED"}
     if version_id:
         params["VersionId"] = version_id
@@ -353,7 +354,7 @@ def verified_ciphertext(
     otherwise, so no unverified object is ever left behind."""
     version_id = _version_of(response)
     try:
-        reported = _verify_stored(s3, bucket, key, version_id, result.ciphertext_size, checksum)
+        reported = verify_stored(s3, bucket, key, version_id, result.ciphertext_size, checksum)
     except BaseException:
         _delete_quietly(s3, bucket, key, version_id)
         raise
@@ -451,7 +452,7 @@ def _copy_verified(s3: Any, staged: StoredCiphertext, key: str, extra: Mapping[s
             response = upload.complete(staged.checksum)
         version_id = _version_of(response)
     try:
-        reported = _verify_stored(s3, bucket, key, version_id, staged.size, staged.checksum)
+        reported = verify_stored(s3, bucket, key, version_id, staged.size, staged.checksum)
     except BaseException:
         _delete_quietly(s3, bucket, key, version_id)
         raise

@@ -110,7 +110,7 @@ def encrypt_object_by_range(
         key,
         response,
         result,
-        upload.full_checksum,
+        str(upload.checksum),
         upload.part_sizes,
         upload.part_checksums,
     )
