@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 from hypothesis import HealthCheck, settings
+from modelshield.local.moto_atomic import make_dynamodb_atomic
+
+# Tests run Lambda containers on threads against in-process moto, whose DynamoDB is not atomic across
+# threads (local/moto_atomic.py); the local stack makes the same patch.
+make_dynamodb_atomic()
 
 # Deep fuzzing for `make fuzz`: many more examples per parser, still bounded (no deadline per example,
 # but each scanner's own time limit applies).

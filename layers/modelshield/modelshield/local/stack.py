@@ -173,6 +173,7 @@ class LocalStack:
     def start(self, *, pollers: bool = True) -> LocalStack:
         from moto.server import ThreadedMotoServer
 
+        from modelshield.local.moto_atomic import make_dynamodb_atomic
         from modelshield.local.moto_memory import install_cheap_transaction_backups
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
@@ -180,6 +181,7 @@ class LocalStack:
         name_functions_in_log_lines()  # several functions' invocations share this process (pollers)
 
         install_cheap_transaction_backups()  # moto copies whole tables per transaction (moto_memory)
+        make_dynamodb_atomic()  # moto's conditional writes race across request threads (moto_atomic)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         # moto keeps its state per process: a fresh stack must not inherit an earlier one's resources.
