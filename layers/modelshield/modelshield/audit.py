@@ -73,6 +73,9 @@ class AuditAction(StrEnum):
     ARTIFACT_DECRYPT = "artifact.decrypt"  # ModelShield's grant-checked decrypt path
     ROTATION_REWRAP = "rotation.rewrap"
     ROTATION_REKEY = "rotation.rekey"
+    ROTATION_RETIRE = (
+        "rotation.retire"  # a superseded vault copy whose deletion an earlier run could not finish
+    )
     ROTATION_RUN = "rotation.run"
     KEY_ROTATION_DISABLED = "key.rotation-disabled"
     GROUP_CHANGE = "group.change"

@@ -202,6 +202,11 @@ class RotateSettings(EnvModel):
     kms_key_id: str = env("KMS_KEY_ID", "the stack's default KMS key alias or ARN")
     access_table: str | None = env("ACCESS_TABLE", "the access-requests table (grants to retire)", None)
     scans_table: str | None = env("SCANS_TABLE", "the scans table name", None)
+    idempotency_table: str | None = env(
+        "IDEMPOTENCY_TABLE",
+        "where the per-artifact leases live (the scan pipeline's idempotency table)",
+        None,
+    )
     scan_record_key: str | None = env(
         "SCAN_RECORD_KEY_ID", "the KMS HMAC key that seals scan records (store/seal.py)", None
     )

@@ -244,6 +244,10 @@ class ArtifactState(BaseModel):
     # plaintext upload is gone (ModelShield's own modelshield-* tags are never kept here).
     source_metadata: dict[str, str] = Field(default_factory=dict)
     source_tags: dict[str, str] = Field(default_factory=dict)
+    # A vault copy this version's record no longer names and that is still to be deleted ({"key",
+    # "version_id"}): rotation sets it in the same write that moves the record to the new copy, and clears it
+    # once the old copy is gone, so a failed delete is retried by the next run instead of being forgotten.
+    superseded_vault_copy: dict[str, str] = Field(default_factory=dict)
 
 
 # Encryption-context keys. They are authenticated in every envelope header and sent to KMS, where the key

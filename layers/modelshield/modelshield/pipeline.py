@@ -714,6 +714,7 @@ def _next_state(
         last_modified=download.last_modified,
         latest_scan_ref=record.scan_ref,
         updated_at=utcnow(),
+        superseded_vault_copy=existing.superseded_vault_copy if existing else {},
         source_metadata=existing.source_metadata
         if existing
         else dict(metadata.user_metadata if metadata is not None else {}),

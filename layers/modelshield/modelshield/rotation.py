@@ -16,6 +16,13 @@ What one run does, in order, and why it is safe to interrupt anywhere:
    record moves to it with a conditional write on `revision`. Only then is the old version deleted, so
    the old key stops protecting any copy; until then nothing is lost. A concurrent change to the record
    is merged when it did not touch the vault object, otherwise our new version is discarded.
+   Consumers' key (`<key>`, not `quarantine/` or `versions/`) is written under the artifact's lease, the
+   one the scan pipeline takes (store/leases.py), and only by the version that is current there: a new
+   S3 version becomes the current one, so re-wrapping a superseded version in place would serve consumers
+   the older model. A superseded version's rotated copy goes to `versions/<version>/<key>` instead, where
+   the pipeline puts a released version that arrives after a newer one.
+   The write that moves the record also names the old copy (`superseded_vault_copy`) and the write after
+   its deletion clears it: a deletion that fails is retried by the next run (action `retire`).
 Progress is checkpointed (the artifacts-table cursor) in the audit table; a run stops cleanly when the
 Lambda's remaining time drops under a margin, and the next run resumes at the cursor. Every action
 checks the record's current state first (already on the target key / fresh data key → nothing to do),
@@ -28,6 +35,7 @@ import io
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -68,9 +76,18 @@ CHECKPOINT_EVERY = 25  # no-op items between checkpoint writes (actions always c
 class Action(StrEnum):
     REWRAP = "rewrap"
     REKEY = "rekey"
+    RETIRE = "retire"  # delete a superseded vault copy an earlier run could not delete
+
+
+AUDIT_ACTIONS = {
+    Action.REWRAP: AuditAction.ROTATION_REWRAP,
+    Action.REKEY: AuditAction.ROTATION_REKEY,
+    Action.RETIRE: AuditAction.ROTATION_RETIRE,
+}
 
 
 QUARANTINE_PREFIX = "quarantine/"  # as ScanSettings.quarantine_prefix; never deleted (bucket policy)
+VERSIONS_PREFIX = "versions/"  # released versions that are not the newest (pipeline._vault_key)
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,7 @@ class RotationSettings:
     delete_old_versions: bool = True  # False keeps superseded versions (e.g. for a lifecycle rule)
     workdir: str = tempfile.gettempdir()
     principal: str = "modelshield-rotation"  # who the audit records name
+    lease_wait_seconds: float = 60.0  # for the artifact's lease, while the pipeline writes a version
 
     def __post_init__(self) -> None:
         if self.first_part_bytes < S3_MIN_PART:
@@ -100,10 +118,12 @@ class ItemResult(BaseModel):
     done: bool = False  # False in a dry run
     old_vault_version: str | None = None
     new_vault_version: str | None = None
+    new_vault_key: str | None = None  # set when the rotated copy moved (a superseded version → versions/)
     bytes_downloaded: int = 0
     bytes_uploaded: int = 0
     bytes_copied: int = 0  # server-side (UploadPartCopy)
     note: str = ""
+    retire_error: str = ""  # the old copy could not be deleted (the next run's `retire` does it)
 
 
 class RotationReport(BaseModel):
@@ -153,6 +173,7 @@ class Rotator:
         access: AccessService | None = None,
         checkpoints: Any | None = None,  # modelshield.store.audit.DynamoCheckpointStore
         clock: Callable[[], datetime] = utcnow,
+        leases: Any | None = None,  # modelshield.store.leases.LeaseStore: the pipeline's artifact leases
     ) -> None:
         self.s3 = s3
         self.kms = kms
@@ -163,6 +184,7 @@ class Rotator:
         self.access = access
         self.checkpoints = checkpoints
         self.clock = clock
+        self.leases = leases
         self.keyring = KmsKeyring(kms)
         self.resolver = KeyResolver(kms)
 
@@ -281,6 +303,8 @@ class Rotator:
             return None
         if not (artifact.vault_bucket and artifact.vault_key and artifact.wrapping_key_arn):
             return None
+        if artifact.superseded_vault_copy:  # finish what an earlier run started
+            return _Plan(artifact, Action.RETIRE, artifact.wrapping_key_arn)
         group = groups.get(artifact.group)
         key_id = (getattr(group, "kms_key_id", None) if group else None) or self.settings.default_key_id
         max_age = (
@@ -298,6 +322,8 @@ class Rotator:
 
     def _estimate_ms(self, plan: _Plan) -> int:
         size = plan.artifact.ciphertext_size or plan.artifact.size
+        if plan.action == Action.RETIRE:
+            return 2_000
         if plan.action == Action.REKEY:
             return int(2 * size / self.settings.rekey_bytes_per_second * 1000)
         parts = 1 + max(0, size - self.settings.first_part_bytes) // self.settings.copy_part_bytes
@@ -318,10 +344,13 @@ class Rotator:
             report.actions.append(result)
             return
         try:
-            if plan.action == Action.REWRAP:
-                updated = self._rewrap(artifact, plan.target_key, result)
-            else:
-                updated = self._rekey(artifact, plan.target_key, result)
+            with self._lease(artifact, plan.action):
+                if plan.action == Action.RETIRE:
+                    updated = self._retire_superseded(artifact, result)
+                elif plan.action == Action.REWRAP:
+                    updated = self._rewrap(artifact, plan.target_key, result)
+                else:
+                    updated = self._rekey(artifact, plan.target_key, result)
         except (ModelShieldError, ClientError, OSError) as exc:
             report.failures.append(
                 {
@@ -331,7 +360,7 @@ class Rotator:
                 }
             )
             self.audit.append(
-                AuditAction.ROTATION_REWRAP if plan.action == Action.REWRAP else AuditAction.ROTATION_REKEY,
+                AUDIT_ACTIONS[plan.action],
                 principal=self.settings.principal,
                 decision=Decision.ERROR,
                 artifact_id=artifact.artifact_id,
@@ -346,8 +375,16 @@ class Rotator:
             return
         result.done = True
         report.actions.append(result)
+        if result.retire_error:  # the new copy is in place; the old one waits for the next run
+            report.failures.append(
+                {
+                    "artifact_id": artifact.artifact_id,
+                    "version_id": artifact.version_id,
+                    "error": result.retire_error,
+                }
+            )
         self.audit.append(
-            AuditAction.ROTATION_REWRAP if plan.action == Action.REWRAP else AuditAction.ROTATION_REKEY,
+            AUDIT_ACTIONS[plan.action],
             principal=self.settings.principal,
             decision=Decision.ALLOWED,
             artifact_id=artifact.artifact_id,
@@ -367,6 +404,7 @@ class Rotator:
     # -- re-wrap -----------------------------------------------------------------------------------
     def _rewrap(self, artifact: ArtifactState, target_key: str, result: ItemResult) -> ArtifactState:
         bucket, key, old_version = _vault(artifact)
+        dest = self._destination(artifact, result)
         head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=old_version, ChecksumMode="ENABLED")
         size = int(head["ContentLength"])
         head_bytes = self._read_head(bucket, key, old_version, size, self.settings.first_part_bytes, result)
@@ -394,7 +432,7 @@ class Rotator:
             checksum = checksums.of(body)
             put = self.s3.put_object(
                 Bucket=bucket,
-                Key=key,
+                Key=dest,
                 Body=body,
                 ChecksumAlgorithm=checksums.ALGORITHM,
                 ChecksumCRC64NVME=checksum,
@@ -410,7 +448,15 @@ class Rotator:
                 checksums.combine(checksums.crc(rewrapped.header + first), tail, size - copy_from)
             )
             new_version = self._multipart_rewrap(
-                bucket, key, old_version, rewrapped.header + first, copy_from, size, extra, checksum, result
+                bucket,
+                (key, dest),
+                old_version,
+                rewrapped.header + first,
+                copy_from,
+                size,
+                extra,
+                checksum,
+                result,
             )
         if not new_version:
             raise IntegrityError(
@@ -420,7 +466,7 @@ class Rotator:
         try:
             self._verify(
                 bucket,
-                key,
+                dest,
                 new_version,
                 (expected_size, checksum),
                 rewrapped.message_id,
@@ -431,21 +477,22 @@ class Rotator:
             updated = self._commit(
                 artifact,
                 {
+                    "vault_key": dest,
                     "vault_version_id": new_version,
                     "wrapping_key_arn": target_key,
                     "ciphertext_size": expected_size,
+                    "superseded_vault_copy": self._superseded(key, old_version, result),
                 },
             )
         except (ModelShieldError, ClientError, EnvelopeError):
-            self._discard(bucket, key, new_version)
+            self._discard(bucket, dest, new_version)
             raise
-        self._retire_old(bucket, key, old_version, result)
-        return updated
+        return self._retire_old(updated, result)
 
     def _multipart_rewrap(
         self,
         bucket: str,
-        key: str,
+        keys: tuple[str, str],  # (the old version's key, the new version's key)
         old_version: str,
         first_part: bytes,
         copy_from: int,
@@ -456,7 +503,8 @@ class Rotator:
     ) -> str | None:
         # S3 checks the assembled object against `checksum`, the full-object CRC64NVME of the new header
         # and first bytes followed by the old version's copied bytes.
-        with MultipartUpload(self.s3, bucket, key, extra=extra) as upload:
+        key, dest = keys
+        with MultipartUpload(self.s3, bucket, dest, extra=extra) as upload:
             upload.send(1, first_part)
             result.bytes_uploaded += len(first_part)
             start, number = copy_from, 2
@@ -532,6 +580,7 @@ class Rotator:
     # -- re-key ------------------------------------------------------------------------------------
     def _rekey(self, artifact: ArtifactState, target_key: str, result: ItemResult) -> ArtifactState:
         bucket, key, old_version = _vault(artifact)
+        dest = self._destination(artifact, result)
         head = self.s3.head_object(Bucket=bucket, Key=key, VersionId=old_version)
         header_bytes = self._read_head(bucket, key, old_version, int(head["ContentLength"]), 0, result)
         old_header, _ = parse_envelope_head(header_bytes)
@@ -560,7 +609,7 @@ class Rotator:
                 keyring=self.keyring,
                 key_id=target_key,
                 bucket=bucket,
-                key=key,
+                key=dest,
                 context=context,
                 frame_length=old_header.frame_length,
                 metadata=_rotated_metadata(head.get("Metadata", {}), target_key),
@@ -576,17 +625,18 @@ class Rotator:
             updated = self._commit(
                 artifact,
                 {
+                    "vault_key": dest,
                     "vault_version_id": stored.version_id,
                     "wrapping_key_arn": stored.key_arn,
                     "ciphertext_size": stored.size,
                     "data_key_created_at": self.clock(),
+                    "superseded_vault_copy": self._superseded(key, old_version, result),
                 },
             )
         except (ModelShieldError, ClientError):
-            self._discard(bucket, key, stored.version_id)
+            self._discard(bucket, dest, stored.version_id)
             raise
-        self._retire_old(bucket, key, old_version, result)
-        return updated
+        return self._retire_old(updated, result)
 
     # -- shared steps ------------------------------------------------------------------------------
     def _commit(self, artifact: ArtifactState, update: dict[str, Any]) -> ArtifactState:
@@ -616,15 +666,66 @@ class Rotator:
             # Someone changed other fields (a rescan's verdict, say): keep theirs, apply ours on top.
             return self.artifacts.save(current.model_copy(update=update), expected_revision=current.revision)
 
-    def _retire_old(self, bucket: str, key: str, old_version: str, result: ItemResult) -> None:
+    # -- consumers' key and superseded copies ---------------------------------------------------------
+    def _lease(self, artifact: ArtifactState, action: Action) -> AbstractContextManager[None]:
+        """The artifact's lease while a rotated copy may land at consumers' key (see the module docstring)."""
+        key = artifact.vault_key or ""
+        if (
+            self.leases is None
+            or action == Action.RETIRE
+            or key.startswith((QUARANTINE_PREFIX, VERSIONS_PREFIX))
+        ):
+            return nullcontext()
+        return self.leases.hold(artifact.artifact_id, wait_seconds=self.settings.lease_wait_seconds)  # type: ignore[no-any-return]
+
+    def _destination(self, artifact: ArtifactState, result: ItemResult) -> str:
+        """Where the rotated copy goes: its own key, unless that is consumers' key and another version is
+        current there (a new version would become current): then `versions/<version>/<key>`."""
+        bucket, key, version = _vault(artifact)
+        if key.startswith((QUARANTINE_PREFIX, VERSIONS_PREFIX)):
+            return key
+        try:
+            current = self.s3.head_object(Bucket=bucket, Key=key).get("VersionId")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+            current = None  # a delete marker: nothing of ours is served there
+        if current == version:
+            return key
+        dest = f"{VERSIONS_PREFIX}{artifact.version_id}/{key}"
+        result.new_vault_key = dest
+        return dest
+
+    def _superseded(self, key: str, old_version: str, result: ItemResult) -> dict[str, str]:
+        """The old copy to delete once the record names the new one ({} when it is kept)."""
         if key.startswith(QUARANTINE_PREFIX):
             # The vault's bucket policy keeps every quarantine/ version (QuarantineVersionsAreKept: it is the
             # evidence of what was blocked), so the superseded copy stays, noncurrent and still encrypted.
             result.note = (result.note + "; " if result.note else "") + f"old version {old_version} kept"
-            return
-        if self.settings.delete_old_versions:
-            self.s3.delete_object(Bucket=bucket, Key=key, VersionId=old_version)
-            result.note = (result.note + "; " if result.note else "") + f"old version {old_version} deleted"
+            return {}
+        if not self.settings.delete_old_versions:
+            return {}
+        return {"key": key, "version_id": old_version}
+
+    def _retire_old(self, updated: ArtifactState, result: ItemResult) -> ArtifactState:
+        """Delete the superseded copy now; if S3 refuses, the record keeps naming it for the next run."""
+        old = updated.superseded_vault_copy
+        if not old:
+            return updated
+        try:
+            return self._retire_superseded(updated, result)
+        except (ClientError, ModelShieldError) as exc:
+            result.retire_error = (
+                f"old version {old['version_id']} of s3://{updated.vault_bucket}/{old['key']} not deleted "
+                f"({str(exc)[:200]}); the next run deletes it"
+            )
+            return updated
+
+    def _retire_superseded(self, artifact: ArtifactState, result: ItemResult) -> ArtifactState:
+        old = artifact.superseded_vault_copy
+        self.s3.delete_object(Bucket=artifact.vault_bucket, Key=old["key"], VersionId=old["version_id"])
+        result.note = (result.note + "; " if result.note else "") + f"old version {old['version_id']} deleted"
+        return self._commit(artifact, {"superseded_vault_copy": {}})
 
     def _discard(self, bucket: str, key: str, version: str | None) -> None:
         if version:

@@ -309,6 +309,7 @@ def rotator(settings: config.RotateSettings | None = None, *, principal: str) ->
         ),
         access=access_service(access, kms=kms, s3=s3) if access is not None else None,
         checkpoints=DynamoCheckpointStore(settings.audit_table, resource),
+        leases=LeaseStore(settings.idempotency_table, resource) if settings.idempotency_table else None,
     )
 
 
