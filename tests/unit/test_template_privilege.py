@@ -651,3 +651,18 @@ def test_every_function_that_reads_or_writes_scans_knows_the_seal_key(template: 
         assert env.get("SCAN_RECORD_KEY_ID", globals_env["SCAN_RECORD_KEY_ID"]) == {
             "Ref": "ScanRecordKeyAlias"
         }, name
+
+
+@pytest.mark.parametrize("function", ["RotateFunction", "JobWorkerFunction"])
+def test_rotation_writers_touch_only_lease_items_of_the_idempotency_table(
+    template: dict[str, Any], function: str
+) -> None:
+    # Given the roles that rotate vault copies (nightly runs, re-key jobs)
+    on_table = [s for s in statements(template, function) if on(s, "IdempotencyTable")]
+
+    # Then they may take and give back the artifact's lease (what the scan pipeline holds while it writes
+    # consumers' key), and nothing else of that table: no idempotency markers, no reads, no updates
+    assert on_table, f"{function} cannot take the artifact lease, so it could roll consumers' key back"
+    for statement in on_table:
+        assert sorted(_list(statement["Action"])) == ["dynamodb:DeleteItem", "dynamodb:PutItem"], statement
+        assert _condition_values(statement, "dynamodb:LeadingKeys") == ["lease#*"], statement
