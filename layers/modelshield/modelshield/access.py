@@ -43,6 +43,7 @@ from modelshield.errors import (
     UsageError,
 )
 from modelshield.models import AccessRequest, ArtifactState, RequestStatus, ScanRecord, utcnow
+from modelshield.observability import logger
 from modelshield.release import VaultObject, release_refusal, row_refusal, scan_refusal
 
 __all__ = [
@@ -296,6 +297,11 @@ class AccessService:
         except RequestConflict:
             # Someone decided first: the grant we made must not outlive this failed approval.
             self._revoke(key_arn, grant_id, request, approver, "approval lost a race with another decision")
+            raise
+        except BaseException:
+            # The request could not be marked APPROVED (a table failure): no grant without an approved,
+            # expiring request. The approval can simply be repeated.
+            self._withdraw_grant(key_arn, grant_id, request, approver, "the approval could not be recorded")
             raise
 
     def deny(self, request_id: str, *, approver: str, reason: str = "") -> AccessRequest:
@@ -575,20 +581,45 @@ class AccessService:
             )
             raise KeyAccessError(f"KMS refused to create the grant on {key_arn}: {code}") from None
         grant_id, token = str(response["GrantId"]), str(response["GrantToken"])
-        self.record(
-            AuditAction.GRANT_CREATE,
-            request,
-            principal=request.grantee,
-            decision=Decision.ALLOWED,
-            detail={
-                "grant_id": grant_id,
-                "key_arn": key_arn,
-                "operations": GRANT_OPERATIONS,
-                "encryption_context_equals": dict(context),
-            },
-            idempotency_key=f"grant:{request.request_id}:{grant_id}",
-        )
+        try:
+            self.record(
+                AuditAction.GRANT_CREATE,
+                request,
+                principal=request.grantee,
+                decision=Decision.ALLOWED,
+                detail={
+                    "grant_id": grant_id,
+                    "key_arn": key_arn,
+                    "operations": GRANT_OPERATIONS,
+                    "encryption_context_equals": dict(context),
+                },
+                idempotency_key=f"grant:{request.request_id}:{grant_id}",
+            )
+        except BaseException:
+            # A grant the audit log does not show must not exist.
+            self._withdraw_grant(
+                key_arn, grant_id, request, request.decided_by or "", "its audit record failed"
+            )
+            raise
         return grant_id, token
+
+    def _withdraw_grant(
+        self, key_arn: str, grant_id: str, request: AccessRequest, principal: str, why: str
+    ) -> None:
+        """Revoke a grant made by an approval that then failed; the approval's own error is what the caller
+        sees, so a failure here (KMS or the audit log down too) is logged, not raised over it."""
+        try:
+            self._revoke(key_arn, grant_id, request, principal, why)
+        except Exception as exc:
+            logger.error(
+                "a grant of a failed approval could not be revoked",
+                extra={
+                    "grant_id": grant_id,
+                    "key_arn": key_arn,
+                    "request_id": request.request_id,
+                    "error": str(exc),
+                },
+            )
 
     def _revoke(self, key_arn: str, grant_id: str, request: AccessRequest, principal: str, why: str) -> None:
         try:
