@@ -1,8 +1,8 @@
 """The progress bar of `modelshield upload --wait`: drawn on a terminal (a pseudo-terminal here), absent
 when stderr is a pipe or with --quiet, and never on stdout, so `--format json` still parses.
 
-The object is small (the bar is drawn when each phase starts and ends, so it shows for any size); the
-issue's 1 GiB upload is a manual check: `modelshield upload big.bin --key big.bin --wait` in a terminal.
+Most objects here are small (the bar is drawn when each phase starts and ends, so it shows for any size);
+one is the issue's 1 GiB upload, whose bar must move while the bytes go, with the CLI's memory flat.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 import time
@@ -40,10 +41,18 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 
 def upload(env: dict[str, str], path: Path, key: str, *extra: str, terminal: bool) -> tuple[int, str, str]:
     """Run `modelshield upload` with stderr on a pseudo-terminal (or a pipe); return code, stdout, stderr."""
+    code, out, err, _ = upload_measured(env, path, key, *extra, terminal=terminal)
+    return code, out, err
+
+
+def upload_measured(
+    env: dict[str, str], path: Path, key: str, *extra: str, terminal: bool
+) -> tuple[int, str, str, int]:
+    """As `upload`, plus the CLI process's peak RSS in bytes (from wait4's rusage)."""
     argv = [sys.executable, "-m", "modelshield.cli", "upload", str(path), "--key", key, "--wait", *extra]
     if not terminal:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180, check=False)
-        return done.returncode, done.stdout, done.stderr
+        return done.returncode, done.stdout, done.stderr, 0
     master, slave = pty.openpty()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
@@ -58,7 +67,9 @@ def upload(env: dict[str, str], path: Path, key: str, *extra: str, terminal: boo
         seen.extend(chunk)
     os.close(master)
     out = process.stdout.read().decode() if process.stdout else ""
-    return process.wait(timeout=180), out, seen.decode(errors="replace")
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, out, seen.decode(errors="replace"), usage.ru_maxrss * 1024
 
 
 def test_upload_draws_a_bar_on_a_terminal(stack_env: dict[str, str], tmp_path: Path) -> None:
@@ -74,6 +85,38 @@ def test_upload_draws_a_bar_on_a_terminal(stack_env: dict[str, str], tmp_path: P
     assert "B/s" in terminal and "scanning" in terminal and "1 / 1 files" in terminal
     # And stdout is only the report
     assert json.loads(out)["summary"]["verdicts"]["ALLOWED"] == 1
+
+
+def sparse_safetensors(path: Path, size: int) -> Path:
+    """A safetensors file of one float32 tensor of `size` bytes, all zeros (sparse: no disk used for them)."""
+    header = json.dumps({"weights": {"dtype": "F32", "shape": [size // 4], "data_offsets": [0, size]}})
+    header += " " * (-len(header) % 8)
+    with path.open("wb") as out:
+        out.write(len(header).to_bytes(8, "little") + header.encode())
+        out.truncate(8 + len(header) + size)
+    return path
+
+
+def test_a_1_gib_upload_shows_its_progress_as_it_goes(stack_env: dict[str, str], tmp_path: Path) -> None:
+    # Given a 1 GiB model and stderr on a terminal
+    model = sparse_safetensors(tmp_path / "big.safetensors", 1 << 30)
+
+    # When it is uploaded and waited for
+    code, out, terminal, peak_rss = upload_measured(
+        stack_env, model, "models/big.safetensors", "--format", "json", terminal=True
+    )
+
+    # Then it was released, and the bar was redrawn while the bytes went: many percentages on the way
+    assert code == 0, terminal[-2000:]
+    assert json.loads(out)["summary"]["verdicts"]["ALLOWED"] == 1
+    uploading = [line for line in terminal.split("\r") if "uploading" in line]
+    percents = [float(p) for line in uploading for p in re.findall(r"(\d+\.\d)%", line)]
+    along_the_way = sorted({p for p in percents if 0 < p < 100})
+    assert len(along_the_way) >= 10, f"the bar hardly moved: {along_the_way}"
+    assert percents == sorted(percents), "the bar went backwards"
+    assert "GiB" in terminal and "100.0%" in terminal
+    # And the CLI streamed the file: its memory stayed far below the file's size
+    assert peak_rss < 400 << 20, f"the CLI peaked at {peak_rss >> 20} MiB uploading 1 GiB"
 
 
 def test_no_bar_into_a_pipe_or_with_quiet(stack_env: dict[str, str], tmp_path: Path) -> None:
