@@ -110,3 +110,37 @@ def test_a_cancelled_transaction_is_rolled_back_exactly_with_the_cheap_backups(
         page = streams.get_records(ShardIterator=page["NextShardIterator"])
         assert [r["eventName"] for r in page["Records"]] == ["MODIFY"]
         assert page["Records"][0]["dynamodb"]["NewImage"]["v"] == {"N": "9"}
+
+
+def test_the_dispatcher_finds_each_hosts_backend_once_and_the_same_as_moto(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelshield.local.moto_memory import install_dispatch_cache
+    from moto import backends
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    hosts = ["dynamodb.us-east-1.amazonaws.com", "s3.us-east-1.amazonaws.com", "kms.us-east-1.amazonaws.com"]
+    # Given what moto's own dispatcher answers for a few hosts
+    expected = {
+        host: DomainDispatcherApplication(create_backend_app).get_backend_for_host(host) for host in hosts
+    }
+
+    # When the cache is installed and each host is asked about three times
+    install_dispatch_cache()
+    install_dispatch_cache()  # idempotent
+    listings = 0
+    real = backends.list_of_moto_modules
+
+    def counted() -> object:
+        nonlocal listings
+        listings += 1
+        return real()
+
+    monkeypatch.setattr(backends, "list_of_moto_modules", counted)
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+    answers = [dispatcher.get_backend_for_host(host) for _ in range(3) for host in hosts]
+
+    # Then the answers are moto's, and moto's package directory was listed at most once per host
+    assert answers == [expected[host] for _ in range(3) for host in hosts]
+    assert expected["dynamodb.us-east-1.amazonaws.com"] == "dynamodb"
+    assert listings <= len(hosts)

@@ -1,5 +1,8 @@
 """Keep the long-running local stack's memory and per-upload cost bounded under moto.
 
+(Three patches: moto forgets the instances it tracks, transactions back up only what they touch, and the
+server's dispatcher remembers which backend serves a host.)
+
 First, let moto forget the model objects it tracks.
 
 moto's `BaseModel.__new__` appends every model instance it ever creates to its class's
@@ -137,3 +140,33 @@ def _table_deepcopy(table: Any, memo: dict[int, Any]) -> Any:
         shard.table = clone
         clone.stream_shard = shard
     return clone
+
+
+# -- dispatch: remember which backend serves a host ------------------------------------------------------
+# moto server's DomainDispatcherApplication finds the backend for every request by listing moto's package
+# directory (`list_of_moto_modules`: a listdir and ~200 isdir calls) and then trying each service's URL
+# regexes in turn, under one lock. That was a fifth of the local stack's CPU under load (py-spy over a
+# 200-upload load_bench run). The answer depends on the host alone and moto's static tables, so keep it.
+
+_MAX_HOSTS = 1024  # hosts are service.region.amazonaws.com forms: a handful; the bound is for safety
+
+
+def install_dispatch_cache() -> None:
+    """Patch moto server's dispatcher (idempotent): same backend for a host, found once."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    if getattr(DomainDispatcherApplication.get_backend_for_host, "_modelshield", False):
+        return
+    original = DomainDispatcherApplication.get_backend_for_host
+    known: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        backend = known.get(host)
+        if backend is None:
+            backend = original(self, host)
+            if backend is not None and len(known) < _MAX_HOSTS:
+                known[host] = backend
+        return backend
+
+    get_backend_for_host._modelshield = True  # type: ignore[attr-defined]
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
