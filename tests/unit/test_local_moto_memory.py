@@ -144,3 +144,48 @@ def test_the_dispatcher_finds_each_hosts_backend_once_and_the_same_as_moto(
     assert answers == [expected[host] for _ in range(3) for host in hosts]
     assert expected["dynamodb.us-east-1.amazonaws.com"] == "dynamodb"
     assert listings <= len(hosts)
+
+
+def test_receiving_from_a_deep_queue_does_not_count_the_queue_per_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelshield.local.moto_memory import install_cheap_retention_check
+    from moto.sqs.models import Queue
+
+    moto_credentials(monkeypatch)
+    install_cheap_retention_check()
+    with mock_aws():
+        sqs = boto3.client("sqs")
+        url = sqs.create_queue(QueueName="deep", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+        # Given a queue 500 messages deep
+        for start in range(0, 500, 10):
+            sqs.send_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(n), "MessageBody": f"m{n}"} for n in range(start, start + 10)],
+            )
+        counts = 0
+        real = Queue.attributes.fget
+
+        def counted(queue: Queue) -> object:
+            nonlocal counts
+            counts += 1
+            return real(queue)
+
+        monkeypatch.setattr(Queue, "attributes", property(counted))
+
+        # When ten messages are received
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+
+        # Then they come without the queue's attributes (three counts over every message) being built
+        assert len(got) == 10
+        assert counts == 0
+
+        # And a message older than the queue's retention period is not handed out, as moto decides
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.sqs.models import sqs_backends
+
+        old = sqs.create_queue(QueueName="old", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+        sqs.send_message(QueueUrl=old, MessageBody="stale")
+        for message in sqs_backends[DEFAULT_ACCOUNT_ID][sqs.meta.region_name].queues["old"]._messages:
+            message.sent_timestamp = 0  # sent in 1970
+        assert sqs.receive_message(QueueUrl=old, MaxNumberOfMessages=10).get("Messages", []) == []

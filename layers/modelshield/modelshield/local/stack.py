@@ -174,7 +174,11 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         from modelshield.local.moto_atomic import make_dynamodb_atomic
-        from modelshield.local.moto_memory import install_cheap_transaction_backups, install_dispatch_cache
+        from modelshield.local.moto_memory import (
+            install_cheap_retention_check,
+            install_cheap_transaction_backups,
+            install_dispatch_cache,
+        )
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         quiet_interpreter()  # moto's ASL interpreter logs two expected lines per job (interpreter_logs.py)
@@ -182,6 +186,7 @@ class LocalStack:
 
         install_cheap_transaction_backups()  # moto copies whole tables per transaction (moto_memory)
         install_dispatch_cache()  # moto server lists its package directory per request (moto_memory)
+        install_cheap_retention_check()  # moto SQS counts the whole queue per message received (moto_memory)
         make_dynamodb_atomic()  # moto's conditional writes race across request threads (moto_atomic)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
