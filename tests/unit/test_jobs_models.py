@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from modelshield.cli.commands_jobs import Progress, exit_code
+from modelshield.cli.commands_jobs import exit_code, job_bar, show_progress
 from modelshield.errors import UsageError
 from modelshield.jobs.discover import is_model_candidate
 from modelshield.jobs.models import (
@@ -107,12 +107,22 @@ def test_the_error_csv_has_the_json_fields_as_columns() -> None:
     assert errors_csv(document) == 'bucket,key,version_id,code,message,action\nb,"k,1",,X,m,a\n'
 
 
-def test_the_progress_line_shows_items_bytes_rate_and_eta() -> None:
+def test_the_progress_line_shows_items_bytes_rate_and_status() -> None:
+    # Given a running job with two of four items finished
     running = job().model_copy(
         update={"status": JobStatus.RUNNING, "counts": Counts(total=4, succeeded=1, skipped=1, pending=2)}
     )
-    line = Progress(io.StringIO()).line(running)
-    assert "2/4 items" in line and "MB" in line and "items/s" in line and "ETA" in line
+    stream = io.StringIO()
+    bar = job_bar(enabled=True, stream=stream)
+
+    # When its progress is shown
+    show_progress(bar, running)
+
+    # Then the shared bar shows the status, half done, the items and their rate, and the bytes
+    line = bar.render()
+    assert "running" in line and "50.0%" in line and "2 / 4 items" in line and "items/s" in line
+    assert "B/" in line
+    assert stream.getvalue().startswith("\r")
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,10 @@ class Progress:
         if self.enabled:
             self._draw(force=True)
 
+    @property
+    def current_phase(self) -> str:
+        return self._phase
+
     def close(self, final: str | None = None) -> None:
         """Clear the line (or leave `final` on it) so that later output starts clean."""
         if not self.enabled:

@@ -17,6 +17,7 @@ from modelshield.cli.output import add_format_flag, print_json, print_table
 from modelshield.errors import StackNotRunning
 from modelshield.jobs.models import Filters, Job, JobStatus, Operation, Options
 from modelshield.jobs.settle import errors_csv
+from modelshield.progress import Progress, human_bytes
 
 POLL_SECONDS = 0.5
 
@@ -178,51 +179,33 @@ def cmd_retry(args: Any) -> int:
 # -- waiting and showing -----------------------------------------------------------------------------
 def wait_for(service: Any, job_id: str, *, timeout: float | None = None) -> Job:
     """Poll the job record (the source of truth) until it ends; a progress bar on an interactive stderr."""
-    bar = Progress(sys.stderr) if sys.stderr.isatty() else None
+    bar = job_bar()
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         job = service.get(job_id)
-        if bar is not None:
-            bar.show(job)
+        show_progress(bar, job)
         if job.status.finished:
-            if bar is not None:
-                bar.done()
+            bar.close()
             return job
         if deadline is not None and time.monotonic() > deadline:
             return job
         time.sleep(POLL_SECONDS)
 
 
-class Progress:
-    """`[#####.....] 120/300 items  1.2/3.4 MB  15.2 items/s  ETA 12s`, redrawn in place."""
+def job_bar(*, enabled: bool | None = None, stream: Any = None) -> Progress:
+    """The shared progress bar (modelshield.progress), counting a job's finished items."""
+    return Progress(None, phase="pending", unit="items", enabled=enabled, stream=stream)
 
-    WIDTH = 30
 
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.started = time.monotonic()
-
-    def line(self, job: Job) -> str:
-        counts, done = job.counts, job.counts.succeeded + job.counts.failed + job.counts.skipped
-        total = max(counts.total, done)
-        filled = int(self.WIDTH * done / total) if total else 0
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = done / elapsed
-        eta = f"{(total - done) / rate:.0f}s" if rate > 0 and total > done else "-"
-        mb = 1024 * 1024
-        return (
-            f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} items  "
-            f"{job.bytes.processed / mb:.1f}/{job.bytes.total / mb:.1f} MB  {rate:.1f} items/s  ETA {eta}  "
-            f"{job.status.value}"
-        )
-
-    def show(self, job: Job) -> None:
-        self.stream.write("\r" + self.line(job))
-        self.stream.flush()
-
-    def done(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
+def show_progress(bar: Progress, job: Job) -> None:
+    """Redraw `bar` for `job`: `encrypt 1.2 MiB/3.4 MiB running [####..] 40.0% 120 / 300 items 15 items/s`"""
+    counts = job.counts
+    done = counts.succeeded + counts.failed + counts.skipped
+    bar.label = f"{job.operation.value} {human_bytes(job.bytes.processed)}/{human_bytes(job.bytes.total)}"
+    status = job.status.value.lower()
+    if status != bar.current_phase:
+        bar.phase(status, reset=False)
+    bar.set(done, max(counts.total, done))
 
 
 def _show(job: Job, fmt: str) -> None:
@@ -274,12 +257,12 @@ def demo_bulk_job(stack: Any) -> bool:
     )["AssumedRoleUser"]["Arn"]
     service = wiring.job_service()
     job = service.create(principal=engineer, operation="encrypt", source=f"s3://{bucket}/teams/")
-    bar = Progress(sys.stdout)
+    bar = job_bar(enabled=True, stream=sys.stdout)
     while not (job := service.get(job.job_id)).status.finished:
-        bar.show(job)
+        show_progress(bar, job)
         time.sleep(POLL_SECONDS)
-    bar.show(job)
-    bar.done()
+    show_progress(bar, job)
+    bar.close(final=bar.render())
     _show(job, "table")
     errors = service.errors(job.job_id)["errors"]
     print_table(["KEY", "CODE", "WHY"], [[e["key"], e["code"], e["message"][:90]] for e in errors])
