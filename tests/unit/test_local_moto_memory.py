@@ -149,11 +149,11 @@ def test_the_dispatcher_finds_each_hosts_backend_once_and_the_same_as_moto(
 def test_receiving_from_a_deep_queue_does_not_count_the_queue_per_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from modelshield.local.moto_memory import install_cheap_retention_check
+    from modelshield.local.moto_memory import install_cheap_queue_counts
     from moto.sqs.models import Queue
 
     moto_credentials(monkeypatch)
-    install_cheap_retention_check()
+    install_cheap_queue_counts()
     with mock_aws():
         sqs = boto3.client("sqs")
         url = sqs.create_queue(QueueName="deep", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
@@ -189,3 +189,48 @@ def test_receiving_from_a_deep_queue_does_not_count_the_queue_per_message(
         for message in sqs_backends[DEFAULT_ACCOUNT_ID][sqs.meta.region_name].queues["old"]._messages:
             message.sent_timestamp = 0  # sent in 1970
         assert sqs.receive_message(QueueUrl=old, MaxNumberOfMessages=10).get("Messages", []) == []
+
+
+def test_a_deep_queue_is_counted_exactly_with_one_clock_read_per_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelshield.local.moto_memory import install_cheap_queue_counts
+    from moto.sqs import models
+
+    moto_credentials(monkeypatch)
+    install_cheap_queue_counts()
+    with mock_aws():
+        sqs = boto3.client("sqs")
+        url = sqs.create_queue(QueueName="counted")["QueueUrl"]
+        # Given 300 messages, 20 of them delayed, and 10 received (in flight)
+        for start in range(0, 300, 10):
+            delay = 600 if start < 20 else 0
+            batch = [
+                {"Id": str(n), "MessageBody": f"m{n}", "DelaySeconds": delay}
+                for n in range(start, start + 10)
+            ]
+            sqs.send_message_batch(QueueUrl=url, Entries=batch)
+        assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]) == 10
+        reads = 0
+        real = models.unix_time_millis
+
+        def clock() -> float:
+            nonlocal reads
+            reads += 1
+            return real()
+
+        monkeypatch.setattr(models, "unix_time_millis", clock)
+
+        # When the queue's counts are asked for
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        counts = sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=[*names, "ApproximateNumberOfMessagesDelayed"]
+        )
+
+        # Then they are exact, and the clock was read a few times, not per message
+        assert counts["Attributes"] == {
+            "ApproximateNumberOfMessages": "270",
+            "ApproximateNumberOfMessagesNotVisible": "10",
+            "ApproximateNumberOfMessagesDelayed": "20",
+        }
+        assert reads < 50, f"{reads} clock reads for three counts of 300 messages"

@@ -175,7 +175,7 @@ class LocalStack:
 
         from modelshield.local.moto_atomic import make_dynamodb_atomic
         from modelshield.local.moto_memory import (
-            install_cheap_retention_check,
+            install_cheap_queue_counts,
             install_cheap_transaction_backups,
             install_dispatch_cache,
         )
@@ -186,7 +186,7 @@ class LocalStack:
 
         install_cheap_transaction_backups()  # moto copies whole tables per transaction (moto_memory)
         install_dispatch_cache()  # moto server lists its package directory per request (moto_memory)
-        install_cheap_retention_check()  # moto SQS counts the whole queue per message received (moto_memory)
+        install_cheap_queue_counts()  # moto SQS reads the clock per message per count (moto_memory)
         make_dynamodb_atomic()  # moto's conditional writes race across request threads (moto_atomic)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
