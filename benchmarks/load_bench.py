@@ -128,6 +128,8 @@ def run(uploads: int, window: int, timeout: float) -> dict[str, Any]:
         records = all_records(scans)
         dlq = queue_depth(sqs, stack.outputs["dead_letter_queue_url"])
         errors = list(stack.errors)
+        snapshots = stack._snapshotter
+        snapshot_figures = {"taken": snapshots.taken, "longest_s": round(snapshots.longest_seconds, 2)}
     per_version = Counter(
         (r["artifact_id"], r["version_id"]) for r in records if r.get("trigger", "upload") == "upload"
     )
@@ -155,6 +157,7 @@ def run(uploads: int, window: int, timeout: float) -> dict[str, Any]:
         "overall_verdicts_per_s": round(len(stamps) / ((stamps[-1] - stamps[0]) or 1e-9), 2) if stamps else 0,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rss_mib_over_time": [round(r) for _, r in samples[:: max(1, len(samples) // 12)]],
+        "snapshots": snapshot_figures,
         "poller_errors": errors[:5],
     }
 
