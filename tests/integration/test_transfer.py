@@ -12,8 +12,10 @@ from pathlib import Path
 import boto3
 import pytest
 from modelshield.cli import main
+from modelshield.crypto import checksums
+from modelshield.errors import UsageError
 from modelshield.progress import Progress
-from modelshield.transfer import MIN_PART_SIZE, part_size_for, upload_file
+from modelshield.transfer import MIN_PART_SIZE, FileWindow, part_size_for, upload_file
 from modelshield.wiring import s3_client
 from moto import mock_aws
 
@@ -81,6 +83,34 @@ def test_a_failed_multipart_upload_is_aborted(bucket: str, tmp_path: Path) -> No
     s3.complete_multipart_upload = original
     # Then no upload is left open
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_a_part_is_a_window_onto_the_file_that_rewinds_for_a_retry(tmp_path: Path) -> None:
+    # Given a file and a window onto bytes [100, 1100) of it
+    data = os.urandom(4096)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    with path.open("rb") as file:
+        window = FileWindow(file, 100, 1000)
+        # Then its checksum is that of those bytes, and it is sized from its own start
+        assert window.crc() == checksums.crc(data[100:1100])
+        assert len(window) == 1000 and window.seek(0, os.SEEK_END) == 1000
+        # And read, rewound and read again (as botocore does to sign, then retry) it gives those bytes
+        window.seek(0)
+        assert window.read(10) == data[100:110] and window.tell() == 10
+        window.seek(0)
+        assert window.read() == data[100:1100] and window.read(5) == b""
+
+
+def test_a_file_that_shrinks_while_it_goes_up_is_a_clear_error(tmp_path: Path) -> None:
+    # Given a window onto bytes the file no longer has
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 100)
+    with path.open("rb") as file:
+        window = FileWindow(file, 0, 1000)
+        # When its checksum is read
+        with pytest.raises(UsageError, match="shrank while it was being uploaded"):
+            window.crc()
 
 
 def test_part_sizes_fit_s3s_limits() -> None:

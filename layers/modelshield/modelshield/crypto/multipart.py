@@ -84,11 +84,13 @@ class MultipartUpload:
                 self.upload_id = str(created["UploadId"])
             return self.upload_id
 
-    def send(self, number: int, body: bytes | bytearray) -> str:
-        """Upload part `number` with its CRC64NVME; returns that checksum (encoded)."""
+    def send(self, number: int, body: Any, *, crc: int | None = None) -> str:
+        """Upload part `number` with its CRC64NVME; returns that checksum (encoded). `body` is bytes, or a
+        seekable binary stream whose checksum the caller read as `crc` (S3 refuses the part if the bytes
+        sent differ from it)."""
         self._check_number(number)
         upload_id = self.start()
-        value = checksums.crc(body)
+        value = checksums.crc(body) if crc is None else crc
         encoded = checksums.encode(value)
         with s3_call(f"UploadPart {number}"):
             response = self.s3.upload_part(
@@ -96,7 +98,7 @@ class MultipartUpload:
                 Key=self.key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=bytes(body),
+                Body=bytes(body) if crc is None else body,
                 ChecksumCRC64NVME=encoded,
             )
         self._record(number, len(body), value, str(response["ETag"]))
