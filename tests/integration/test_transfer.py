@@ -15,7 +15,7 @@ from modelshield.cli import main
 from modelshield.crypto import checksums
 from modelshield.errors import UsageError
 from modelshield.progress import Progress
-from modelshield.transfer import MIN_PART_SIZE, FileWindow, part_size_for, upload_file
+from modelshield.transfer import MIN_PART_SIZE, FilePart, part_size_for, upload_file
 from modelshield.wiring import s3_client
 from moto import mock_aws
 
@@ -91,7 +91,7 @@ def test_a_part_is_a_window_onto_the_file_that_rewinds_for_a_retry(tmp_path: Pat
     path = tmp_path / "f.bin"
     path.write_bytes(data)
     with path.open("rb") as file:
-        window = FileWindow(file, 100, 1000)
+        window = FilePart(file, 100, 1000)
         # Then its checksum is that of those bytes, and it is sized from its own start
         assert window.crc() == checksums.crc(data[100:1100])
         assert len(window) == 1000 and window.seek(0, os.SEEK_END) == 1000
@@ -107,7 +107,7 @@ def test_a_file_that_shrinks_while_it_goes_up_is_a_clear_error(tmp_path: Path) -
     path = tmp_path / "f.bin"
     path.write_bytes(b"x" * 100)
     with path.open("rb") as file:
-        window = FileWindow(file, 0, 1000)
+        window = FilePart(file, 0, 1000)
         # When its checksum is read
         with pytest.raises(UsageError, match="shrank while it was being uploaded"):
             window.crc()

@@ -7,15 +7,15 @@ and the upload's exact VersionId is what `upload --wait` must wait for: reading 
 HeadObject could return a concurrent writer's version. So the parts go through crypto/multipart.py's
 MultipartUpload (a CRC64NVME per part; aborted on any failure, so no orphaned parts linger and bill).
 
-A part is never held in memory: it is a FileWindow onto the file, read once for its checksum and again
-as it is sent, a block at a time. Reading it into bytes instead cost two part-sized buffers per part
-(botocore appends a bytes body to the request's headers before sending), and how soon the allocator
-gave those back varied by machine: a 1 GiB upload peaked at 283 MiB here and at 900 MiB on CI.
+A part is never held in memory: it is a window onto the file (scanning/streams.py's SubStream), read
+once for its checksum and again as it is sent, a block at a time. Reading it into bytes instead cost two
+part-sized buffers per part (botocore appends a bytes body to the request's headers before sending), and
+how soon the allocator gave those back varied by machine: a 1 GiB upload peaked at 283 MiB here and at
+900 MiB on CI.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Mapping
@@ -26,6 +26,7 @@ from modelshield.crypto import checksums
 from modelshield.crypto.multipart import MAX_PARTS, MultipartUpload
 from modelshield.errors import UsageError
 from modelshield.progress import Progress
+from modelshield.scanning.streams import SubStream
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 PART_SIZE = 64 * 1024 * 1024  # memory per part in flight: one part
@@ -73,7 +74,7 @@ def _multipart(
     size = os.fstat(body.fileno()).st_size
     with MultipartUpload(s3, bucket, key, extra=extra) as upload:  # aborted if anything below fails
         for number, start in enumerate(range(0, size, part_size), start=1):
-            part = FileWindow(body, start, min(part_size, size - start))
+            part = FilePart(body, start, min(part_size, size - start))
             upload.send(number, part, crc=part.crc())
             if progress is not None:
                 progress.advance(len(part))
@@ -81,46 +82,20 @@ def _multipart(
     return response.get("VersionId")
 
 
-class FileWindow(io.RawIOBase):
-    """Bytes [start, start + length) of an open binary file, as a seekable read-only stream whose
-    positions start at 0: a request body botocore can size, sign, send and rewind for a retry."""
+class FilePart(SubStream):
+    """A part of the file being uploaded: a window onto it (positions from 0, so botocore can size, sign,
+    send and rewind it for a retry). A file that no longer has the part's bytes is an error, not a short
+    part."""
 
-    def __init__(self, file: Any, start: int, length: int):
-        super().__init__()
-        self._file, self._start, self._length, self._position = file, start, length, 0
-
-    def __len__(self) -> int:
-        return self._length
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
-        self._position = min(max(base + offset, 0), self._length)
-        return self._position
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        wanted = min(len(view), self._length - self._position)
-        if wanted <= 0:
-            return 0
-        self._file.seek(self._start + self._position)
-        got = self._file.readinto(view[:wanted])
-        if not got:
-            name = getattr(self._file, "name", "the file")
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        got = super().readinto(buffer)
+        if not got and self.tell() < len(self):
+            name = getattr(self._base, "name", "the file")
             raise UsageError(f"{name} shrank while it was being uploaded: upload it again once it is written")
-        self._position += got
-        return int(got)
+        return got
 
     def crc(self) -> int:
-        """The window's CRC64NVME, read a block at a time; the position is back at 0 afterwards."""
+        """The part's CRC64NVME, read a block at a time; the position is back at 0 afterwards."""
         value, block = 0, bytearray(BLOCK)
         self.seek(0)
         while got := self.readinto(block):

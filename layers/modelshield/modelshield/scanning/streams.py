@@ -28,6 +28,9 @@ class SubStream(io.RawIOBase):
         super().__init__()
         self._base, self._start, self._length, self._pos = base, start, max(0, length), 0
 
+    def __len__(self) -> int:
+        return self._length
+
     def readable(self) -> bool:
         return True
 
