@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peak_rss import peak_rss_bytes  # benchmarks/ is sys.path[0] for its scripts
+
 MiB = 1024 * 1024
 WRAPPING_KEY = bytes(range(32))  # benchmark key: protects nothing
 PROVIDER_ID, KEY_NAME = "modelshield-bench", "static"
@@ -84,19 +86,6 @@ def _keyring() -> Any:
 
 def _frame(case: str) -> int:
     return MiB if case.endswith("1MiB") else 4 * MiB
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set since exec (VmHWM).
-
-    Not getrusage's ru_maxrss: on Linux that also counts the pre-exec image, which for a subprocess
-    started by vfork is the parent's -- every case would report the parent's peak.
-    """
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_case(

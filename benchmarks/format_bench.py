@@ -24,6 +24,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from peak_rss import peak_rss_mib  # benchmarks/ is sys.path[0] for its scripts
+
 MiB = 1 << 20
 GiB = 1 << 30
 DATA = Path(__file__).resolve().parent / ".data"
@@ -181,17 +183,10 @@ class CountingReader(io.RawIOBase):
         return self.raw.tell()
 
 
-def _vm_hwm_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
 def child(path: str) -> None:
     from modelshield.scanning import scan_stream
 
-    baseline = _vm_hwm_kib()
+    baseline = peak_rss_mib()
     raw = CountingReader(io.FileIO(path, "rb"))
     stream = io.BufferedReader(raw, buffer_size=64 * 1024)
     started = time.perf_counter()
@@ -201,8 +196,8 @@ def child(path: str) -> None:
         json.dumps(
             {
                 "seconds": round(elapsed, 3),
-                "peak_rss_mib": round(_vm_hwm_kib() / 1024, 1),
-                "import_rss_mib": round(baseline / 1024, 1),
+                "peak_rss_mib": round(peak_rss_mib(), 1),
+                "import_rss_mib": round(baseline, 1),
                 "bytes_read": raw.bytes_read,
                 "size": os.path.getsize(path),
                 "format": report.format.value,

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peak_rss import peak_rss_mib  # benchmarks/ is sys.path[0] for its scripts
+
 MiB = 1 << 20
 GiB = 1 << 30
 HERE = Path(__file__).resolve().parent
@@ -57,14 +59,6 @@ def make_object(path: Path, size: int) -> None:
     with path.open("wb") as f:
         f.write(struct.pack("<Q", len(raw)) + raw)
         f.truncate(8 + len(raw) + tensors * per)
-
-
-def _peak_rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class _FileRanges:
@@ -113,7 +107,7 @@ def case_scan(path: Path, mode: str, workdir: Path) -> dict[str, Any]:
         "bytes_read": read,
         "format": report.format.value,
         "findings": len(report.findings),
-        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
     }
 
 
@@ -140,7 +134,7 @@ def case_encrypt(path: Path, workers: int, paced: bool) -> dict[str, Any]:
         "gb_per_s": round(source.size / seconds / 1e9, 3),
         "ranges": len(encryptor.ranges),
         "sha256": pending.body.plaintext_sha256,
-        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
     }
 
 

@@ -89,8 +89,9 @@ def time_walker(path: Path) -> float:
     return elapsed
 
 
-# VmHWM (this process's own peak RSS): ru_maxrss would include the parent's RSS inherited across fork/exec
-_HWM = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
+# Each child reports its own peak (benchmarks/peak_rss.py), not ru_maxrss, which carries the parent's.
+_HERE = str(Path(__file__).resolve().parent)
+_PEAK = f"import sys; sys.path.insert(0, {_HERE!r}); from peak_rss import peak_rss_mib\n"
 _CHILD = """
 import json, sys, time
 from modelshield.scanning import scan_path
@@ -98,13 +99,13 @@ from modelshield.scanning.registry import Limits
 started = time.perf_counter()
 report = scan_path(sys.argv[1], limits=Limits(max_pickle_memo=1 << 24), sha256="not-computed")
 print(json.dumps({"seconds": time.perf_counter() - started,
-                  "rss_mb": HWM,
+                  "rss_mb": peak_rss_mib(),
                   "findings": [f.rule.value for f in report.findings], "format": report.format.value}))
 """
 
 
 def scan_in_subprocess(path: Path) -> dict[str, Any]:
-    code = _CHILD.replace("HWM", _HWM)
+    code = _PEAK + _CHILD
     out = subprocess.run(
         [sys.executable, "-c", code, str(path)], check=True, capture_output=True, text=True
     ).stdout
@@ -112,7 +113,7 @@ def scan_in_subprocess(path: Path) -> dict[str, Any]:
 
 
 def baseline_rss_mb() -> float:
-    code = f"import modelshield.scanning; print({_HWM})"
+    code = _PEAK + "import modelshield.scanning; print(peak_rss_mib())"
     return float(
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     )
